@@ -1,0 +1,44 @@
+# Every target sets up what it needs: a fresh machine only needs Python 3.11 and make.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall when pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint dev bench clean venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+	@set -o pipefail; $(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+venv: $(STAMP)
+
+## make demo: materialize the example training set end to end (offline sandbox when GBIF is unreachable)
+demo: $(STAMP)
+	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(BIN)/gbifdl demo
+
+## make test: the whole suite against real PostgreSQL, an S3 endpoint and the sandbox, started by the harness
+test: $(STAMP)
+	$(BIN)/ruff check gbifdl_assets gbifdl_assets_tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gbifdl_assets gbifdl_assets_tests
+	$(BIN)/ruff format --check gbifdl_assets gbifdl_assets_tests
+
+## make dev: the Dagster UI, daemon and code server on the embedded instance
+dev: $(STAMP)
+	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest gbifdl_assets_tests/bench -q -s
+
+clean:
+	rm -rf $(VENV) .dagster_home .pytest_cache .ruff_cache

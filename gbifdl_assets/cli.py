@@ -1,0 +1,152 @@
+"""The ``gbifdl`` command. Every command ends with a one-line JSON summary on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _emit(summary: dict[str, Any]) -> None:
+    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+
+
+def _fail(message: str, **extra: Any) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    _emit({"ok": False, "error": message, **extra})
+    return 2
+
+
+# --- sandbox -------------------------------------------------------------------------------------
+def cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from gbifdl_assets.sandbox import SandboxConfig, serve
+
+    config = SandboxConfig(
+        occurrences=args.occurrences,
+        seed=args.seed,
+        max_offset=args.max_offset,
+        download_seconds=(args.download_seconds, args.download_seconds),
+    )
+    print(
+        f"GBIF sandbox on http://{args.host}:{args.port}/v1 ({args.occurrences} occurrences, seed {args.seed});"
+        " Ctrl-C stops it",
+        file=sys.stderr,
+    )
+    serve(args.host, args.port, config)
+    _emit({"ok": True, "command": "sandbox serve", "url": f"http://{args.host}:{args.port}"})
+    return 0
+
+
+# --- specs and species ---------------------------------------------------------------------------
+def cmd_spec_validate(args: argparse.Namespace) -> int:
+    from gbifdl_assets.specs import SpecError, load_spec
+
+    problems: dict[str, str] = {}
+    names: list[str] = []
+    for path in args.paths:
+        try:
+            names.append(load_spec(path).name)
+        except SpecError as exc:
+            problems[str(path)] = str(exc)
+            print(str(exc), file=sys.stderr)
+        except FileNotFoundError:
+            problems[str(path)] = "file not found"
+            print(f"{path}: file not found", file=sys.stderr)
+    _emit({"ok": not problems, "valid": names, "invalid": sorted(problems)})
+    return 0 if not problems else 1
+
+
+def cmd_species_resolve(args: argparse.Namespace) -> int:
+    from gbifdl_assets.gbif.client import GbifClient
+    from gbifdl_assets.gbif.errors import GbifError
+    from gbifdl_assets.gbif.species import resolve_taxa
+    from gbifdl_assets.specs import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.spec)
+        resolution = resolve_taxa(GbifClient(args.api_url), spec.taxa)
+    except (SpecError, GbifError) as exc:
+        return _fail(str(exc))
+    if args.out:
+        import pyarrow.parquet as pq
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        pq.write_table(resolution.to_table(), tmp)
+        tmp.replace(out)
+    for row in resolution.rows:
+        print(
+            f"{row.match_type:8} {row.input:35} -> {row.scientific_name or '-'} ({row.taxon_key}) {row.note}",
+            file=sys.stderr,
+        )
+    _emit({"ok": not resolution.unmatched, **resolution.counts(), "out": args.out})
+    return 0 if not resolution.unmatched else 1
+
+
+# --- demo ----------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gbifdl_assets.demo import run_demo
+
+    summary = run_demo(spec_path=args.spec, data_dir=args.data_dir, offline=args.offline)
+    _emit(summary)
+    return 0 if summary.get("ok") else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gbifdl", description="GBIF image training sets as Dagster assets")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sandbox = sub.add_parser("sandbox", help="the offline GBIF stand-in").add_subparsers(
+        dest="sub", required=True
+    )
+    serve = sandbox.add_parser("serve", help="serve the GBIF API, downloads and media on loopback")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--occurrences", type=int, default=100_000)
+    serve.add_argument("--seed", type=int, default=42)
+    serve.add_argument("--max-offset", type=int, default=100_000, help="GBIF's paging depth cap")
+    serve.add_argument("--download-seconds", type=float, default=5.0, help="time in PREPARING and in RUNNING")
+    serve.set_defaults(func=cmd_sandbox_serve)
+
+    spec = sub.add_parser("spec", help="training-set specs").add_subparsers(dest="sub", required=True)
+    validate = spec.add_parser("validate", help="validate spec YAML files")
+    validate.add_argument("paths", nargs="+", type=Path)
+    validate.set_defaults(func=cmd_spec_validate)
+
+    species = sub.add_parser("species", help="species lists").add_subparsers(dest="sub", required=True)
+    resolve = species.add_parser("resolve", help="resolve a spec's taxa against GBIF")
+    resolve.add_argument("spec", type=Path)
+    resolve.add_argument("--api-url", default="https://api.gbif.org/v1")
+    resolve.add_argument("--out", help="write the species list as Parquet")
+    resolve.set_defaults(func=cmd_species_resolve)
+
+    demo = sub.add_parser("demo", help="materialize the example training set end to end")
+    demo.add_argument("--spec", type=Path, default=None, help="a spec YAML (default: the bundled example)")
+    demo.add_argument("--data-dir", type=Path, default=Path("data"))
+    demo.add_argument("--offline", action="store_true", help="use the sandbox without trying GBIF")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _emit({"ok": False, "error": "interrupted"})
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

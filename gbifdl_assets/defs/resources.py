@@ -1,0 +1,127 @@
+"""Resources: GBIF access, the data storage and the spec catalogue.
+
+Secrets come from environment variables through ``dg.EnvVar``, so run config and the UI only ever
+show the variable's name, never the value.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from gbifdl_assets.gbif.client import DEFAULT_BASE_URL, GbifClient
+from gbifdl_assets.specs import SpecError, TrainingSetSpec, example_specs_dir, load_spec
+from gbifdl_assets.storage import Storage, open_storage
+
+DEFAULT_DATA_DIR = "data"
+
+
+class GbifResource(dg.ConfigurableResource):
+    """The GBIF API (or the offline sandbox, which serves the same paths)."""
+
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL, description="GBIF API v1 root, e.g. https://api.gbif.org/v1"
+    )
+    username: str | None = Field(default=None, description="GBIF user for downloads; set via GBIF_USERNAME")
+    password: str | None = Field(default=None, description="GBIF password; set via GBIF_PASSWORD")
+    timeout_seconds: float = 60.0
+    max_retries: int = 5
+
+    def client(self) -> GbifClient:
+        return GbifClient(
+            self.base_url,
+            username=self.username,
+            password=self.password,
+            timeout=(10.0, self.timeout_seconds),
+            max_retries=self.max_retries,
+        )
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Where Parquet tables and images live: a local folder or an S3-compatible bucket."""
+
+    uri: str = Field(default=DEFAULT_DATA_DIR, description="a folder, or s3://bucket/prefix")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, Ceph); None for AWS")
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region_name: str | None = None
+
+    def open(self) -> Storage:
+        return open_storage(
+            self.uri,
+            endpoint_url=self.endpoint_url,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            region_name=self.region_name,
+        )
+
+
+class SpecCatalog(dg.ConfigurableResource):
+    """The folder of training-set specs (YAML); each spec's ``name`` is its partition key."""
+
+    folder: str = Field(default_factory=lambda: str(example_specs_dir()))
+
+    def spec_files(self) -> list[Path]:
+        folder = Path(self.folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"spec folder {folder} does not exist; set GBIFDL_SPECS_DIR to a folder of training-set YAML files"
+            )
+        return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+    def load_all(self) -> tuple[dict[str, tuple[Path, TrainingSetSpec]], dict[Path, str]]:
+        """Valid specs by name, and the problems of the files that are not valid."""
+        specs: dict[str, tuple[Path, TrainingSetSpec]] = {}
+        errors: dict[Path, str] = {}
+        for path in self.spec_files():
+            try:
+                spec = load_spec(path)
+            except SpecError as exc:
+                errors[path] = str(exc)
+                continue
+            if spec.name in specs:
+                errors[path] = (
+                    f"{path}: name '{spec.name}' is already used by {specs[spec.name][0]}; "
+                    "give every training set a unique name"
+                )
+                continue
+            specs[spec.name] = (path, spec)
+        return specs, errors
+
+    def get(self, name: str) -> TrainingSetSpec:
+        specs, errors = self.load_all()
+        if name in specs:
+            return specs[name][1]
+        hint = ""
+        if errors:
+            hint = " Invalid spec files: " + " | ".join(errors.values())
+        raise dg.Failure(
+            description=f"No valid spec named '{name}' in {self.folder}; add or fix its YAML file.{hint}"
+        )
+
+
+def _env_or(var: str, default: str | None = None) -> str | dg.EnvVar | None:
+    """An EnvVar when the variable is set (the value stays out of run config), else the default."""
+    return dg.EnvVar(var) if os.environ.get(var) else default
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """Resources from the environment: embedded defaults when nothing is set."""
+    return {
+        "gbif": GbifResource(
+            base_url=_env_or("GBIF_API_URL", DEFAULT_BASE_URL),
+            username=_env_or("GBIF_USERNAME"),
+            password=_env_or("GBIF_PASSWORD"),
+        ),
+        "storage": StorageResource(
+            uri=_env_or("GBIFDL_DATA_URI", DEFAULT_DATA_DIR),
+            endpoint_url=_env_or("GBIFDL_S3_ENDPOINT_URL"),
+            access_key_id=_env_or("AWS_ACCESS_KEY_ID"),
+            secret_access_key=_env_or("AWS_SECRET_ACCESS_KEY"),
+            region_name=_env_or("AWS_REGION"),
+        ),
+        "specs": SpecCatalog(folder=_env_or("GBIFDL_SPECS_DIR", str(example_specs_dir()))),
+    }

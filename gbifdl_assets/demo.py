@@ -1,0 +1,115 @@
+"""``make demo`` / ``gbifdl demo``: materialize the example training set on embedded defaults.
+
+It talks to GBIF when GBIF answers, and otherwise says so in one line and starts the bundled
+offline sandbox in-process, so the demo works on a machine without network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from gbifdl_assets.gbif.client import DEFAULT_BASE_URL
+
+DEMO_SPEC = "european-butterflies.yaml"
+SANDBOX_OCCURRENCES = 50_000
+
+
+def gbif_reachable(base_url: str = DEFAULT_BASE_URL, timeout: float = 4.0) -> bool:
+    try:
+        response = requests.get(f"{base_url}/occurrence/search", params={"limit": 0}, timeout=timeout)
+    except requests.RequestException:
+        return False
+    return response.ok
+
+
+def _instance_home() -> Path:
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    repo_config = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    if not config.exists() and repo_config.exists():
+        shutil.copy(repo_config, config)
+    return home
+
+
+def run_demo(
+    *, spec_path: Path | None = None, data_dir: Path = Path("data"), offline: bool = False
+) -> dict[str, Any]:
+    import dagster as dg
+
+    from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
+    from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResource
+    from gbifdl_assets.defs.species import ALL_TAXA_MATCHED, species_list, species_list_key
+    from gbifdl_assets.specs import example_specs_dir, load_spec
+
+    spec_path = spec_path or example_specs_dir() / DEMO_SPEC
+    spec = load_spec(spec_path)
+    data_dir = data_dir.resolve()
+    started = time.monotonic()
+    with ExitStack() as stack:
+        api_url = os.environ.get("GBIF_API_URL", DEFAULT_BASE_URL)
+        source = "gbif"
+        if offline or not gbif_reachable(api_url):
+            if not offline:
+                print(
+                    f"GBIF ({api_url}) cannot be reached from here: running against the bundled offline sandbox.",
+                    file=sys.stderr,
+                )
+            from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
+
+            sandbox = stack.enter_context(
+                start_sandbox(SandboxConfig(occurrences=SANDBOX_OCCURRENCES, seed=42))
+            )
+            api_url, source = sandbox.api_url, "sandbox"
+
+        home = _instance_home()
+        instance = stack.enter_context(dg.DagsterInstance.get())
+        if not instance.has_dynamic_partition(TRAINING_SET_PARTITION, spec.name):
+            instance.add_dynamic_partitions(TRAINING_SET_PARTITION, [spec.name])
+        resources = {
+            "gbif": GbifResource(base_url=api_url),
+            "storage": StorageResource(uri=str(data_dir)),
+            "specs": SpecCatalog(folder=str(spec_path.resolve().parent)),
+        }
+        result = dg.materialize(
+            [species_list],
+            partition_key=spec.name,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            tags={"gbifdl/trigger": "demo"},
+        )
+        summary: dict[str, Any] = {
+            "ok": result.success,
+            "training_set": spec.name,
+            "gbif": source,
+            "dagster_home": str(home),
+            "run_id": result.run_id,
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        if not result.success:
+            summary["error"] = "the run failed; see the log above or the run in the Dagster UI (make dev)"
+            return summary
+        materialization = result.asset_materializations_for_node("species_list")[0]
+        meta = materialization.metadata
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        summary.update(
+            species_list=str(data_dir / species_list_key(spec.name)),
+            taxa=meta["taxa"].value,
+            unmatched=meta["unmatched"].value,
+            check_all_taxa_matched=checks.get(ALL_TAXA_MATCHED),
+        )
+        summary["ok"] = bool(checks.get(ALL_TAXA_MATCHED))
+        print(
+            f"species list for '{spec.name}': {summary['species_list']} ({summary['taxa']} taxa)",
+            file=sys.stderr,
+        )
+        return summary
