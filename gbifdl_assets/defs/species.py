@@ -1,6 +1,5 @@
 """species_list[training_set]: the spec's taxa resolved to accepted GBIF taxa."""
 
-from __future__ import annotations
 
 import time
 
