@@ -1,0 +1,74 @@
+"""The Dagster layer: definitions load, and the spec sensor turns a folder into partitions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from gbifdl_assets.definitions import defs
+from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
+from gbifdl_assets.defs.resources import SpecCatalog
+from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert "species_list" in keys
+    sensor = defs.resolve_sensor_def("training_set_specs_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def _write(folder: Path, file: str, name: str, taxa: list[str]) -> Path:
+    path = folder / file
+    path.write_text(f"name: {name}\ntaxa:\n" + "".join(f"  - {t}\n" for t in taxa))
+    return path
+
+
+def _tick(instance, folder: Path, cursor: str | None):
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"specs": SpecCatalog(folder=str(folder))}
+    )
+    result = training_set_specs_sensor(context)
+    # apply the partition requests as the daemon would
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+    return result
+
+
+def test_spec_sensor_adds_changes_keeps_broken_and_removes(tmp_path):
+    with dg.instance_for_test() as instance:
+        _write(tmp_path, "a.yaml", "moths", ["Aglais io"])
+        _write(tmp_path, "b.yaml", "lions", ["Panthera leo"])
+        first = _tick(instance, tmp_path, None)
+        assert sorted(r.partition_key for r in first.run_requests) == ["lions", "moths"]
+        assert sorted(instance.get_dynamic_partitions(TRAINING_SET_PARTITION)) == ["lions", "moths"]
+
+        # nothing changed: skip, same cursor content
+        second = _tick(instance, tmp_path, first.cursor)
+        assert not second.run_requests and second.skip_reason is not None
+
+        # a changed spec is re-run with a new run key
+        _write(tmp_path, "a.yaml", "moths", ["Aglais io", "Vanessa cardui"])
+        third = _tick(instance, tmp_path, second.cursor)
+        assert [r.partition_key for r in third.run_requests] == ["moths"]
+        assert third.run_requests[0].run_key != first.run_requests[1].run_key
+
+        # a spec that stops validating keeps its partition and is not re-run
+        (tmp_path / "b.yaml").write_text("name: lions\ntaxa: []\n")
+        fourth = _tick(instance, tmp_path, third.cursor)
+        assert not fourth.run_requests
+        assert "lions" in instance.get_dynamic_partitions(TRAINING_SET_PARTITION)
+        assert "lions" in json.loads(fourth.cursor)["specs"]
+
+        # a deleted spec removes its partition
+        (tmp_path / "b.yaml").unlink()
+        fifth = _tick(instance, tmp_path, fourth.cursor)
+        assert not fifth.run_requests
+        assert instance.get_dynamic_partitions(TRAINING_SET_PARTITION) == ["moths"]
