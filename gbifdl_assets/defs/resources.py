@@ -99,7 +99,8 @@ class SpecCatalog(dg.ConfigurableResource):
         if errors:
             hint = " Invalid spec files: " + " | ".join(errors.values())
         raise dg.Failure(
-            description=f"No valid spec named '{name}' in {self.folder}; add or fix its YAML file.{hint}"
+            description=f"No valid spec named '{name}' in {self.folder}; add or fix its YAML file.{hint}",
+            allow_retries=False,  # a missing spec does not appear by waiting
         )
 
 

@@ -8,7 +8,7 @@ import dagster as dg
 from gbifdl_assets.defs.metadata import markdown_table
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResource
-from gbifdl_assets.gbif.errors import GbifError
+from gbifdl_assets.gbif.errors import GbifError, GbifRateLimited, GbifUnavailable
 from gbifdl_assets.gbif.species import resolve_taxa
 
 ALL_TAXA_MATCHED = "all_taxa_matched"
@@ -51,8 +51,9 @@ def species_list(
     try:
         resolution = resolve_taxa(gbif.client(), spec.taxa)
     except GbifError as exc:
-        # One clear line for the user; the retry policy already covered transient failures.
-        raise dg.Failure(description=f"species_list[{training_set}]: {exc}") from exc
+        # One clear line for the user; only failures that waiting can fix go back to the retry policy.
+        transient = isinstance(exc, GbifUnavailable | GbifRateLimited)
+        raise dg.Failure(description=f"species_list[{training_set}]: {exc}", allow_retries=transient) from exc
     table = resolution.to_table()
     key = species_list_key(training_set)
     nbytes = storage.open().write_parquet(key, table)

@@ -72,3 +72,24 @@ def test_spec_sensor_adds_changes_keeps_broken_and_removes(tmp_path):
         fifth = _tick(instance, tmp_path, fourth.cursor)
         assert not fifth.run_requests
         assert instance.get_dynamic_partitions(TRAINING_SET_PARTITION) == ["moths"]
+
+
+def test_gbif_credentials_come_from_env_vars_not_values(monkeypatch):
+    from gbifdl_assets.defs.resources import default_resources
+
+    monkeypatch.setenv("GBIF_USERNAME", "alice")
+    monkeypatch.setenv("GBIF_PASSWORD", "s3cr3t-pw")
+    gbif = default_resources()["gbif"]
+    assert isinstance(gbif.password, dg.EnvVar) and gbif.password == "GBIF_PASSWORD"
+    assert "s3cr3t-pw" not in repr(gbif)
+
+
+def test_without_credentials_the_defaults_need_no_environment(monkeypatch):
+    from gbifdl_assets.defs.resources import default_resources
+
+    for var in ("GBIF_USERNAME", "GBIF_PASSWORD", "GBIF_API_URL", "GBIFDL_DATA_URI"):
+        monkeypatch.delenv(var, raising=False)
+    resources = default_resources()
+    assert resources["gbif"].password is None
+    assert resources["gbif"].base_url == "https://api.gbif.org/v1"
+    assert resources["storage"].uri == "data"
