@@ -1,0 +1,228 @@
+"""Media server: a deterministic image per media URL, plus switchable faults.
+
+Images encode the species, so a model trained on sandbox data has something real to learn: the
+genus fixes the background palette and the body outline (ellipse, star, polygon, wings…), the
+species fixes body colours and the pattern (spots, stripes, rings), and each image varies position,
+size, rotation, lighting and sensor noise. Output is a ~12 KB 320×240 JPEG by default.
+
+Faults (``?fault=`` on any media URL, or hidden on a deterministic ``media_fault_rate`` share of the
+generated URLs): ``404 410 500 503 429 flaky slow timeout truncated cut html empty redirect3 png``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from . import hashing
+from .world import MF_FAULT, MF_FAULT_KIND, World, media_items, media_salt
+
+FAULTS = (
+    "404",
+    "410",
+    "500",
+    "503",
+    "429",
+    "flaky",
+    "slow",
+    "timeout",
+    "truncated",
+    "cut",
+    "html",
+    "empty",
+    "redirect1",
+    "redirect2",
+    "redirect3",
+    "png",
+)
+#: faults hidden behind ordinary-looking URLs: all quick to observe (no slow/timeout/cut), so that
+#: pipelines over thousands of images stay fast while still meeting every failure class
+HIDDEN_FAULTS = ("404", "410", "500", "429", "flaky", "truncated", "html", "empty", "redirect3")
+
+
+def hidden_fault(world: World, rate: float, key: int, item: int) -> str | None:
+    """The fault a generated media URL carries without saying so (None for most URLs)."""
+    if rate <= 0 or hashing.unit(world.seed, key, media_salt(item, MF_FAULT)) >= rate:
+        return None
+    return HIDDEN_FAULTS[hashing.pick(world.seed, key, media_salt(item, MF_FAULT_KIND), len(HIDDEN_FAULTS))]
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+    i = int(h * 6) % 6
+    f = h * 6 - int(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    r, g, b = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _outline(shape: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-size outline points of a body shape (genus-level trait)."""
+    t = np.linspace(0, 2 * math.pi, 72, endpoint=False)
+    if shape == 0:  # ellipse
+        pts = np.stack([np.cos(t), 0.55 * np.sin(t)], 1)
+    elif shape == 1:  # five-point star
+        r = np.where(np.arange(72) % 14 < 7, 1.0, 0.45)
+        pts = np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    elif shape == 2:  # wings (butterfly-like)
+        r = 0.35 + 0.65 * np.abs(np.sin(2 * t)) ** 0.6
+        pts = np.stack([r * np.cos(t), 0.8 * r * np.sin(t)], 1)
+    elif shape == 3:  # hexagon
+        a = np.linspace(0, 2 * math.pi, 6, endpoint=False)
+        pts = np.stack([np.cos(a), np.sin(a)], 1)
+    elif shape == 4:  # leaf
+        pts = np.stack([np.cos(t), 0.35 * np.sin(t) * (1 + 0.6 * np.cos(t))], 1)
+    else:  # cross / flower
+        r = 0.55 + 0.45 * np.cos(4 * t) ** 2
+        pts = np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    return pts
+
+
+def render_image(
+    seed: int,
+    species_key: int,
+    genus_key: int,
+    key: int,
+    item: int,
+    size: tuple[int, int] = (320, 240),
+    quality: int = 80,
+    fmt: str = "JPEG",
+) -> bytes:
+    return _render_cached(seed, species_key, genus_key, key, item, size, quality, fmt)
+
+
+@lru_cache(maxsize=512)
+def _render_cached(seed, species_key, genus_key, key, item, size, quality, fmt) -> bytes:
+    w, h = size
+    g = np.random.default_rng([seed, genus_key, 11])
+    s = np.random.default_rng([seed, species_key, 12])
+    v = np.random.default_rng([seed, key, item, 13])
+
+    # background: a genus palette, lit differently per image
+    hue = g.random()
+    c1 = np.array(_hsv(hue, 0.35 + 0.2 * g.random(), 0.55 + 0.3 * g.random()), dtype=np.float32)
+    c2 = np.array(_hsv((hue + 0.15 * g.random()) % 1, 0.3, 0.3 + 0.3 * g.random()), dtype=np.float32)
+    angle = v.random() * 2 * math.pi
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    grad = ((xx / w) * math.cos(angle) + (yy / h) * math.sin(angle) + 1) / 2
+    bg = c1[None, None, :] * (1 - grad[..., None]) + c2[None, None, :] * grad[..., None]
+    bg *= 0.8 + 0.4 * v.random()
+    img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
+
+    # clutter: a few out-of-focus blobs (varies per image)
+    clutter = ImageDraw.Draw(img)
+    for _ in range(int(v.integers(2, 6))):
+        cx, cy, r = v.random() * w, v.random() * h, 10 + v.random() * 40
+        col = tuple(int(x) for x in np.clip(c2 * (0.6 + 0.8 * v.random()), 0, 255))
+        clutter.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
+    img = img.filter(ImageFilter.GaussianBlur(3))
+
+    # the organism: genus outline, species colours and pattern
+    shape = int(g.integers(6))
+    body = _hsv(s.random(), 0.6 + 0.4 * s.random(), 0.5 + 0.5 * s.random())
+    accent = _hsv(s.random(), 0.5 + 0.5 * s.random(), 0.3 + 0.7 * s.random())
+    pattern = int(s.integers(4))
+    scale = min(w, h) * (0.28 + 0.14 * v.random())
+    rot = v.random() * 2 * math.pi
+    cx = w * (0.3 + 0.4 * v.random())
+    cy = h * (0.3 + 0.4 * v.random())
+    pts = _outline(shape, g) * scale
+    rmat = np.array([[math.cos(rot), -math.sin(rot)], [math.sin(rot), math.cos(rot)]])
+    pts = pts @ rmat.T + np.array([cx, cy])
+    poly = [tuple(p) for p in pts]
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).polygon(poly, fill=255)
+    layer = Image.new("RGB", (w, h), body)
+    draw = ImageDraw.Draw(layer)
+    if pattern == 0:  # spots
+        n = int(s.integers(3, 9))
+        spots = s.random((n, 3))
+        for sx, sy, sr in spots:
+            px = cx + (sx - 0.5) * scale * 1.4
+            py = cy + (sy - 0.5) * scale * 1.0
+            r = scale * (0.06 + 0.1 * sr)
+            draw.ellipse([px - r, py - r, px + r, py + r], fill=accent)
+    elif pattern == 1:  # stripes
+        n = int(s.integers(3, 7))
+        for k in range(n):
+            off = (k / n - 0.5) * 2 * scale
+            a = np.array([-2 * scale, off]) @ rmat.T + [cx, cy]
+            b = np.array([2 * scale, off]) @ rmat.T + [cx, cy]
+            draw.line([tuple(a), tuple(b)], fill=accent, width=max(2, int(scale * 0.08)))
+    elif pattern == 2:  # rings
+        for k in range(int(s.integers(2, 4)), 0, -1):
+            r = scale * 0.25 * k
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=accent, width=max(2, int(scale * 0.06)))
+    else:  # eye spots on each side
+        for side in (-1, 1):
+            p = np.array([side * scale * 0.5, 0]) @ rmat.T + [cx, cy]
+            r = scale * 0.18
+            draw.ellipse([p[0] - r, p[1] - r, p[0] + r, p[1] + r], fill=accent)
+            r2 = r * 0.45
+            draw.ellipse([p[0] - r2, p[1] - r2, p[0] + r2, p[1] + r2], fill=body)
+    img.paste(layer, (0, 0), mask)
+    ImageDraw.Draw(img).line(poly + [poly[0]], fill=tuple(int(c * 0.5) for c in body), width=2)
+
+    # sensor noise and slight blur: realistic JPEG sizes and no pixel-perfect shortcuts
+    arr = np.asarray(img, dtype=np.int16)
+    noise = v.normal(0, 6 + 4 * v.random(), arr.shape)
+    arr = np.clip(arr + noise, 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    buf = io.BytesIO()
+    if fmt == "PNG":
+        img.save(buf, "PNG", optimize=False)
+    else:
+        img.save(buf, "JPEG", quality=quality, optimize=True)
+    return buf.getvalue()
+
+
+def image_keys(world: World, row: int) -> tuple[int, int]:
+    """(species-ish key, genus-ish key) that drive the look of a record's images."""
+    tax = world.taxonomy
+    t = int(world.occ.taxon[row])
+    cls = tax.cls_keys[t]
+    acc_key = int(tax.keys[tax.accepted[t]])
+    species_key = int(cls[6]) or acc_key
+    genus_key = int(cls[5]) or int(cls[4]) or acc_key
+    return species_key, genus_key
+
+
+def media_body(
+    world: World, row: int, item: int, ext: str, *, size: tuple[int, int], quality: int
+) -> tuple[bytes, str]:
+    """Bytes and content type for an existing media item (no faults)."""
+    key = int(world.occ.key[row])
+    types = media_items(world.occ, row)
+    mtype = types[item]
+    if ext == "html" or mtype == 3:
+        html = (
+            f"<!DOCTYPE html><html><head><title>Media {key}/{item}</title></head>"
+            f"<body><h1>Interactive resource</h1><p>Occurrence {key}</p></body></html>"
+        )
+        return html.encode(), "text/html; charset=utf-8"
+    if ext == "json":
+        doc = {
+            "@context": "http://schema.org",
+            "@type": "ImageObject",
+            "identifier": f"{key}/{item}",
+            "name": f"Media {item} of occurrence {key}",
+        }
+        return json.dumps(doc).encode(), "application/ld+json"
+    if mtype == 1:
+        return b"\x00\x00\x00\x18ftypmp42" + bytes(64), "video/mp4"
+    if mtype == 2:
+        return b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(64), "audio/mpeg"
+    sk, gk = image_keys(world, row)
+    if ext == "png":
+        return render_image(world.seed, sk, gk, key, item, size, quality, "PNG"), "image/png"
+    return render_image(world.seed, sk, gk, key, item, size, quality), "image/jpeg"
+
+
+ERROR_HTML = (
+    b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>"
+    b"<p>Please sign in to view this image.</p></body></html>"
+)

@@ -1,0 +1,290 @@
+"""The sandbox download API end to end over HTTP: lifecycle, archive layout, limits, auth, faults."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+
+import pytest
+import requests
+
+from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
+from gbifdl_assets.sandbox.vocab import LICENSE_URLS, LICENSES
+
+pytestmark = pytest.mark.integration
+
+AUTH = ("sandbox", "sandbox")
+KEY_RE = re.compile(r"^\d{7}-\d{15}$")
+DWC_TEXT = "{http://rs.tdwg.org/dwc/text/}"
+
+PREDICATE = {
+    "type": "and",
+    "predicates": [
+        {"type": "equals", "key": "TAXON_KEY", "value": "797"},
+        {"type": "equals", "key": "MEDIA_TYPE", "value": "StillImage"},
+        {"type": "in", "key": "COUNTRY", "values": ["GB", "NL", "SE"]},
+    ],
+}
+SEARCH_PARAMS = [
+    ("taxonKey", "797"),
+    ("mediaType", "StillImage"),
+    ("country", "GB"),
+    ("country", "NL"),
+    ("country", "SE"),
+]
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory):
+    cfg = SandboxConfig(
+        occurrences=20_000,
+        seed=42,
+        download_seconds=(0.3, 0.3),
+        work_dir=str(tmp_path_factory.mktemp("sandbox-downloads")),
+    )
+    with start_sandbox(cfg) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def slow_sb():
+    """Downloads stay PREPARING/RUNNING long enough to hit the concurrency limit."""
+    with start_sandbox(SandboxConfig(occurrences=2_000, seed=3, download_seconds=(30, 30))) as running:
+        yield running
+
+
+@pytest.fixture()
+def http():
+    with requests.Session() as s:
+        yield s
+
+
+def request_download(sb, http, predicate, **extra) -> requests.Response:
+    body = {
+        "creator": "sandbox",
+        "notificationAddresses": ["sandbox@example.org"],
+        "sendNotification": False,
+        "format": "DWCA",
+        "predicate": predicate,
+        **extra,
+    }
+    return http.post(sb.api_url + "/occurrence/download/request", json=body, auth=AUTH)
+
+
+def wait_for(sb, http, key, done=("SUCCEEDED", "FAILED", "KILLED", "CANCELLED", "FILE_ERASED"), timeout=20):
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = http.get(f"{sb.api_url}/occurrence/download/{key}").json()
+        if not seen or seen[-1]["status"] != status["status"]:
+            seen.append(status)
+        if status["status"] in done:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"download {key} did not finish: {[s['status'] for s in seen]}")
+
+
+def all_search_results(sb, http, params):
+    out, offset = [], 0
+    while True:
+        page = http.get(
+            sb.api_url + "/occurrence/search", params=[*params, ("offset", offset), ("limit", 300)]
+        ).json()
+        out += page["results"]
+        if page["endOfRecords"]:
+            return out
+        offset += 300
+
+
+def read_tsv(zf: zipfile.ZipFile, name: str) -> list[dict[str, str]]:
+    text = zf.read(name).decode("utf-8")
+    return list(csv.DictReader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def test_download_lifecycle_and_archive_match_the_search_api(sb, http):
+    r = request_download(sb, http, PREDICATE)
+    assert r.status_code == 201 and KEY_RE.match(r.text), r.text
+    key = r.text
+    seen = wait_for(sb, http, key)
+    statuses = [s["status"] for s in seen]
+    assert statuses[-1] == "SUCCEEDED"
+    assert statuses == [s for s in ("PREPARING", "RUNNING", "SUCCEEDED") if s in statuses]
+    first, final = seen[0], seen[-1]
+    if first["status"] == "PREPARING":
+        assert "doi" not in first and first["size"] == 0 and first["license"] == "unspecified"
+    assert final["doi"].startswith("10.15468/dl.") and final["downloadLink"].endswith(f"/{key}.zip")
+    assert final["request"]["predicate"]["predicates"][0]["matchCase"] is False
+    assert "creator" not in final["request"]  # only in the authenticated listing
+
+    redirect = http.get(final["downloadLink"], allow_redirects=False)
+    assert redirect.status_code == 302
+    blob = http.get(final["downloadLink"]).content
+    assert len(blob) == final["size"]
+    zf = zipfile.ZipFile(io.BytesIO(blob))
+    names = zf.namelist()
+    assert {
+        "meta.xml",
+        "metadata.xml",
+        "occurrence.txt",
+        "multimedia.txt",
+        "citations.txt",
+        "rights.txt",
+    } <= set(names)
+    assert all("/" not in n or n.startswith("dataset/") for n in names)  # flat, no top folder
+
+    meta = ET.fromstring(zf.read("meta.xml"))
+    assert meta.get("metadata") == "metadata.xml"
+    core = meta.find(f"{DWC_TEXT}core")
+    assert core.get("rowType") == "http://rs.tdwg.org/dwc/terms/Occurrence"
+    assert core.find(f"{DWC_TEXT}files/{DWC_TEXT}location").text == "occurrence.txt"
+    assert core.find(f"{DWC_TEXT}id").get("index") == "0"
+    assert core.get("fieldsEnclosedBy") == "" and core.get("ignoreHeaderLines") == "1"
+    assert core.get("fieldsTerminatedBy") == "\\t"
+    fields = core.findall(f"{DWC_TEXT}field")
+    assert fields[0].get("term") == "http://rs.gbif.org/terms/1.0/gbifID"
+    ext = meta.find(f"{DWC_TEXT}extension")
+    assert ext.get("rowType") == "http://rs.gbif.org/terms/1.0/Multimedia"
+    assert ext.find(f"{DWC_TEXT}files/{DWC_TEXT}location").text == "multimedia.txt"
+    assert ext.find(f"{DWC_TEXT}coreid").get("index") == "0"
+
+    occ_rows = read_tsv(zf, "occurrence.txt")
+    header = zf.read("occurrence.txt").split(b"\n", 1)[0].decode().split("\t")
+    assert header == [f.get("term").rsplit("/", 1)[1] for f in fields]
+
+    expected = all_search_results(sb, http, SEARCH_PARAMS)
+    assert final["totalRecords"] == len(expected) == len(occ_rows) > 20
+    assert [r["gbifID"] for r in occ_rows] == [e["gbifID"] for e in expected]
+    to_enum = dict(zip(LICENSE_URLS, LICENSES, strict=True))
+    for row, rec in zip(occ_rows, expected, strict=True):
+        assert row["license"] == to_enum[rec["license"]]
+        assert row["speciesKey"] == str(rec.get("speciesKey", ""))
+        assert row["taxonKey"] == str(rec["taxonKey"]) and row["acceptedTaxonKey"] == str(
+            rec["acceptedTaxonKey"]
+        )
+        assert row["issue"] == ";".join(rec["issues"])
+        assert row["countryCode"] == rec["countryCode"]
+        assert "StillImage" in row["mediaType"].split(";")
+        assert row["eventDate"] == rec.get("eventDate", "")
+
+    media_rows = read_tsv(zf, "multimedia.txt")
+    expected_media = [
+        (e["gbifID"], m.get("identifier", ""), m.get("license", "")) for e in expected for m in e["media"]
+    ]
+    assert [(m["gbifID"], m["identifier"], m["license"]) for m in media_rows] == expected_media
+    assert list(media_rows[0]) == [
+        "gbifID",
+        "type",
+        "format",
+        "identifier",
+        "references",
+        "title",
+        "description",
+        "source",
+        "audience",
+        "created",
+        "creator",
+        "contributor",
+        "publisher",
+        "license",
+        "rightsHolder",
+    ]
+
+    eml = zf.read("metadata.xml").decode()
+    assert f'packageId="{final["doi"]}"' in eml and key in eml
+    assert final["doi"] in zf.read("citations.txt").decode()
+    datasets = {e["datasetKey"] for e in expected}
+    assert {n for n in names if n.startswith("dataset/")} == {f"dataset/{d}.xml" for d in datasets}
+    assert final["numberDatasets"] == len(datasets)
+
+
+def test_status_by_doi_citation_listing_and_dedup(sb, http):
+    pred = {"type": "equals", "key": "TAXON_KEY", "value": "1898286"}
+    key = request_download(sb, http, pred).text
+    final = wait_for(sb, http, key)[-1]
+    by_doi = http.get(f"{sb.api_url}/occurrence/download/{final['doi']}").json()
+    assert by_doi["key"] == key
+    citation = http.get(f"{sb.api_url}/occurrence/download/{key}/citation").text
+    assert citation.startswith("GBIF.org (") and final["doi"] in citation
+    # GBIF hands back the existing download for an identical request
+    assert request_download(sb, http, pred).text == key
+    listing = http.get(
+        sb.api_url + "/occurrence/download/user/sandbox", params={"limit": 2}, auth=AUTH
+    ).json()
+    assert listing["count"] >= 1 and listing["limit"] == 2
+    created = [d["created"] for d in listing["results"]]
+    assert created == sorted(created, reverse=True)
+    assert listing["results"][0]["request"]["creator"] == "sandbox"
+    bad = http.get(sb.api_url + "/occurrence/download/user/sandbox", auth=("sandbox", "wrong"))
+    assert bad.status_code == 401 and bad.text == "Failed to authenticate user sandbox"
+    assert http.get(f"{sb.api_url}/occurrence/download/0000000-000000000000000").status_code == 404
+    assert (
+        http.get(f"{sb.api_url}/occurrence/download/request/0000000-000000000000000.zip").status_code == 404
+    )
+
+
+def test_authentication_and_bad_requests(sb, http):
+    body = {"creator": "sandbox", "predicate": PREDICATE}
+    r = http.post(sb.api_url + "/occurrence/download/request", json=body, auth=("x", "y"))
+    assert r.status_code == 401 and r.text == "Failed to authenticate user x"
+    assert http.post(sb.api_url + "/occurrence/download/request", json=body).status_code == 401
+    other = http.post(
+        sb.api_url + "/occurrence/download/request", json={**body, "creator": "someone"}, auth=AUTH
+    )
+    assert other.status_code == 401 and "creator" in other.text
+    bad = request_download(sb, http, {"type": "equals", "key": "BASIS_OF_RECORD", "value": "NOPE"})
+    assert bad.status_code == 400 and "BASIS_OF_RECORD" in bad.text
+    fmt = request_download(sb, http, PREDICATE, format="SIMPLE_PARQUET")
+    assert fmt.status_code == 400 and "SIMPLE_PARQUET" in fmt.text
+
+
+def test_simple_csv_format(sb, http):
+    key = request_download(
+        sb, http, {"type": "equals", "key": "TAXON_KEY", "value": "5219404"}, format="SIMPLE_CSV"
+    ).text
+    final = wait_for(sb, http, key)[-1]
+    zf = zipfile.ZipFile(io.BytesIO(http.get(final["downloadLink"]).content))
+    assert zf.namelist() == [f"{key}.csv"]
+    rows = read_tsv(zf, f"{key}.csv")
+    assert len(rows) == final["totalRecords"] and len(rows[0]) == 50
+    assert {r["speciesKey"] for r in rows} == {"5219404"}
+
+
+@pytest.mark.parametrize(("word", "zip_status"), [("KILLED", 404), ("FAILED", 404), ("FILE_ERASED", 410)])
+def test_downloads_can_be_made_to_fail(sb, http, word, zip_status):
+    key = request_download(sb, http, PREDICATE, description=f"fault test sandbox:{word}").text
+    final = wait_for(sb, http, key)[-1]
+    assert final["status"] == word
+    assert ("doi" in final) is (word == "FILE_ERASED")
+    r = http.get(f"{sb.api_url}/occurrence/download/request/{key}.zip")
+    assert r.status_code == zip_status
+    if zip_status == 410:
+        assert r.text == "This download was erased, but the metadata is retained."
+
+
+def test_more_than_three_running_downloads_get_420_and_cancel_frees_a_slot(slow_sb, http):
+    keys = []
+    for year in (2001, 2002, 2003):
+        r = request_download(slow_sb, http, {"type": "equals", "key": "YEAR", "value": str(year)})
+        assert r.status_code == 201
+        keys.append(r.text)
+    assert http.get(f"{slow_sb.api_url}/occurrence/download/{keys[0]}").json()["status"] == "PREPARING"
+    fourth = request_download(slow_sb, http, {"type": "equals", "key": "YEAR", "value": "2004"})
+    assert fourth.status_code == 420 and "3" in fourth.text
+    cancel = http.delete(f"{slow_sb.api_url}/occurrence/download/request/{keys[0]}", auth=AUTH)
+    assert cancel.status_code == 204 and cancel.content == b""
+    assert http.get(f"{slow_sb.api_url}/occurrence/download/{keys[0]}").json()["status"] == "CANCELLED"
+    assert (
+        request_download(slow_sb, http, {"type": "equals", "key": "YEAR", "value": "2004"}).status_code == 201
+    )
+    assert (
+        http.delete(f"{slow_sb.api_url}/occurrence/download/request/{keys[1]}", auth=("x", "y")).status_code
+        == 401
+    )
+    running = http.get(
+        slow_sb.api_url + "/occurrence/download/user/sandbox", params={"status": "PREPARING"}, auth=AUTH
+    ).json()
+    assert running["count"] == 3
