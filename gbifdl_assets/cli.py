@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,9 +39,25 @@ def cmd_sandbox_serve(args: argparse.Namespace) -> int:
         " Ctrl-C stops it",
         file=sys.stderr,
     )
-    serve(args.host, args.port, config)
-    _emit({"ok": True, "command": "sandbox serve", "url": f"http://{args.host}:{args.port}"})
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a normal return
+    # so the summary line is still printed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.monotonic()
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(args.host, args.port, config)
+    _emit(
+        {
+            "ok": True,
+            "command": "sandbox serve",
+            "url": f"http://{args.host}:{args.port}",
+            "served_seconds": round(time.monotonic() - started, 1),
+        }
+    )
     return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 # --- specs and species ---------------------------------------------------------------------------
