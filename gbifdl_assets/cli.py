@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--out", help="write the species list as Parquet")
     resolve.set_defaults(func=cmd_species_resolve)
 
+    from gbifdl_assets.annotations.cli import add_rules_parser
+
+    add_rules_parser(sub)
+
     demo = sub.add_parser("demo", help="materialize the example training set end to end")
     demo.add_argument("--spec", type=Path, default=None, help="a spec YAML (default: the bundled example)")
     demo.add_argument("--data-dir", type=Path, default=Path("data"))

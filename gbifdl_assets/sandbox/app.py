@@ -25,6 +25,7 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .annotations_api import annotation_routes
 from .config import SandboxConfig
 from .downloads import DownloadService, TooManyDownloads, iso
 from .faults import FaultState, body_429
@@ -659,6 +660,8 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         Route("/archive/occurrence/download/request/{name}", archive_file, methods=["GET", "HEAD"]),
         Route("/media/{key}/{name}", media, methods=["GET", "HEAD"]),
     ]
+    # GBIF's rule-based annotation API (/v1/occurrence/experimental/annotation/...)
+    routes += annotation_routes(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

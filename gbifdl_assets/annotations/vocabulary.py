@@ -1,0 +1,36 @@
+"""The controlled annotation vocabulary: GBIF's default terms, in GBIF's spelling.
+
+GBIF's annotation API (reference annotations.md §5) accepts the terms case-insensitively and, on
+its ``dev`` branch, stores them as sent; we always store the upper-case spelling so that a filter
+on ``"SUSPICIOUS"`` finds every suspicious rule, whatever case the author typed (GBIF bug §8.7).
+"""
+
+from __future__ import annotations
+
+#: Labels in GBIF's order (the order of its enum and of its default vocabulary).
+LABELS: tuple[str, ...] = ("NATIVE", "INTRODUCED", "MANAGED", "FORMER", "VAGRANT", "SUSPICIOUS", "OTHER")
+
+#: One line per label, as GBIF's default vocabulary describes it.
+DESCRIPTIONS: dict[str, str] = {
+    "NATIVE": "Native to the area",
+    "INTRODUCED": "Introduced to the area",
+    "MANAGED": "Managed population (captive, zoo, garden, cultivated)",
+    "FORMER": "Formerly present (fossil, extinct, historic records)",
+    "VAGRANT": "Vagrant occurrence",
+    "SUSPICIOUS": "Suspicious or questionable: occurrences in the area might be in error",
+    "OTHER": "Other annotation type",
+}
+
+_BY_UPPER = {label: label for label in LABELS}
+
+
+def normalize_label(text: object) -> str:
+    """Return the canonical (upper-case) label for ``text``; ``ValueError`` if it is not a label.
+
+    Accepts any case and surrounding whitespace ("suspicious", " Managed ").
+    """
+    if isinstance(text, str):
+        label = _BY_UPPER.get(text.strip().upper())
+        if label is not None:
+            return label
+    raise ValueError(f"unknown annotation label {text!r}: use one of {', '.join(LABELS)} (any case)")

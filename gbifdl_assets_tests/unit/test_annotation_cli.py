@@ -1,0 +1,178 @@
+"""``gbifdl rules …`` end to end through ``main([...])`` (names given as keys: no network needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from gbifdl_assets.annotations.cli import add_rules_parser, main
+
+LION, TIGER, FELIDAE = 5219404, 5219416, 9703
+
+
+@pytest.fixture
+def store_url(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/cli.sqlite"
+    monkeypatch.setenv("GBIFDL_ANNOTATIONS_DB", url)
+    monkeypatch.setenv("GBIFDL_API_URL", "http://127.0.0.1:9/v1")  # never reached in these tests
+    monkeypatch.chdir(tmp_path)
+    return url
+
+
+def run(capsys, *argv: str) -> tuple[int, dict, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()
+    if code:
+        assert captured.err.startswith("error: ")  # the message goes to stderr too
+    summary = json.loads(out[-1])  # every command ends with one JSON line
+    return code, summary, "\n".join(out[:-1])
+
+
+def occurrences(path):
+    """Lions in Greenland and Kenya, a tiger in Kenya, a record without coordinates (two media rows)."""
+    table = pa.table(
+        {
+            "gbifID": pa.array([1, 2, 3, 4, 4, 5], pa.int64()),
+            "decimalLatitude": [72.0, 0.5, 0.5, None, None, 72.0],
+            "decimalLongitude": [-42.0, 38.0, 38.0, None, None, -42.0],
+            "taxonKey": pa.array([LION, LION, TIGER, LION, LION, TIGER], pa.int64()),
+            "speciesKey": pa.array([LION, LION, TIGER, LION, LION, TIGER], pa.int64()),
+            "familyKey": pa.array([FELIDAE] * 6, pa.int64()),
+            "basisOfRecord": ["HUMAN_OBSERVATION"] * 5 + ["PRESERVED_SPECIMEN"],
+            "year": pa.array([2020, 1920, 2001, 2001, 2001, 1990], pa.int32()),
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def test_add_list_vote_export_import_apply(store_url, capsys, tmp_path):
+    code, s, _ = run(
+        capsys, "rules", "add", f"{LION} in GL are suspicious", "--ruleset", "lions", "--user", "alice"
+    )
+    assert code == 0 and s["ok"] and s["command"] == "rules add"
+    assert (s["id"], s["taxonKey"], s["annotation"], s["ruleset"], s["area"]) == (
+        1,
+        LION,
+        "SUSPICIOUS",
+        "lions",
+        "Greenland",
+    )
+    code, s, _ = run(
+        capsys,
+        "rules",
+        "add",
+        f"{FELIDAE} in Kenya is native from 1900 to 1950",
+        "--ruleset",
+        "lions",
+        "--user",
+        "alice",
+    )
+    assert code == 0 and s["yearRange"] == "1900,1950"
+    code, s, _ = run(
+        capsys, "rules", "add", f"{TIGER} in KE are managed", "--ruleset", "tigers", "--user", "bob"
+    )
+    assert code == 0
+
+    code, s, table = run(capsys, "rules", "list")
+    assert code == 0 and s["rules"] == 3
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["id", "taxonKey", "annotation", "ruleset"]
+    assert lines[1].split()[:4] == ["3", str(TIGER), "MANAGED", "tigers"]  # newest first
+    code, s, body = run(capsys, "rules", "list", "--ruleset", "lions", "--format", "json")
+    rules = json.loads(body)
+    assert [r["id"] for r in rules] == [2, 1] and rules[0]["createdBy"] == "alice"
+    code, s, body = run(capsys, "rules", "list", "--taxon", str(LION), "--format", "json")
+    assert [r["id"] for r in json.loads(body)] == [1]
+
+    code, s, _ = run(capsys, "rules", "vote", "1", "support", "--user", "carol")
+    assert code == 0 and s["supportedBy"] == ["carol"]
+    code, s, _ = run(capsys, "rules", "vote", "2", "contest", "--user", "carol")
+    assert s["contestedBy"] == ["carol"]
+
+    code, s, _ = run(capsys, "rules", "export", "lions.yaml", "--ruleset", "lions")
+    assert code == 0 and s["rules"] == 2
+    assert len(yaml.safe_load((tmp_path / "lions.yaml").read_text())["rules"]) == 2
+    code, s, _ = run(capsys, "rules", "export", "all.geojson")
+    assert (
+        s["rules"] == 3 and json.loads((tmp_path / "all.geojson").read_text())["type"] == "FeatureCollection"
+    )
+
+    other = f"sqlite:///{tmp_path}/other.sqlite"
+    code, s, _ = run(capsys, "rules", "import", "lions.yaml", "--store", other, "--user", "erin")
+    assert code == 0 and (s["created"], s["rules"], s["deleted"]) == (2, 2, 0) and s["version"]
+    code, s, _ = run(capsys, "rules", "import", "lions.yaml", "--store", other, "--user", "erin")
+    assert (s["created"], s["unchanged"]) == (0, 2)
+
+    occ = occurrences(tmp_path / "occ.parquet")
+    code, s, _ = run(
+        capsys, "rules", "apply", "lions", str(occ), "out.parquet", "--matches", "matches.parquet"
+    )
+    assert code == 0 and s["command"] == "rules apply"
+    # gbifID 1: a lion in Greenland; 2: a lion (a felid) in Kenya in 1920; not 3: a felid in Kenya, but in
+    # 2001; not 4: no coordinates; not 5: a tiger in Greenland (the Greenland rule is on lions only)
+    assert (s["occurrences"], s["rows"], s["matched"], s["rules"], s["conflicts"]) == (5, 6, 2, 2, 0)
+    assert s["labels"] == {"SUSPICIOUS": 1, "NATIVE": 1}
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.num_rows == 6 and "annotation_labels" in out.column_names
+    labels = dict(
+        zip(out.column("gbifID").to_pylist(), out.column("annotation_labels").to_pylist(), strict=True)
+    )
+    assert labels[1] == ["SUSPICIOUS"] and labels[2] == ["NATIVE"] and labels[3] == [] and labels[4] == []
+    assert pq.read_table(tmp_path / "matches.parquet").num_rows == s["matches"]
+
+    # votes policy: rule 1 has one supporter, rule 2 one contest
+    code, s, _ = run(capsys, "rules", "apply", "lions", str(occ), "out2.parquet", "--min-support", "1")
+    assert s["rules_applied"] == 1 and s["rules_skipped_by_votes"] == 1 and set(s["labels"]) == {"SUSPICIOUS"}
+    code, s, _ = run(
+        capsys, "rules", "apply", "lions,tigers", str(occ), "out3.parquet", "--exclude-contested"
+    )
+    assert s["rules_applied"] == 2 and "NATIVE" not in s["labels"]
+    # a rule file works as well as a ruleset, and "all" takes every rule
+    code, s, _ = run(capsys, "rules", "apply", "lions.yaml", str(occ), "out4.parquet")
+    assert code == 0 and s["rules"] == 2
+    code, s, _ = run(capsys, "rules", "apply", "all", str(occ), "out5.parquet")
+    assert s["rules"] == 3
+
+
+def test_user_errors_exit_2_with_one_json_line(store_url, capsys, tmp_path):
+    code, s, _ = run(
+        capsys, "rules", "add", f"{LION} in GL are spooky", "--ruleset", "lions", "--user", "alice"
+    )
+    assert code == 2 and not s["ok"] and "label: unknown label 'spooky'" in s["error"]
+    run(capsys, "rules", "add", f"{LION} in GL are suspicious", "--ruleset", "lions", "--user", "alice")
+    code, s, _ = run(
+        capsys, "rules", "add", f"{LION} in KE are native", "--ruleset", "lions", "--user", "bob"
+    )
+    assert code == 2 and "bob may not add rules to it: only members of ruleset 'lions'" in s["error"]
+    code, s, _ = run(capsys, "rules", "vote", "99", "support", "--user", "bob")
+    assert code == 2 and s["error"] == "no rule with id 99"
+    code, s, _ = run(capsys, "rules", "apply", "tigers", "missing.parquet", "out.parquet")
+    assert code == 2 and "missing.parquet: no such occurrences file" in s["error"]
+    occ = occurrences(tmp_path / "occ.parquet")
+    code, s, _ = run(capsys, "rules", "apply", "tigers", str(occ), "out.parquet")
+    assert code == 2 and "no ruleset 'tigers' in the store; there are: lions" in s["error"]
+    assert not (tmp_path / "out.parquet").exists()
+    code, s, _ = run(capsys, "rules", "apply", "nope.yaml", str(occ), "out.parquet")
+    assert code == 2 and "nope.yaml: no such rules file" in s["error"]
+    code, s, _ = run(capsys, "rules", "import")
+    assert code == 2 and "give a rule FILE or --from-gbif URL" in s["error"]
+    code, s, _ = run(capsys, "rules", "push", "http://127.0.0.1:9/v1")
+    assert code == 2 and "GBIF_USERNAME" in s["error"]
+
+
+def test_parser_registers_under_an_existing_cli():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="gbifdl")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_rules_parser(sub)
+    args = parser.parse_args(["rules", "apply", "lions", "occ.parquet", "out.parquet", "--min-support", "2"])
+    assert args.min_support == 2 and callable(args.func)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["rules", "vote", "1", "maybe"])
