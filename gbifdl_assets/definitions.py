@@ -2,12 +2,23 @@
 
 import dagster as dg
 
+from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rules_sensor, annotation_rulesets
 from gbifdl_assets.defs.resources import default_resources
+from gbifdl_assets.defs.snapshots import gbif_download, gbif_download_sensor, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
 
+# Declarative automation (eager re-annotation when rules or snapshots change) only runs when its
+# sensor runs; on a fresh OSS instance it would start STOPPED.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "gbifdl_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+
 defs = dg.Definitions(
-    assets=[species_list],
-    sensors=[training_set_specs_sensor],
+    assets=[species_list, gbif_download, occurrence_snapshot, annotation_rulesets, annotated_occurrences],
+    sensors=[training_set_specs_sensor, gbif_download_sensor, annotation_rules_sensor, automation_sensor],
     resources=default_resources(),
 )

@@ -6,17 +6,21 @@ show the variable's name, never the value.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from gbifdl_assets.annotations.store import AnnotationStore
 from gbifdl_assets.gbif.client import DEFAULT_BASE_URL, GbifClient
 from gbifdl_assets.specs import SpecError, TrainingSetSpec, example_specs_dir, load_spec
 from gbifdl_assets.storage import Storage, open_storage
 
 DEFAULT_DATA_DIR = "data"
+DEFAULT_ANNOTATIONS_DB = "sqlite:///data/annotations.sqlite"
+RULE_FILE_SUFFIXES = (".yaml", ".yml", ".geojson", ".json")
 
 
 class GbifResource(dg.ConfigurableResource):
@@ -104,6 +108,40 @@ class SpecCatalog(dg.ConfigurableResource):
         )
 
 
+class AnnotationSources(dg.ConfigurableResource):
+    """Where rules come from. The store URL may carry a password: set it through an EnvVar."""
+
+    store_url: str = Field(default=DEFAULT_ANNOTATIONS_DB, description="SQLAlchemy URL")
+    rules_dir: str | None = Field(default=None, description="a folder of YAML/GeoJSON rule files")
+    gbif_annotation_url: str | None = Field(
+        default=None, description="GBIF's annotation API to mirror, e.g. https://api.gbif.org/v1"
+    )
+    seeds: bool = Field(default=True, description="include CoordinateCleaner-style seed rules")
+
+    def store(self) -> AnnotationStore:
+        return AnnotationStore(self.store_url)
+
+    def rule_files(self) -> list[Path]:
+        if not self.rules_dir:
+            return []
+        folder = Path(self.rules_dir)
+        if not folder.is_dir():
+            raise dg.Failure(
+                description=f"rules folder {folder} does not exist; set GBIFDL_RULES_DIR to a folder of rule files",
+                allow_retries=False,
+            )
+        return sorted(p for p in folder.rglob("*") if p.suffix in RULE_FILE_SUFFIXES and p.is_file())
+
+    def fingerprint(self) -> str:
+        """Changes when any local source changes (store counter, rule files); cheap enough for a sensor."""
+        digest = hashlib.sha256(self.store().version().encode())
+        for path in self.rule_files():
+            digest.update(str(path).encode())
+            digest.update(path.read_bytes())
+        digest.update(b"seeds" if self.seeds else b"")
+        return digest.hexdigest()[:16]
+
+
 def _env_or(var: str, default: str | None = None) -> str | dg.EnvVar | None:
     """An EnvVar when the variable is set (the value stays out of run config), else the default."""
     return dg.EnvVar(var) if os.environ.get(var) else default
@@ -125,4 +163,10 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             region_name=_env_or("AWS_REGION"),
         ),
         "specs": SpecCatalog(folder=_env_or("GBIFDL_SPECS_DIR", str(example_specs_dir()))),
+        "annotations": AnnotationSources(
+            store_url=_env_or("GBIFDL_ANNOTATIONS_DB", DEFAULT_ANNOTATIONS_DB),
+            rules_dir=_env_or("GBIFDL_RULES_DIR"),
+            gbif_annotation_url=_env_or("GBIFDL_ANNOTATION_API_URL"),
+            seeds=os.environ.get("GBIFDL_SEED_RULES", "1").lower() not in ("0", "false", "no"),
+        ),
     }

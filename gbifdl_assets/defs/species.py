@@ -1,6 +1,5 @@
 """species_list[training_set]: the spec's taxa resolved to accepted GBIF taxa."""
 
-
 import time
 
 import dagster as dg

@@ -6,7 +6,6 @@ validating keeps its partition (the last good version stays usable) and its prob
 so a typo cannot silently delete a training set.
 """
 
-
 import json
 
 import dagster as dg

@@ -1,0 +1,549 @@
+"""Occurrence snapshots in a :class:`~gbifdl_assets.storage.Storage`: write, find, read.
+
+Layout, per training set::
+
+    snapshots/<training_set>/<snapshot_id>/media.parquet   one row per image (SNAPSHOT_SCHEMA)
+    snapshots/<training_set>/<snapshot_id>/snapshot.json   source, counts, bytes; the commit marker
+    snapshots/<training_set>/latest                        the newest snapshot id (for humans/tools)
+
+Snapshots are immutable. ``snapshot_id`` is ``<UTC time, ms>Z-<first 12 hex of the Parquet
+file's sha256>``, so ids sort by creation time and name their content.
+
+**Atomic appearance.** The Parquet file is written completely to a temporary file first (its hash
+is the id), then stored under the id, then ``snapshot.json`` is written, *last*: a snapshot
+without ``snapshot.json`` does not exist for any reader here (a crash can leave an orphan
+``media.parquet``, never a half snapshot). ``latest`` is written after the commit; readers list
+the committed snapshots instead of trusting it, so a crash between the two cannot hide a commit.
+
+Both sources produce identical rows: the search path builds the same in-between tables as the
+archive path (:func:`gbifdl_assets.gbif.dwca.raw_media_table`, :class:`~gbifdl_assets.gbif.dwca.MediaSide`,
+:func:`~gbifdl_assets.gbif.dwca.join_media`), so media filtering, ``media_index`` numbering and
+type conversion cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from gbifdl_assets.gbif.dwca import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_MEDIA_MEMORY_BUDGET,
+    MAX_BLOCK_SIZE,
+    MEDIA_SOURCE_COLUMNS,
+    OCCURRENCE_SCHEMA,
+    DwcaError,
+    IngestReport,
+    MediaSide,
+    SnapshotParquetWriter,
+    convert_to_snapshot,
+    join_media,
+    license_enum_names,
+    raw_media_table,
+)
+from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
+from gbifdl_assets.storage import TMP_PREFIX, Storage
+
+log = logging.getLogger("gbifdl_assets.gbif.snapshots")
+
+__all__ = [
+    "DwcaError",
+    "SNAPSHOTS_PREFIX",
+    "SNAPSHOT_FORMAT_VERSION",
+    "SnapshotInfo",
+    "SnapshotNotFound",
+    "get_snapshot",
+    "latest_snapshot",
+    "list_snapshots",
+    "read_snapshot",
+    "records_to_snapshot_table",
+    "write_snapshot_from_dwca",
+    "write_snapshot_from_search",
+]
+
+SNAPSHOTS_PREFIX = "snapshots"
+#: version of the snapshot.json layout (bump when readers must change)
+SNAPSHOT_FORMAT_VERSION = 1
+MEDIA_FILE = "media.parquet"
+META_FILE = "snapshot.json"
+LATEST_FILE = "latest"
+SEARCH_BATCH_RECORDS = 50_000
+
+_TRAINING_SET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SNAPSHOT_ID = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{12}$")
+
+
+class SnapshotNotFound(FileNotFoundError):
+    """No committed snapshot matches (the message names the storage and the training set)."""
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A committed snapshot: where it is and what its snapshot.json says."""
+
+    training_set: str
+    snapshot_id: str
+    metadata: dict[str, Any]
+    storage_uri: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return snapshot_prefix(self.training_set, self.snapshot_id)
+
+    @property
+    def media_key(self) -> str:
+        return f"{self.prefix}/{MEDIA_FILE}"
+
+    @property
+    def meta_key(self) -> str:
+        return f"{self.prefix}/{META_FILE}"
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return dict(self.metadata.get("counts", {}))
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return dict(self.metadata.get("source", {}))
+
+    @property
+    def created(self) -> str:
+        return str(self.metadata.get("created", ""))
+
+    @property
+    def bytes(self) -> int:
+        return int(self.metadata.get("bytes", 0))
+
+
+# ---------------------------------------------------------------------------------------------------
+# keys
+# ---------------------------------------------------------------------------------------------------
+def check_training_set(name: str) -> str:
+    if not isinstance(name, str) or not _TRAINING_SET.match(name):
+        raise ValueError(
+            f"training set name {name!r} cannot name a snapshot folder: use letters, digits, '.', '_' "
+            "and '-' (starting with a letter or digit, at most 128 characters)"
+        )
+    return name
+
+
+def training_set_prefix(training_set: str) -> str:
+    return f"{SNAPSHOTS_PREFIX}/{check_training_set(training_set)}"
+
+
+def snapshot_prefix(training_set: str, snapshot_id: str) -> str:
+    return f"{training_set_prefix(training_set)}/{snapshot_id}"
+
+
+def new_snapshot_id(sha256_hex: str, now: dt.datetime | None = None) -> str:
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{sha256_hex[:12]}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# readers
+# ---------------------------------------------------------------------------------------------------
+def _committed_ids(storage: Storage, training_set: str) -> list[str]:
+    base = training_set_prefix(training_set) + "/"
+    ids = []
+    for key in storage.list(base):
+        rest = key[len(base) :]
+        parts = rest.split("/")
+        if len(parts) == 2 and parts[1] == META_FILE and _SNAPSHOT_ID.match(parts[0]):
+            ids.append(parts[0])
+    return sorted(ids)
+
+
+def list_snapshots(storage: Storage, training_set: str) -> list[SnapshotInfo]:
+    """Committed snapshots of a training set, oldest first."""
+    return [get_snapshot(storage, training_set, sid) for sid in _committed_ids(storage, training_set)]
+
+
+def get_snapshot(storage: Storage, training_set: str, snapshot_id: str) -> SnapshotInfo:
+    """One committed snapshot; :class:`SnapshotNotFound` when it has no snapshot.json."""
+    key = f"{snapshot_prefix(training_set, snapshot_id)}/{META_FILE}"
+    try:
+        metadata = json.loads(storage.read_bytes(key))
+    except FileNotFoundError:
+        raise SnapshotNotFound(
+            f"no committed snapshot {snapshot_id!r} of training set {training_set!r} in {storage.uri} "
+            f"(no {key}); list them with list_snapshots()"
+        ) from None
+    return SnapshotInfo(training_set, snapshot_id, metadata, storage.uri)
+
+
+def latest_snapshot(storage: Storage, training_set: str) -> SnapshotInfo | None:
+    """The newest committed snapshot, or None. Committed = has snapshot.json (the ``latest``
+    pointer is not trusted: a crash between the commit and the pointer update would hide a
+    snapshot)."""
+    ids = _committed_ids(storage, training_set)
+    return get_snapshot(storage, training_set, ids[-1]) if ids else None
+
+
+def read_snapshot(
+    storage: Storage,
+    training_set: str,
+    snapshot_id: str | None = None,
+    *,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """The rows of a snapshot (the latest when ``snapshot_id`` is None)."""
+    if snapshot_id is None:
+        info = latest_snapshot(storage, training_set)
+        if info is None:
+            raise SnapshotNotFound(
+                f"training set {training_set!r} has no committed snapshot in {storage.uri}; "
+                "materialize occurrence_snapshot first (or run 'gbifdl dwca ingest')"
+            )
+    else:
+        info = get_snapshot(storage, training_set, snapshot_id)
+    return storage.read_parquet(info.media_key, columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------------
+# commit
+# ---------------------------------------------------------------------------------------------------
+class _Staging:
+    """Where the Parquet file is written before it has an id: next to its final place for local
+    storage (a rename then publishes it), a temporary file for S3 (uploaded on commit)."""
+
+    def __init__(self, storage: Storage, training_set: str, tmp_dir: str | Path | None):
+        self.storage = storage
+        self.training_set = training_set
+        base = storage.local_path(training_set_prefix(training_set))
+        if base is not None:
+            base.mkdir(parents=True, exist_ok=True)
+            self.path = base / f"{TMP_PREFIX}{uuid.uuid4().hex}.parquet"
+            self._tmpdir = None
+        else:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="gbifdl-snapshot-", dir=tmp_dir)
+            self.path = Path(self._tmpdir.name) / MEDIA_FILE
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+
+    def __enter__(self) -> _Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _commit(
+    staging: _Staging,
+    *,
+    source: dict[str, Any],
+    counts: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> SnapshotInfo:
+    storage, training_set = staging.storage, staging.training_set
+    sha = _sha256(staging.path)
+    size = staging.path.stat().st_size
+    created = dt.datetime.now(dt.UTC)
+    snapshot_id = new_snapshot_id(sha, created)
+    prefix = snapshot_prefix(training_set, snapshot_id)
+    media_key = f"{prefix}/{MEDIA_FILE}"
+    metadata = {
+        "format_version": SNAPSHOT_FORMAT_VERSION,
+        "training_set": training_set,
+        "snapshot_id": snapshot_id,
+        "created": created.isoformat().replace("+00:00", "Z"),
+        "source": source,
+        "counts": counts,
+        "bytes": size,
+        "files": {"media": {"key": MEDIA_FILE, "bytes": size, "sha256": sha, "rows": counts.get("media", 0)}},
+        "columns": SNAPSHOT_SCHEMA.names,
+        **(extra or {}),
+    }
+    target = storage.local_path(media_key)
+    try:
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(staging.path, "rb+") as fh:  # durable before it becomes visible
+                os.fsync(fh.fileno())
+            os.replace(staging.path, target)
+        else:
+            with open(staging.path, "rb") as src, storage.open_write(media_key) as dst:
+                shutil.copyfileobj(src, dst, 8 << 20)
+        # the commit marker, last: until it exists the snapshot does not
+        storage.write_bytes(f"{prefix}/{META_FILE}", json.dumps(metadata, indent=2, default=str).encode())
+    except BaseException:
+        with contextlib.suppress(Exception):
+            storage.delete(media_key)
+        raise
+    try:
+        storage.write_bytes(f"{training_set_prefix(training_set)}/{LATEST_FILE}", f"{snapshot_id}\n".encode())
+    except Exception as exc:  # the snapshot is committed; the pointer is a convenience
+        log.warning(
+            "snapshot %s committed, but the latest pointer could not be written: %s", snapshot_id, exc
+        )
+    return SnapshotInfo(training_set, snapshot_id, metadata, storage.uri)
+
+
+def _counts(report: IngestReport) -> dict[str, Any]:
+    return {
+        "occurrences": report.occurrences,
+        "occurrences_with_media": report.occurrences_with_media,
+        "occurrences_without_media": report.occurrences_without_media,
+        "media_rows": report.media_rows,
+        "media": report.media,
+        "species": report.species,
+        "skipped": report.skipped_counts(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# from a GBIF download archive
+# ---------------------------------------------------------------------------------------------------
+def write_snapshot_from_dwca(
+    archive_path: str | Path,
+    storage: Storage,
+    training_set: str,
+    source_info: Mapping[str, Any] | None = None,
+    *,
+    media_memory_budget: int = DEFAULT_MEDIA_MEMORY_BUDGET,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    max_block_size: int = MAX_BLOCK_SIZE,
+    tmp_dir: str | Path | None = None,
+) -> SnapshotInfo:
+    """Ingest a DWCA download into a new snapshot and return it.
+
+    ``source_info`` describes the download (``key``, ``doi``, ``citation``, ``license``,
+    ``totalRecords``, typically from the download status); the archive's own metadata fills what
+    is missing. Raises :class:`~gbifdl_assets.gbif.dwca.DwcaError` (nothing is written) for
+    archives without image URLs (SIMPLE_CSV, no multimedia extension) or that are damaged.
+    """
+    check_training_set(training_set)
+    archive_path = Path(archive_path)
+    with _Staging(storage, training_set, tmp_dir) as staging:
+        report = convert_to_snapshot(
+            archive_path,
+            staging.path,
+            media_memory_budget=media_memory_budget,
+            block_size=block_size,
+            max_block_size=max_block_size,
+            tmp_dir=tmp_dir,
+        )
+        source: dict[str, Any] = {"type": "download", **dict(source_info or {})}
+        meta = report.metadata
+        source.setdefault("key", meta.download_key)
+        source.setdefault("doi", meta.doi)
+        source.setdefault("citation", meta.citation)
+        source.setdefault("format", "DWCA")
+        source["archive"] = archive_path.name
+        source["archive_bytes"] = archive_path.stat().st_size
+        extra = {
+            "archive": {
+                "bad_rows": report.bad_row_numbers,
+                "replaced_utf8": report.replaced_utf8,
+                "ignored_members": [f"{n} ({why})" for n, why in report.ignored_members],
+                "buckets": report.buckets,
+                "seconds": round(report.seconds, 3),
+            }
+        }
+        return _commit(staging, source=_jsonable(source), counts=_counts(report), extra=extra)
+
+
+# ---------------------------------------------------------------------------------------------------
+# from the search API
+# ---------------------------------------------------------------------------------------------------
+def _json_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def _json_float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        value = ";".join(str(v) for v in value if v is not None)
+    text = str(value)
+    return text if text != "" else None
+
+
+_OCC_FIELDS = [f for f in OCCURRENCE_SCHEMA if f.name not in ("gbifID", "issues", "license")]
+
+
+def records_to_snapshot_table(
+    records: Iterable[Mapping[str, Any]], *, first_media_row: int = 0, seen: set[int] | None = None
+) -> tuple[pa.Table, IngestReport]:
+    """Search-API occurrence records (with ``media[]``) -> snapshot rows, plus counts.
+
+    The same classification, numbering and join as the archive path, on the same in-between
+    tables; only the value parsing differs (JSON numbers instead of text). A record seen before
+    (paging over a changing index can return one twice; ``seen`` carries ids across batches) is
+    skipped and counted as ``duplicate``.
+    """
+    seen = set() if seen is None else seen
+    report = IngestReport(archive="search", kind="search")
+    ids: list[int] = []
+    columns: dict[str, list[Any]] = {f.name: [] for f in _OCC_FIELDS}
+    issues: list[list[str]] = []
+    licenses: list[str | None] = []
+    media_ids: list[int] = []
+    media_cols: dict[str, list[Any]] = {c: [] for c in MEDIA_SOURCE_COLUMNS}
+    for record in records:
+        gbif_id = _json_int(record.get("gbifID", record.get("key")))
+        if gbif_id is None:
+            report.skipped["bad_id"] += 1
+            continue
+        if gbif_id in seen:
+            report.skipped["duplicate"] += 1
+            continue
+        seen.add(gbif_id)
+        ids.append(gbif_id)
+        for f in _OCC_FIELDS:
+            value = record.get(f.name)
+            if pa.types.is_integer(f.type):
+                columns[f.name].append(_json_int(value))
+            elif pa.types.is_floating(f.type):
+                columns[f.name].append(_json_float(value))
+            else:
+                columns[f.name].append(_json_str(value))
+        issues.append([str(i) for i in record.get("issues") or [] if i])
+        licenses.append(_json_str(record.get("license")))
+        for item in record.get("media") or []:
+            if not isinstance(item, Mapping):
+                continue
+            media_ids.append(gbif_id)
+            for c in MEDIA_SOURCE_COLUMNS:
+                media_cols[c].append(_json_str(item.get(c)))
+    report.occurrences = len(ids)
+    report.media_rows = len(media_ids)
+    id_array = np.asarray(ids, dtype=np.int64)
+    occ_columns = []
+    for f in OCCURRENCE_SCHEMA:
+        if f.name == "gbifID":
+            occ_columns.append(pa.array(id_array, pa.int64()))
+        elif f.name == "issues":
+            occ_columns.append(pa.array(issues, f.type))
+        elif f.name == "license":
+            occ_columns.append(license_enum_names(pa.array(licenses, pa.string())))
+        else:
+            occ_columns.append(pa.array(columns[f.name], f.type))
+    occurrences = pa.Table.from_arrays(occ_columns, schema=OCCURRENCE_SCHEMA)
+    rownum = np.arange(first_media_row, first_media_row + len(media_ids), dtype=np.int64)
+    raw, skipped = raw_media_table(
+        np.asarray(media_ids, dtype=np.int64),
+        rownum,
+        {c: pa.array(v, pa.string()) for c, v in media_cols.items()},
+    )
+    report.skipped.update(skipped)
+    media = MediaSide.build(raw)
+    table = join_media(occurrences, media)
+    with_media = np.unique(table.column("gbifID").to_numpy()) if table.num_rows else np.empty(0)
+    report.occurrences_with_media = int(len(with_media))
+    report.media = table.num_rows
+    return table, report
+
+
+def _batches(records: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
+    batch: list[Mapping[str, Any]] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_snapshot_from_search(
+    records: Iterable[Mapping[str, Any]],
+    storage: Storage,
+    training_set: str,
+    source_info: Mapping[str, Any] | None = None,
+    *,
+    batch_records: int = SEARCH_BATCH_RECORDS,
+    tmp_dir: str | Path | None = None,
+) -> SnapshotInfo:
+    """Write search-API records (an iterator, e.g. ``GbifClient.iter_occurrences``) as a snapshot.
+
+    Records are converted ``batch_records`` at a time into a ParquetWriter, so memory holds one
+    batch. ``source_info`` should carry the query (``params``); ``type``/``date`` are filled in.
+    An error while iterating (GBIF unreachable, ...) leaves no snapshot.
+    """
+    check_training_set(training_set)
+    total = IngestReport(archive="search", kind="search")
+    media_rows = 0
+    seen: set[int] = set()
+    with _Staging(storage, training_set, tmp_dir) as staging:
+        writer = SnapshotParquetWriter(staging.path)
+        try:
+            for batch in _batches(records, batch_records):
+                table, report = records_to_snapshot_table(batch, first_media_row=media_rows, seen=seen)
+                media_rows += report.media_rows
+                _add(total, report)
+                writer.write(table)
+        except BaseException:
+            writer.close(raise_errors=False)
+            raise
+        writer.close()
+        total.species = writer.species
+        source: dict[str, Any] = {"type": "search", **dict(source_info or {})}
+        source.setdefault("date", dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"))
+        return _commit(staging, source=_jsonable(source), counts=_counts(total))
+
+
+def _add(total: IngestReport, part: IngestReport) -> None:
+    total.occurrences += part.occurrences
+    total.occurrences_with_media += part.occurrences_with_media
+    total.media_rows += part.media_rows
+    total.media += part.media
+    total.skipped.update(part.skipped)
+
+
+def _jsonable(value: Any) -> Any:
+    """Source descriptions come from callers (download status JSON, query params): keep them
+    JSON-serialisable and drop empty values."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
