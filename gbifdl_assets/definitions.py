@@ -3,6 +3,7 @@
 import dagster as dg
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rules_sensor, annotation_rulesets
+from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.resources import default_resources
 from gbifdl_assets.defs.snapshots import gbif_download, gbif_download_sensor, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
@@ -18,7 +19,14 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[species_list, gbif_download, occurrence_snapshot, annotation_rulesets, annotated_occurrences],
+    assets=[
+        species_list,
+        gbif_download,
+        occurrence_snapshot,
+        annotation_rulesets,
+        annotated_occurrences,
+        balanced_manifest,
+    ],
     sensors=[training_set_specs_sensor, gbif_download_sensor, annotation_rules_sensor, automation_sensor],
     resources=default_resources(),
 )
