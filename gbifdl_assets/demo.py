@@ -45,10 +45,16 @@ def run_demo(
 ) -> dict[str, Any]:
     import dagster as dg
 
+    from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
+    from gbifdl_assets.defs.manifest import balanced_manifest
     from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-    from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResource
-    from gbifdl_assets.defs.species import ALL_TAXA_MATCHED, species_list, species_list_key
+    from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
+    from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
+    from gbifdl_assets.defs.species import species_list, species_list_key
     from gbifdl_assets.specs import example_specs_dir, load_spec
+    from gbifdl_assets.storage import open_storage
+
+    PARTITIONED = [species_list, gbif_download, occurrence_snapshot, annotated_occurrences, balanced_manifest]
 
     spec_path = spec_path or example_specs_dir() / DEMO_SPEC
     spec = load_spec(spec_path)
@@ -78,15 +84,24 @@ def run_demo(
             "gbif": GbifResource(base_url=api_url),
             "storage": StorageResource(uri=str(data_dir)),
             "specs": SpecCatalog(folder=str(spec_path.resolve().parent)),
+            "annotations": AnnotationSources(store_url=f"sqlite:///{data_dir / 'annotations.sqlite'}"),
         }
-        result = dg.materialize(
-            [species_list],
-            partition_key=spec.name,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            tags={"gbifdl/trigger": "demo"},
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tags = {"gbifdl/trigger": "demo"}
+        rules = dg.materialize(
+            [annotation_rulesets], instance=instance, resources=resources, tags=tags, raise_on_error=False
         )
+        result = rules
+        if rules.success:
+            result = dg.materialize(
+                [*PARTITIONED, annotation_rulesets],
+                selection=[a.key for a in PARTITIONED],
+                partition_key=spec.name,
+                instance=instance,
+                resources=resources,
+                raise_on_error=False,
+                tags=tags,
+            )
         summary: dict[str, Any] = {
             "ok": result.success,
             "training_set": spec.name,
@@ -98,18 +113,29 @@ def run_demo(
         if not result.success:
             summary["error"] = "the run failed; see the log above or the run in the Dagster UI (make dev)"
             return summary
-        materialization = result.asset_materializations_for_node("species_list")[0]
-        meta = materialization.metadata
-        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        checks = {
+            f"{c.asset_key.to_user_string()}.{c.check_name}": c.passed
+            for c in result.get_asset_check_evaluations()
+        }
+        failed_checks = sorted(name for name, passed in checks.items() if not passed)
+        manifest = result.asset_materializations_for_node("balanced_manifest")[0].metadata
+        snapshot = result.asset_materializations_for_node("occurrence_snapshot")[0].metadata
+        store = open_storage(str(data_dir))
         summary.update(
             species_list=str(data_dir / species_list_key(spec.name)),
-            taxa=meta["taxa"].value,
-            unmatched=meta["unmatched"].value,
-            check_all_taxa_matched=checks.get(ALL_TAXA_MATCHED),
+            snapshot=snapshot["path"].value,
+            occurrences=snapshot["occurrences"].value,
+            manifest=manifest["path"].value,
+            images=manifest["images"].value,
+            classes=manifest["classes"].value,
+            per_split=manifest["per_split"].value,
+            failed_checks=failed_checks,
+            rules_version=store.read_bytes("annotations/rulesets/latest").decode(),
         )
-        summary["ok"] = bool(checks.get(ALL_TAXA_MATCHED))
+        summary["ok"] = not failed_checks
         print(
-            f"species list for '{spec.name}': {summary['species_list']} ({summary['taxa']} taxa)",
+            f"'{spec.name}': {summary['images']} images in {summary['classes']} classes; "
+            f"manifest {summary['manifest']}",
             file=sys.stderr,
         )
         return summary

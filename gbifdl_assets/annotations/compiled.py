@@ -96,7 +96,7 @@ BASIS_OF_RECORD: tuple[str, ...] = (
     "UNKNOWN",
 )
 
-_DEFAULTS: dict[str, Any] = {"basisOfRecordNegated": False, "supportCount": 0, "contestCount": 0}
+_DEFAULTS: dict[str, Any] = {"source": "local", "basisOfRecordNegated": False, "supportCount": 0, "contestCount": 0}
 
 
 class RulesTableError(ValueError):
@@ -184,8 +184,6 @@ def _conform(table: pa.Table) -> pa.Table:
                 raise RulesTableError(
                     [("(table)", f"column {field.name!r} cannot be {field.type}: {exc}")]
                 ) from None
-        elif field.name == "source":
-            columns.append(pa.array(["local"] * table.num_rows, pa.string()))
         elif field.name in _DEFAULTS:
             columns.append(pa.array([_DEFAULTS[field.name]] * table.num_rows, field.type))
         else:

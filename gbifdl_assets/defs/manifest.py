@@ -146,5 +146,10 @@ def _check(name: str, passed: bool, details: dict) -> dg.AssetCheckResult:
         passed=bool(passed),
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"details": dg.MetadataValue.json(details)},
-        description=CHECKS[name],
+        description=CHECKS[name] if passed else f"{CHECKS[name]} Failed: {_brief(details)}",
     )
+
+
+def _brief(details: dict) -> str:
+    """The scalar facts of a check's details, for the one-line description."""
+    return ", ".join(f"{k}={v}" for k, v in details.items() if isinstance(v, int | float | str))[:300]

@@ -1412,7 +1412,7 @@ class SnapshotParquetWriter:
 
     def __init__(self, path: Path):
         self._writer = pq.ParquetWriter(path, SNAPSHOT_SCHEMA, compression="zstd")
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=3)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)  # bounded: <= 2 chunks in flight
         self._error: BaseException | None = None
         self._species: set[int] = set()
         self.rows = 0
@@ -1547,7 +1547,12 @@ def _convert(
             "image URLs; request a DWCA download from GBIF (source.format: DWCA)"
         )
     mm_size = archive.member_size(mm)
-    buckets = max(1, math.ceil(mm_size / max(1, budget)))
+    budget = max(1, budget)
+    # One bucket: media in memory, occurrences streamed past it. Otherwise each bucket holds its
+    # media and its converted occurrences in memory at join time, so the buckets are sized for
+    # both (occurrences with media can be most of occurrence.txt).
+    core_size = archive.member_size(archive.core)
+    buckets = 1 if mm_size <= budget else math.ceil((mm_size + core_size) / budget)
     report.buckets = buckets
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -1682,6 +1687,7 @@ def _join_partitioned(
             writer.write(join_media(occ.slice(start, CHUNK_ROWS), media))
         report.skipped["orphan"] += media.orphans
         del media, occ
+        pa.default_memory_pool().release_unused()
     _check_core_ids(archive, report)
 
 

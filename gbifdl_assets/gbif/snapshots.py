@@ -352,10 +352,14 @@ def write_snapshot_from_dwca(
         )
         source: dict[str, Any] = {"type": "download", **dict(source_info or {})}
         meta = report.metadata
-        source.setdefault("key", meta.download_key)
-        source.setdefault("doi", meta.doi)
-        source.setdefault("citation", meta.citation)
-        source.setdefault("format", "DWCA")
+        for name, value in (
+            ("key", meta.download_key),
+            ("doi", meta.doi),
+            ("citation", meta.citation),
+            ("format", "DWCA"),
+        ):
+            if source.get(name) in (None, ""):  # the caller's value wins; the archive fills gaps
+                source[name] = value
         source["archive"] = archive_path.name
         source["archive_bytes"] = archive_path.stat().st_size
         extra = {

@@ -28,10 +28,13 @@ def test_demo_offline_materializes_the_example_species_list(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["ok"] and summary["gbif"] == "sandbox"
-    assert summary["check_all_taxa_matched"] is True
-    path = Path(summary["species_list"])
-    table = pq.read_table(path)
-    assert summary["taxa"] == sum(1 for m in table.column("match_type").to_pylist() if m != "NONE")
-    names = set(table.column("canonical_name").to_pylist())
+    assert summary["failed_checks"] == []
+    species = pq.read_table(Path(summary["species_list"]))
+    names = set(species.column("canonical_name").to_pylist())
     assert {"Vanessa atalanta", "Aglais io", "Papilio machaon"} <= names
+    manifest = pq.read_table(summary["manifest"].removeprefix("file://"))
+    assert manifest.num_rows == summary["images"] > 0
+    per_class = manifest.group_by("label").aggregate([("url", "count")]).column("url_count").to_pylist()
+    assert len(per_class) == summary["classes"] and max(per_class) <= 40 and min(per_class) >= 20
+    assert sum(summary["per_split"].values()) == summary["images"]
     assert (tmp_path / "home" / "dagster.yaml").exists()
