@@ -1,0 +1,70 @@
+"""``gbifdl dwca ingest`` through its argparse wiring (as cli.py registers it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from gbifdl_assets.gbif.ingest_cli import add_dwca_parser, default_training_set
+from gbifdl_assets.gbif.snapshots import latest_snapshot
+from gbifdl_assets.storage import LocalStorage
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    parser = argparse.ArgumentParser(prog="gbifdl")
+    add_dwca_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code = args.func(args)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1  # exactly one JSON summary line on stdout
+    return code, json.loads(lines[0])
+
+
+def test_ingest_writes_the_snapshot_and_a_summary(
+    fixtures_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = fixtures_dir / "archives" / "rgbif_0000066-140928181241064_DWCA.zip"
+    code, summary = run(["dwca", "ingest", str(archive), str(tmp_path / "out")], capsys)
+    assert code == 0 and summary["ok"] is True
+    assert (summary["occurrences"], summary["media"]) == (470, 210)
+    assert summary["skipped"] == {
+        "no_url": 5,
+        "not_image": 0,
+        "orphan": 0,
+        "bad_row": 0,
+        "bad_id": 0,
+        "duplicate": 0,
+    }
+    assert summary["training_set"] == "0000066-140928181241064"
+    info = latest_snapshot(LocalStorage(tmp_path / "out"), "0000066-140928181241064")
+    assert info is not None and info.snapshot_id == summary["snapshot_id"]
+    assert (
+        Path(summary["path"], "media.parquet").is_file() and Path(summary["path"], "snapshot.json").is_file()
+    )
+
+
+def test_ingest_simple_csv_fails_with_the_fix(
+    fixtures_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = fixtures_dir / "archives" / "rgbif_0009886-250127130748423_SIMPLE_CSV.zip"
+    code, summary = run(
+        ["dwca", "ingest", str(archive), str(tmp_path / "out"), "--training-set", "x"], capsys
+    )
+    assert code == 2 and summary["ok"] is False
+    assert "is SIMPLE_CSV and has no media URLs; request a DWCA download" in summary["error"]
+    assert not (tmp_path / "out" / "snapshots" / "x").exists() or not any(
+        p.name == "snapshot.json" for p in (tmp_path / "out").rglob("*")
+    )
+
+
+def test_ingest_missing_archive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, summary = run(["dwca", "ingest", str(tmp_path / "nope.zip"), str(tmp_path / "out")], capsys)
+    assert code == 2 and "does not exist" in summary["error"]
+
+
+def test_default_training_set_names() -> None:
+    assert default_training_set(Path("rgbif_0000066-140928181241064_DWCA.zip")) == "0000066-140928181241064"
+    assert default_training_set(Path("my archive (1).zip")) == "my-archive-1"
