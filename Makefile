@@ -38,7 +38,8 @@ dev: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest gbifdl_assets_tests/bench -q -s
+	$(BIN)/python -m pip install -q -e ".[dev,bench]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/python -m pytest -o python_files="bench_*.py" gbifdl_assets_tests/bench -q -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .dagster_home .pytest_cache .ruff_cache

@@ -19,6 +19,7 @@ from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResource
 from gbifdl_assets.defs.species import species_list, species_list_key
 from gbifdl_assets.gbif.downloads import RUNNING_STATUSES
+from gbifdl_assets.gbif.dwca import DwcaError
 from gbifdl_assets.gbif.errors import GbifError, GbifRateLimited, GbifUnavailable
 from gbifdl_assets.gbif.snapshots import write_snapshot_from_dwca, write_snapshot_from_search
 from gbifdl_assets.gbif.sources import (
@@ -179,7 +180,8 @@ def occurrence_snapshot(
                 "doi": str(status.get("doi") or ""),
                 "citation": citation_for(status),
             }
-    except GbifError as exc:
+    except (GbifError, DwcaError) as exc:
+        # DwcaError: the archive cannot serve this spec (SIMPLE_CSV has no media, truncated zip, ...)
         raise _failure(training_set, "occurrence_snapshot", exc) from exc
     elapsed = time.monotonic() - started
     counts = info.counts
