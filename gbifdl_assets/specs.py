@@ -947,8 +947,8 @@ class AnnotationPolicy(_Section):
     min_support: int = Field(default=0, ge=0)  # rules with fewer supporting votes are ignored
     exclude_contested: bool = False  # ignore rules that anyone contested
     # A record matched by rules with several labels, some to drop and some not:
-    # exclude_any drops it, keep_conflicting keeps it, exclude_all drops it only if every label
-    # on it is to be dropped.
+    # exclude_any drops it (any drop label excludes), keep_conflicting keeps it unless every label
+    # on it is a drop label, exclude_all drops every conflicting record as well as drop-labelled ones.
     conflicts: str = "exclude_any"
 
     @field_validator("rulesets", mode="before")

@@ -102,8 +102,12 @@ def balanced_manifest(
     nbytes = store.write_parquet(key, table)
     store.write_bytes(f"{manifest_prefix(training_set)}/latest", key.encode())
 
+    if spec.balancing.mode == "weighted":  # natural proportions are unbalanced on purpose
+        balance = (True, {"skipped": "weighted mode keeps natural proportions; tolerance does not apply"})
+    else:
+        balance = check_balance(table, spec.balancing.tolerance)
     checks = [
-        _check("balanced", *check_balance(table, spec.balancing.tolerance)),
+        _check("balanced", *balance),
         _check("licenses_allowed", *check_licenses(table, spec.licenses)),
         _check("no_split_leakage", *check_split_leakage(table, "split_group")),
         _check("unique_urls", *check_unique_urls(table)),

@@ -15,9 +15,9 @@ the seed, so two manifests of the same set diff cleanly.
 
 Memory: the input is processed in batches of ``batch_rows`` rows (Parquet is read batch by
 batch, with the next batch decoded in a background thread; a table is sliced), keeping only
-~40 bytes per surviving row between the passes (row position, URL hash, label, gbifID, stratum
-and licence codes). Duplicate-URL candidates (equal hashes) are re-read to compare their
-strings, and a last pass reads the output columns of the picked rows only. Peak memory is one
+~50 bytes per surviving row between the passes (row position, URL hash, label, gbifID, media
+index, stratum and licence codes). A last pass reads the output columns of the picked rows only,
+plus the URLs of duplicate candidates (equal hashes), which are compared there. Peak memory is one
 batch plus the compact arrays, not the snapshot (1.5 GB instead of 4.7 GB for 10 M rows): on the
 2-core VM this was built on, touching fresh memory costs ~2.5 s per GB in page faults, which made
 the read-everything version 2-3x slower in a fresh process.
@@ -226,6 +226,8 @@ class _Source:
 
     def take(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
         """The rows at sorted global positions ``rows`` (one streaming pass)."""
+        if len(rows) == 0:
+            return self.empty(columns)
         parts = []
         for offset, batch in self.batches(columns):
             lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
@@ -447,6 +449,7 @@ class _Kept:
     url_hash: list[np.ndarray] = field(default_factory=list)
     label: list[np.ndarray] = field(default_factory=list)
     gbif: list[np.ndarray] = field(default_factory=list)
+    media_index: list[np.ndarray] = field(default_factory=list)
     licenses: list[pa.Array] = field(default_factory=list)
     sticky: list[np.ndarray] = field(default_factory=list)
     by: dict[str, list[pa.Array]] = field(default_factory=dict)
@@ -461,6 +464,19 @@ def _encoded(parts: list[pa.Array], keep: np.ndarray) -> pa.DictionaryArray:
     codes = codes[keep]
     indices = pa.array(np.where(codes < 0, 0, codes).astype(np.int32), mask=codes < 0)
     return pa.DictionaryArray.from_arrays(indices, dictionary)
+
+
+def _provisional_duplicates(
+    cand: np.ndarray, url_hash: np.ndarray, gbif: np.ndarray, media_index: np.ndarray
+) -> np.ndarray:
+    """Candidates that repeat an earlier one by (gbifID, media_index), equal hashes taken as equal URLs."""
+    if len(cand) == 0:
+        return cand
+    order = np.lexsort((cand, media_index[cand], gbif[cand], url_hash[cand]))
+    h = url_hash[cand][order]
+    repeat = np.zeros(len(cand), dtype=bool)
+    repeat[1:] = h[1:] == h[:-1]
+    return np.sort(cand[order][repeat])
 
 
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
@@ -528,6 +544,9 @@ def _build(
         kept.url_hash.append(fr.url_hash)
         kept.label.append(_ints(batch.column(label_col), r))
         kept.gbif.append(_ints(batch.column("gbifID"), r))
+        kept.media_index.append(
+            _ints(batch.column("media_index"), r) if "media_index" in batch.column_names else np.zeros(len(r))
+        )
         kept.licenses.append(fr.licenses.take(pa.array(r)))
         for b in bal.by:
             kept.by[b].append(take(batch.select([b]), r).column(0))
@@ -538,51 +557,74 @@ def _build(
 
     rows = _concat(kept.rows, np.int64)
     url_hash = _concat(kept.url_hash, np.uint64)
-    # duplicate URLs across the whole input: candidates by hash, strings compared exactly
-    td = time.perf_counter()
+    media_index = _concat(kept.media_index, np.int64)
+    gbif = _concat(kept.gbif, np.int64)
+    labels_all = _concat(kept.label, np.int64)
+    sticky_all = _concat(kept.sticky, bool) if prev_urls is not None else None
+    by_parts, lic_parts = kept.by, kept.licenses
+    del kept
+
+    # Duplicate URLs across the whole input. Rows with equal 64-bit hashes are candidates; they
+    # are resolved as if equal hashes meant equal URLs (first by gbifID, media_index kept), and
+    # the candidates' strings are read with the picked rows in the last pass and compared: only
+    # a true hash collision between different URLs (~n²/2⁶⁵) redoes the selection.
     cand = duplicate_candidates(url_hash)
-    dup = np.zeros(0, np.int64)
-    if len(cand):
-        dup_cols = [c for c in ("identifier", "gbifID", "media_index") if c in source.names]
-        dup = resolve_duplicates(source.take(rows[cand], dup_cols), cand)
-    dropped["duplicate_url"] = len(dup)
-    timings["duplicates_s"] = time.perf_counter() - td
-    keep = np.ones(len(rows), dtype=bool)
-    keep[dup] = False
-    if len(rows) - len(dup) == 0:
-        reasons = ", ".join(f"{k}: {v}" for k, v in dropped.items() if v)
+    dup = _provisional_duplicates(cand, url_hash, gbif, media_index)
+    pass2 = _pass2_columns(spec, source.names)
+    if "media_index" in source.names and "media_index" not in pass2:
+        pass2.append("media_index")
+    for _attempt in range(2):  # the second round only after a hash collision
+        keep = np.ones(len(rows), dtype=bool)
+        keep[dup] = False
+        kept_pos = np.flatnonzero(keep)
+        br = None
+        if len(kept_pos):
+            compact = pa.table(
+                {
+                    label_col: labels_all[keep],
+                    "gbifID": gbif[keep],
+                    **{b: _encoded(by_parts[b], keep) for b in bal.by},
+                }
+            )
+            t1 = time.perf_counter()
+            br = balance(
+                compact,
+                bal,
+                label_col=label_col,
+                url_hash=url_hash[keep],
+                sticky=sticky_all[keep] if sticky_all is not None else None,
+            )
+            timings["balance_s"] = time.perf_counter() - t1
+        # last pass: the output columns of the picked rows, and the candidates' URLs
+        t2 = time.perf_counter()
+        picked_pos = kept_pos[br.indices] if br is not None else np.zeros(0, np.int64)
+        wanted = np.union1d(picked_pos, cand)
+        got = source.take(rows[wanted], pass2)
+        timings["read_picked_s"] = time.perf_counter() - t2
+        if len(cand):
+            at = np.searchsorted(wanted, cand)
+            cols = [c for c in ("identifier", "gbifID", "media_index") if c in got.column_names]
+            exact = resolve_duplicates(take(got.select(cols), at), cand)
+            if not np.array_equal(exact, dup):
+                log.warning("URL hash collision between different URLs: redoing the selection")
+                dup = exact
+                continue
+        break
+    if br is None:
+        reasons = ", ".join(f"{k}: {v}" for k, v in {**dropped, "duplicate_url": len(dup)}.items() if v)
         raise SamplingError(
             f"no images left after filtering {input_rows} rows ({reasons or 'the input is empty'}); "
             "loosen occurrence_filters/exclude_filters, the licence allowlist or the annotation policy"
         )
-    rows, url_hash = rows[keep], url_hash[keep]
-    compact = pa.table(
-        {
-            label_col: _concat(kept.label, np.int64)[keep],
-            "gbifID": _concat(kept.gbif, np.int64)[keep],
-            **{b: _encoded(kept.by[b], keep) for b in bal.by},
-        }
-    )
-    licences = _encoded(kept.licenses, keep)
-    sticky = _concat(kept.sticky, bool)[keep] if prev_urls is not None else None
-    del kept
-
-    t1 = time.perf_counter()
-    br = balance(compact, bal, label_col=label_col, url_hash=url_hash, sticky=sticky)
-    timings["balance_s"] = time.perf_counter() - t1
     if len(br.indices) == 0:
         raise SamplingError(
-            f"no class keeps min_per_class={bal.min_per_class} images: all {len(br.below_min)} classes are "
-            f"below it (largest: {max(br.below_min.values(), default=0)} images); lower "
+            f"no class keeps min_per_class={bal.min_per_class} images: all {len(br.below_min)} classes "
+            f"are below it (largest: {max(br.below_min.values(), default=0)} images); lower "
             "balancing.min_per_class or widen the taxa and filters"
         )
-
-    # pass 2: the output columns of the picked rows only
-    t2 = time.perf_counter()
-    picked = rows[br.indices]
-    sel = source.take(picked, _pass2_columns(spec, source.names))
-    lic_picked = combine_chunks(licences.take(pa.array(br.indices)))
-    timings["read_picked_s"] = time.perf_counter() - t2
+    dropped["duplicate_url"] = len(dup)
+    sel = take(got, np.searchsorted(wanted, picked_pos))
+    lic_picked = combine_chunks(_encoded(lic_parts, keep).take(pa.array(br.indices)))
     t3 = time.perf_counter()
     sp = assign_splits(sel, spec.splits)
     timings["splits_s"] = time.perf_counter() - t3
