@@ -135,6 +135,16 @@ def balanced_manifest(
             "dropped": dg.MetadataValue.json(stats.get("dropped", {})),
             "classes_below_min": dg.MetadataValue.json(stats.get("classes_below_min", {})),
             "shortfall_classes": dg.MetadataValue.int(int(stats.get("shortfall_classes", 0))),
+            # classes with fewer images than max_per_class asks for: how many are missing
+            "shortfall": dg.MetadataValue.md(
+                markdown_table(
+                    [
+                        {"label": k, "name": names.get(k), "missing": v}
+                        for k, v in stats.get("shortfall", {}).items()
+                    ],
+                    ("label", "name", "missing"),
+                )
+            ),
             "kept_from_previous": dg.MetadataValue.json(stats.get("previous") or {}),
             "bytes": dg.MetadataValue.int(nbytes),
             "seconds": dg.MetadataValue.float(round(elapsed, 3)),
