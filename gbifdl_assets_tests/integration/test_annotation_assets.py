@@ -146,21 +146,12 @@ def test_new_rules_make_annotated_occurrences_eagerly_requested(sandbox, tmp_pat
             resources=resources,
         ).success
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-        assert _requested(first) == set()  # everything is up to date
+        assert first.total_requested == 0  # everything is up to date
         store.create_rule(
             {"taxonKey": LEO, "geometry": WORLD, "annotation": "MANAGED", "rulesetId": ruleset.id},
             user="alice",
         )
         assert dg.materialize([annotation_rulesets], instance=instance, resources=resources).success
         second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-        assert ("annotated_occurrences", "cats") in _requested(second)
+        assert second.get_requested_partitions(annotated_occurrences.key) == {"cats"}
 
-
-def _requested(result) -> set[tuple[str, str | None]]:
-    out = set()
-    for r in result.results:
-        if not r.true_subset.size:
-            continue
-        keys = r.true_subset.expensively_compute_partition_keys() if r.true_subset.is_partitioned else [None]
-        out.update((r.asset_key.to_user_string(), k) for k in keys)
-    return out
