@@ -96,7 +96,12 @@ BASIS_OF_RECORD: tuple[str, ...] = (
     "UNKNOWN",
 )
 
-_DEFAULTS: dict[str, Any] = {"source": "local", "basisOfRecordNegated": False, "supportCount": 0, "contestCount": 0}
+_DEFAULTS: dict[str, Any] = {
+    "source": "local",
+    "basisOfRecordNegated": False,
+    "supportCount": 0,
+    "contestCount": 0,
+}
 
 
 class RulesTableError(ValueError):
