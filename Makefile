@@ -18,13 +18,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The framework tests train tiny models with real PyTorch (the CPU wheel) and TensorFlow; only the
+# test target pulls them in, so `make demo` stays light.
+FRAMEWORKS := $(VENV)/.frameworks-$(shell sha1sum pyproject.toml | cut -c1-12)
+$(FRAMEWORKS): $(STAMP)
+	@set -o pipefail; $(BIN)/python -m pip install -q -e '.[dev,torch,tensorflow]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@rm -f $(VENV)/.frameworks-*; touch $(FRAMEWORKS)
+
 ## make demo: materialize the example training set end to end (offline sandbox when GBIF is unreachable)
 demo: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 	$(BIN)/gbifdl demo
 
 ## make test: the whole suite against real PostgreSQL, an S3 endpoint and the sandbox, started by the harness
-test: $(STAMP)
+test: $(STAMP) $(FRAMEWORKS)
 	$(BIN)/ruff check gbifdl_assets gbifdl_assets_tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -1,0 +1,221 @@
+"""Credits (per-image attribution) and the citation of the data behind an export.
+
+``credits.csv`` and ``CREDITS.md`` list every exported image: creator, rights holder, licence
+(label and deed URL), a source link (the record's ``references`` or its GBIF occurrence page) and
+the image URL — what CC BY-style licences require when images are redistributed.
+
+``CITATION.md`` follows GBIF's citation guidelines: an occurrence download is cited by its DOI
+("GBIF.org (date) GBIF Occurrence Download https://doi.org/…"); data taken through the search API
+has no DOI, so the file records the query and date and says to register a *derived dataset* (which
+mints a DOI citing the contributing datasets, listed here with their record counts).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from gbifdl_assets.gbif.licenses import license_label, license_url
+from gbifdl_assets.storage import Storage
+
+__all__ = ["CREDIT_COLUMNS", "citation_markdown", "credit_rows", "write_citation", "write_credits"]
+
+CREDIT_COLUMNS = (
+    "content_key",
+    "file",
+    "split",
+    "gbifID",
+    "label",
+    "label_name",
+    "creator",
+    "rightsHolder",
+    "license",
+    "license_label",
+    "license_url",
+    "source_url",
+    "image_url",
+    "datasetKey",
+)
+OCCURRENCE_PAGE = "https://www.gbif.org/occurrence/{}"
+DATASET_PAGE = "https://www.gbif.org/dataset/{}"
+DERIVED_DATASET_PAGE = "https://www.gbif.org/derived-dataset/register"
+
+
+def _label(lic: str | None) -> str:
+    try:
+        return license_label(lic or "UNKNOWN")
+    except ValueError:
+        return lic or "Unknown licence"
+
+
+def _url(lic: str | None) -> str:
+    try:
+        return license_url(lic or "UNKNOWN") or ""
+    except ValueError:
+        return ""
+
+
+def credit_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """One attribution row per exported image, in the export's order."""
+    rows = []
+    for r in table.to_pylist():
+        refs = (r.get("references") or "").strip()
+        source = refs if refs.startswith(("http://", "https://")) else OCCURRENCE_PAGE.format(r["gbifID"])
+        rows.append(
+            {
+                "content_key": r["content_key"],
+                "file": r.get("imagefolder_path") or r.get("key") or "",
+                "split": r["split"],
+                "gbifID": r["gbifID"],
+                "label": r["label"],
+                "label_name": r.get("label_name") or "",
+                "creator": r.get("creator") or "",
+                "rightsHolder": r.get("rightsHolder") or "",
+                "license": r["license"],
+                "license_label": _label(r["license"]),
+                "license_url": _url(r["license"]),
+                "source_url": source,
+                "image_url": r.get("url") or "",
+                "datasetKey": r.get("datasetKey") or "",
+            }
+        )
+    return rows
+
+
+def _md(text: Any) -> str:
+    """Escape what would break a Markdown table cell or start markup."""
+    s = str(text if text is not None else "").replace("\n", " ").replace("\r", " ")
+    for ch in ("\\", "|", "*", "_", "[", "]", "<", ">", "`"):
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+def write_credits(table: pa.Table, out: Storage) -> int:
+    """Write ``credits.csv`` and ``CREDITS.md``; return the number of images credited."""
+    rows = credit_rows(table)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CREDIT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    out.write_bytes("credits.csv", buf.getvalue().encode("utf-8"))
+
+    lines = [
+        "# Image credits",
+        "",
+        f"{len(rows)} images. Each is used under the licence named here; reuse must keep this attribution.",
+        "The same list, machine-readable: `credits.csv`.",
+        "",
+    ]
+    by_class: dict[tuple[Any, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_class.setdefault((r["label"], r["label_name"]), []).append(r)
+    for (label, name), items in sorted(by_class.items(), key=lambda kv: kv[0][0]):
+        lines += [
+            f"## {_md(name) or 'taxon'} ({label})",
+            "",
+            "| Image | Creator | Rights holder | Licence | Source |",
+        ]
+        lines.append("|---|---|---|---|---|")
+        for r in items:
+            lic = (
+                f"[{_md(r['license_label'])}]({r['license_url']})"
+                if r["license_url"]
+                else _md(r["license_label"])
+            )
+            lines.append(
+                f"| [{r['content_key'][:12]}]({r['image_url']}) | {_md(r['creator']) or '—'} | "
+                f"{_md(r['rightsHolder']) or '—'} | {lic} | [record {r['gbifID']}]({r['source_url']}) |"
+            )
+        lines.append("")
+    out.write_bytes("CREDITS.md", "\n".join(lines).encode("utf-8"))
+    return len(rows)
+
+
+def _sources(citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    if citation is None:
+        return []
+    if isinstance(citation, Mapping):
+        if "sources" in citation:
+            return [dict(s) for s in citation["sources"]]
+        return [dict(citation)] if citation else []
+    return [dict(s) for s in citation]
+
+
+def _doi_url(doi: str) -> str:
+    doi = doi.strip()
+    for prefix in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "doi:"):
+        if doi.lower().startswith(prefix):
+            doi = doi[len(prefix) :]
+    return f"https://doi.org/{doi}"
+
+
+def _date(source: Mapping[str, Any]) -> str:
+    for key in ("created", "modified", "date", "eraseAfter"):
+        value = source.get(key)
+        if value:
+            return str(value)[:10]
+    return "n.d."
+
+
+def citation_markdown(
+    table: pa.Table, citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, *, training_set: str
+) -> str:
+    sources = _sources(citation)
+    lines = [f"# How to cite the data of `{training_set}`", ""]
+    downloads = [s for s in sources if s.get("doi")]
+    searches = [s for s in sources if not s.get("doi")]
+    if downloads:
+        lines += ["## GBIF occurrence downloads", "", "Cite each download by its DOI:", ""]
+        for s in downloads:
+            text = (s.get("citation") or "").strip()
+            if not text:
+                text = f"GBIF.org ({_date(s)}) GBIF Occurrence Download {_doi_url(s['doi'])}"
+            lines.append(f"> {text}")
+            lines.append("")
+    if searches:
+        lines += ["## Data retrieved through the GBIF search API", ""]
+        for s in searches:
+            params = s.get("params", s.get("query"))
+            lines.append(f"- retrieved {s.get('date', 'n.d.')} with the query `{params}`")
+        lines += [
+            "",
+            "Search-API data has no DOI of its own. GBIF's citation guidelines ask that data used in a",
+            "publication be cited with a DOI: register a **derived dataset** at",
+            f"{DERIVED_DATASET_PAGE} listing the contributing datasets below (with their record counts),",
+            "and cite the DOI it mints.",
+            "",
+        ]
+    if not sources:
+        lines += [
+            "No source information was given for this export; cite the GBIF download DOI of its snapshot.",
+            "",
+        ]
+    counts = (
+        Counter(v for v in table.column("datasetKey").to_pylist() if v)
+        if "datasetKey" in table.column_names
+        else Counter()
+    )
+    if counts:
+        lines += ["## Contributing datasets", "", "| Dataset | Images |", "|---|---|"]
+        for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"| [{key}]({DATASET_PAGE.format(key)}) | {n} |")
+        lines.append("")
+    lines += ["Per-image attribution (creators, rights holders, licences): `CREDITS.md` / `credits.csv`.", ""]
+    return "\n".join(lines)
+
+
+def write_citation(
+    table: pa.Table,
+    out: Storage,
+    citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+    *,
+    training_set: str,
+) -> None:
+    out.write_bytes(
+        "CITATION.md", citation_markdown(table, citation, training_set=training_set).encode("utf-8")
+    )
