@@ -1,8 +1,11 @@
 """The code location: every asset, check, sensor and resource of gbifdl_assets."""
 
+import os
+
 import dagster as dg
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rules_sensor, annotation_rulesets
+from gbifdl_assets.defs.images import ImageFetchResource, image_store, training_export
 from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.resources import default_resources
 from gbifdl_assets.defs.snapshots import gbif_download, gbif_download_sensor, occurrence_snapshot
@@ -26,7 +29,13 @@ defs = dg.Definitions(
         annotation_rulesets,
         annotated_occurrences,
         balanced_manifest,
+        image_store,
+        training_export,
     ],
     sensors=[training_set_specs_sensor, gbif_download_sensor, annotation_rules_sensor, automation_sensor],
-    resources=default_resources(),
+    resources={
+        **default_resources(),
+        # Loopback/private media hosts are refused (SSRF guard) unless set for the offline sandbox.
+        "image_fetch": ImageFetchResource(allow_loopback=os.environ.get("GBIFDL_ALLOW_LOOPBACK", "") == "1"),
+    },
 )

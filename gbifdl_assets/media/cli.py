@@ -1,0 +1,193 @@
+"""``gbifdl images fetch|retry-failed MANIFEST.parquet --store PATH_OR_S3_URI``.
+
+Both commands read the manifest's ``url`` (and ``content_key``, computed when absent) column by
+column batch, download into the store, keep the ledger ``--ledger`` (default: the manifest's file
+name without extension) next to the images, log progress on stderr every few seconds, and end with
+one JSON line on stdout: ``ok``, ``failed``, ``skipped``, ``images_per_s``, ``failed_by_reason``…
+
+S3 stores: ``s3://bucket/prefix``; the endpoint comes from ``GBIFDL_S3_ENDPOINT_URL`` (or
+``AWS_ENDPOINT_URL``), credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or the
+usual AWS configuration.
+
+Register in the main parser with ``add_images_parser(subparsers)``; standalone:
+``python -m gbifdl_assets.media.cli fetch …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_images_parser", "cmd_images_fetch", "cmd_images_retry_failed", "main"]
+
+
+def _emit(summary: dict[str, Any]) -> None:
+    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+
+
+def _fail(message: str, **extra: Any) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    _emit({"ok": False, "error": message, **extra})
+    return 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive integer")
+    return value
+
+
+def _max_side(text: str) -> int | None:
+    if text.lower() in ("none", "null", "0", "original"):
+        return None
+    return _positive_int(text)
+
+
+def add_images_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``images fetch`` and ``images retry-failed`` to a ``gbifdl`` subparsers object."""
+    images = subparsers.add_parser("images", help="download a manifest's images into an image store")
+    sub = images.add_subparsers(dest="sub", required=True)
+    fetch = sub.add_parser(
+        "fetch",
+        help="fetch the manifest's images that the ledger does not have yet (and retry failures)",
+    )
+    _common(fetch)
+    fetch.add_argument(
+        "--no-retry-failed",
+        dest="retry_failed",
+        action="store_false",
+        help="leave images the ledger records as failed alone (default: retry them)",
+    )
+    fetch.set_defaults(func=cmd_images_fetch)
+    retry = sub.add_parser("retry-failed", help="retry only the images the ledger records as failed")
+    _common(retry)
+    retry.set_defaults(func=cmd_images_retry_failed, retry_failed=True)
+    return images
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", type=Path, help="manifest Parquet with a url (and content_key) column")
+    p.add_argument("--store", required=True, help="image store: a folder or s3://bucket/prefix")
+    p.add_argument("--ledger", help="ledger name (default: the manifest file name without extension)")
+    p.add_argument("--allow-loopback", action="store_true", help="allow media URLs on 127.0.0.0/8 and ::1")
+    p.add_argument("--allow-private", action="store_true", help="allow media URLs on private networks")
+    p.add_argument("--concurrency", type=_positive_int, default=64, help="requests in flight (default 64)")
+    p.add_argument("--per-host", type=_positive_int, default=16, help="requests in flight per host (16)")
+    p.add_argument("--max-side", type=_max_side, default=512, help="resize to this longer side; none keeps")
+    p.add_argument("--min-side", type=_positive_int, default=64, help="reject smaller images (64)")
+    p.add_argument("--format", default="jpeg", choices=["jpeg", "png", "webp", "original"])
+    p.add_argument("--quality", type=_positive_int, default=90)
+    p.add_argument("--max-bytes", type=_positive_int, default=20_000_000, help="largest download (20 MB)")
+    p.add_argument("--timeout", type=float, default=120.0, help="network seconds per image, retries included")
+    p.add_argument("--attempts", type=_positive_int, default=4, help="tries per image for transient errors")
+    p.add_argument("--user-agent", help="User-Agent with a contact address (recommended)")
+    p.add_argument("--progress-seconds", type=float, default=5.0)
+
+
+def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
+    import pyarrow.parquet as pq
+
+    from gbifdl_assets.media.download import DownloadConfig, download_images
+    from gbifdl_assets.media.fetch import DEFAULT_USER_AGENT, FetchConfig
+    from gbifdl_assets.media.validate import ValidationOptions
+    from gbifdl_assets.storage import StorageError, open_storage
+
+    command = "images retry-failed" if only_failed else "images fetch"
+    path: Path = args.manifest
+    if not path.is_file():
+        return _fail(f"manifest {path} not found: give the Parquet file written by 'gbifdl manifest build'")
+    try:
+        manifest = pq.ParquetFile(path)
+    except Exception as exc:
+        return _fail(f"manifest {path} is not a readable Parquet file ({exc}); rebuild it")
+    names = manifest.schema_arrow.names
+    if "url" not in names:
+        return _fail(
+            f"manifest {path} has no 'url' column (columns: {', '.join(names)}); pass a manifest Parquet"
+        )
+    columns = [c for c in ("content_key", "url") if c in names]
+    ledger = args.ledger or path.stem
+    try:
+        options = ValidationOptions(
+            max_side=None if args.format == "original" else args.max_side,
+            min_side=args.min_side,
+            format=args.format,
+            quality=args.quality,
+        )
+        fetch = FetchConfig(
+            concurrency=args.concurrency,
+            per_host=min(args.per_host, args.concurrency),
+            deadline=args.timeout,
+            max_attempts=args.attempts,
+            max_bytes=args.max_bytes,
+            allow_loopback=args.allow_loopback,
+            allow_private=args.allow_private,
+            user_agent=args.user_agent or DEFAULT_USER_AGENT,
+        )
+        config = DownloadConfig(
+            fetch=fetch,
+            retry_failed=args.retry_failed,
+            only_failed=only_failed,
+            progress_interval=args.progress_seconds,
+        )
+        storage = open_storage(args.store, endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None)
+    except (ValueError, StorageError) as exc:
+        return _fail(str(exc))
+
+    def batches():
+        yield from manifest.iter_batches(batch_size=8192, columns=columns)
+
+    class _Rows:  # an iterable with a length, so progress lines show "of N"
+        def __iter__(self):
+            return batches()
+
+        def __len__(self) -> int:
+            return manifest.metadata.num_rows
+
+    def progress(p: Any) -> None:
+        print(p.message(), file=sys.stderr, flush=True)
+
+    try:
+        summary = download_images(
+            _Rows(), storage, ledger=ledger, options=options, config=config, progress=progress
+        )
+    except (StorageError, ValueError) as exc:
+        return _fail(str(exc), command=command, ledger=ledger)
+    result = {"command": command, **summary.to_dict()}
+    result["ok"] = summary.ok  # the count, as the summary contract names it
+    _emit(result)
+    return 0
+
+
+def cmd_images_fetch(args: argparse.Namespace) -> int:
+    return _run(args, only_failed=False)
+
+
+def cmd_images_retry_failed(args: argparse.Namespace) -> int:
+    return _run(args, only_failed=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point (``python -m gbifdl_assets.media.cli fetch …``)."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="gbifdl")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_images_parser(sub)
+    args = parser.parse_args(["images", *(argv if argv is not None else sys.argv[1:])])
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _emit({"ok": False, "error": "interrupted"})
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,639 @@
+"""The download pipeline: manifest rows in, images in the store and one ledger entry per image out.
+
+::
+
+    rows ─▶ producer ─▶ bounded queue ─▶ N workers ─▶ fetch (aiohttp, per-host slots, retries)
+             │ skips what the ledger                 └▶ thread pool: validate (Pillow) + store.put
+             │ already has, and what another                     │
+             │ ledger of the store already stored                ▼
+             └──────────────────────────────────────────▶ ledger buffer ─▶ segment every N rows / s
+
+* One asyncio event loop runs the producer, ``concurrency`` worker tasks, the ledger flusher and the
+  progress reporter. Pillow decoding, hashing and storage writes run in a small thread pool (Pillow
+  and file/socket I/O release the GIL), so the loop keeps serving sockets while images decode.
+* Memory is bounded: the queue holds at most ``queue_size`` rows, the ledger buffer at most a flush
+  worth of entries; results are never collected in a list. The run keeps the content keys of the
+  manifest it has already seen (to skip duplicates) and of its own ledger.
+* Resumability: the ledger is read first. Images it records as stored are not fetched again;
+  failed ones are retried (``retry_failed``), or only they are (``only_failed``, for
+  ``gbifdl images retry-failed``). Images another ledger of the same store already stored (same
+  variant) are recorded as ``skipped/already_stored`` without any network traffic.
+* A storage outage is retried (see :class:`~.store.ImageStore`); if it outlasts
+  ``store_retry_seconds`` the run stops with :class:`~gbifdl_assets.storage.StorageUnavailable`
+  after flushing what it can; re-running resumes.
+
+The entry point is :func:`download_images`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gbifdl_assets.media.fetch import FetchConfig, Fetcher, FetchResult
+from gbifdl_assets.media.ledger import LedgerWriter, compact_ledger, ledger_files, list_ledgers, load_ledger
+from gbifdl_assets.media.store import ImageStore
+from gbifdl_assets.media.validate import InvalidImage, ValidationOptions, validate_image
+from gbifdl_assets.storage import Storage, StorageUnavailable
+
+__all__ = [
+    "DownloadConfig",
+    "DownloadSummary",
+    "Progress",
+    "download_images",
+]
+
+log = logging.getLogger(__name__)
+
+Row = Mapping[str, Any]
+_INDEX_COLUMNS = [
+    "content_key",
+    "stored",
+    "key",
+    "bytes",
+    "width",
+    "height",
+    "sha256",
+    "format",
+    "content_type",
+]
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Everything about a run except what to fetch and where to put it."""
+
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    #: threads for validation and storage writes; None: 8 for a local store, 32 for S3 (latency-bound)
+    io_threads: int | None = None
+    #: rows waiting for a worker; None: 4 x concurrency
+    queue_size: int | None = None
+    ledger_flush_rows: int = 2000
+    ledger_flush_seconds: float = 5.0
+    progress_interval: float = 5.0
+    #: fetch again what the ledger records as failed (else only what it does not know)
+    retry_failed: bool = True
+    #: fetch only what the ledger records as failed (``gbifdl images retry-failed``)
+    only_failed: bool = False
+    #: look into the store's other ledgers and skip what they already stored
+    dedup_across_ledgers: bool = True
+    #: how long transient storage errors are retried before the run gives up
+    store_retry_seconds: float = 120.0
+    #: fold the ledger's segments into one file at the end of the run
+    compact: bool = True
+    #: "auto" (uvloop when installed), "uvloop" or "asyncio"
+    event_loop: str = "auto"
+
+
+@dataclass
+class Progress:
+    """A progress snapshot, handed to the ``progress`` callback every ``progress_interval`` seconds."""
+
+    done: int
+    ok: int
+    failed: int
+    skipped: int
+    bytes: int
+    elapsed: float
+    rate: float  # images handled per second since the start (ok + failed + skipped)
+    total: int | None
+    failed_by_reason: dict[str, int]
+    final: bool = False
+
+    def message(self) -> str:
+        of = f" of {self.total:,}" if self.total is not None else ""
+        top = ", ".join(f"{r} {n}" for r, n in list(self.failed_by_reason.items())[:3])
+        return (
+            f"images: {self.done:,}{of} done ({self.ok:,} ok, {self.failed:,} failed, {self.skipped:,} skipped)"
+            f" · {self.rate:,.0f} img/s · {self.bytes / 1e6:,.1f} MB in {self.elapsed:,.0f} s"
+            + (f" · failures: {top}" if top else "")
+        )
+
+
+@dataclass
+class DownloadSummary:
+    """What a run did (its own work; see ``already_done`` for what earlier runs had done)."""
+
+    ledger: str
+    store: str
+    variant: str
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    images_per_s: float = 0.0  # ok images per second
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    #: rows not looked at because this ledger already had them (stored, or failed and not retried)
+    already_done: int = 0
+    ledger_entries: int = 0
+    storage_retries: int = 0
+    run_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------- rows
+def _row_batches(rows: Any, size: int = 1024) -> Iterator[list[dict[str, Any]]]:
+    """Rows as lists of dicts, from a Table, RecordBatch(es), a RecordBatchReader or dicts."""
+    if isinstance(rows, pa.Table):
+        for batch in rows.to_batches(size):
+            yield batch.to_pylist()
+        return
+    if isinstance(rows, pa.RecordBatch):
+        rows = [rows]
+    chunk: list[dict[str, Any]] = []
+    for item in rows:
+        if isinstance(item, pa.RecordBatch):
+            if chunk:
+                yield chunk
+                chunk = []
+            for start in range(0, item.num_rows, size):
+                yield item.slice(start, size).to_pylist()
+            continue
+        chunk.append(item if isinstance(item, dict) else dict(item))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _total(rows: Any) -> int | None:
+    if isinstance(rows, (pa.Table, pa.RecordBatch)):
+        return rows.num_rows
+    try:
+        return len(rows)
+    except TypeError:
+        return None
+
+
+def _content_key(row: Row) -> tuple[str | None, str | None, str | None]:
+    """(content_key, url, problem) of a row; content_key is computed when the row lacks it."""
+    url = row.get("url")
+    if not isinstance(url, str) or not url:
+        return row.get("content_key"), None, "row has no url"
+    expected = hashlib.sha256(url.encode("utf-8")).hexdigest()
+    given = row.get("content_key")
+    if given is None:
+        return expected, url, None
+    if given != expected:
+        return given, url, f"content_key {given} is not sha256(url) = {expected}"
+    return given, url, None
+
+
+# ---------------------------------------------------------------------------------- indexes
+def _own_state(store: ImageStore, ledger: str) -> tuple[set[str], set[str]]:
+    table = load_ledger(store, ledger, columns=["status", "stored"])
+    keys = table.column("content_key")
+    stored = set(keys.filter(table.column("stored")).to_pylist())
+    failed = set(keys.filter(pc.equal(table.column("status"), "failed")).to_pylist())
+    return stored, failed
+
+
+def _other_index(
+    store: ImageStore, ledger: str, variant: str, keys: pa.Array | None
+) -> dict[str, dict[str, Any]]:
+    """Images other ledgers of the store hold under the same variant (limited to ``keys`` if given)."""
+    prefix = ImageStore.variant_prefix(variant)
+    index: dict[str, dict[str, Any]] = {}
+    value_set = pa.array(pc.unique(keys)) if keys is not None else None
+    for name in list_ledgers(store):
+        if name == ledger:
+            continue
+        try:
+            table = load_ledger(store, name, columns=_INDEX_COLUMNS[1:])
+        except Exception as exc:  # a broken foreign ledger must not stop this run
+            log.warning("ignoring ledger %r of %s for de-duplication: %s", name, store.uri, exc)
+            continue
+        mask = pc.and_(
+            pc.fill_null(table.column("stored"), False), pc.starts_with(table.column("key"), prefix)
+        )
+        if value_set is not None:
+            mask = pc.and_(mask, pc.is_in(table.column("content_key"), value_set=value_set))
+        for row in table.filter(mask).to_pylist():
+            row["source_ledger"] = name
+            index[row["content_key"]] = row
+    return index
+
+
+# ------------------------------------------------------------------------------------ state
+class _Run:
+    """Mutable state of one run, touched only from the event loop thread."""
+
+    def __init__(
+        self,
+        store: ImageStore,
+        writer: LedgerWriter,
+        options: ValidationOptions,
+        config: DownloadConfig,
+        total: int | None,
+        progress: Callable[[Progress], None] | None,
+        on_result: Callable[[dict[str, Any], Row], None] | None,
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.options = options
+        self.config = config
+        self.total = total
+        self.progress_cb = progress
+        self.on_result = on_result
+        self.counts: Counter[str] = Counter()
+        self.failed_by: Counter[str] = Counter()
+        self.skipped_by: Counter[str] = Counter()
+        self.bytes = 0
+        self.already_done = 0
+        self.started = time.monotonic()
+        self.flush_now = asyncio.Event()
+
+    def record(self, entry: dict[str, Any], row: Row | None) -> None:
+        status = entry["status"]
+        self.counts[status] += 1
+        if status == "failed":
+            self.failed_by[entry["reason"]] += 1
+        elif status == "skipped":
+            self.skipped_by[entry["reason"]] += 1
+        if entry.get("stored") and status == "ok":
+            self.bytes += entry.get("bytes") or 0
+        self.writer.add(entry)
+        if len(self.writer) >= self.config.ledger_flush_rows:
+            self.flush_now.set()
+        if self.on_result is not None:
+            self.on_result(entry, row or {})
+
+    def count_only(self, reason: str) -> None:
+        """A row handled without a ledger entry (already done, duplicate, not failed…)."""
+        self.counts["skipped"] += 1
+        self.skipped_by[reason] += 1
+
+    def snapshot(self, final: bool = False) -> Progress:
+        elapsed = time.monotonic() - self.started
+        done = self.counts["ok"] + self.counts["failed"] + self.counts["skipped"]
+        return Progress(
+            done=done,
+            ok=self.counts["ok"],
+            failed=self.counts["failed"],
+            skipped=self.counts["skipped"],
+            bytes=self.bytes,
+            elapsed=elapsed,
+            rate=done / elapsed if elapsed > 0 else 0.0,
+            total=self.total,
+            failed_by_reason=dict(self.failed_by.most_common()),
+            final=final,
+        )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _entry(content_key: str, url: str | None, started_ms: int, **fields: Any) -> dict[str, Any]:
+    entry = {
+        "content_key": content_key,
+        "url": url,
+        "stored": False,
+        "started_at": started_ms,
+        "finished_at": _now_ms(),
+    }
+    entry.update(fields)
+    return entry
+
+
+def _store_body(run: _Run, result: FetchResult, content_key: str, started_ms: int) -> dict[str, Any]:
+    """Validate a fetched body and store it (runs in the thread pool)."""
+    assert result.body is not None
+    try:
+        image = validate_image(result.body, result.content_type, run.options)
+    except InvalidImage as exc:
+        return _entry(
+            content_key,
+            result.url,
+            started_ms,
+            status="failed",
+            reason=exc.reason,
+            http_status=result.http_status,
+            attempts=result.attempts,
+            error=str(exc),
+            bytes=len(result.body),
+        )
+    key = ImageStore.image_key(content_key, run.options.variant, image.ext)
+    run.store.put(key, image.data)  # StorageUnavailable propagates: the run stops
+    return _entry(
+        content_key,
+        result.url,
+        started_ms,
+        status="ok",
+        stored=True,
+        key=key,
+        bytes=len(image.data),
+        width=image.width,
+        height=image.height,
+        sha256=image.sha256,
+        format=image.format,
+        content_type=image.content_type,
+        http_status=result.http_status,
+        attempts=result.attempts,
+    )
+
+
+# -------------------------------------------------------------------------------- the loop
+async def _run_async(
+    rows: Any, run: _Run, index: dict[str, dict[str, Any]], own: tuple[set[str], set[str]]
+) -> None:
+    cfg = run.config
+    fetch_cfg = cfg.fetch
+    loop = asyncio.get_running_loop()
+    io_threads = cfg.io_threads or (8 if run.store.is_local else 32)
+    pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img")
+    flush_pool = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-ledger")
+    queue: asyncio.Queue[tuple[Row, str, str, int] | None] = asyncio.Queue(
+        cfg.queue_size or 4 * fetch_cfg.concurrency
+    )
+    stored_before, failed_before = own
+    seen: set[str] = set()
+    done = asyncio.Event()
+
+    async def producer() -> None:
+        for batch in _row_batches(rows):
+            for row in batch:
+                ck, url, problem = _content_key(row)
+                if ck is None:
+                    run.count_only("no_content_key")
+                    continue
+                if ck in seen:
+                    run.count_only("duplicate")
+                    continue
+                seen.add(ck)
+                if ck in stored_before:
+                    run.already_done += 1
+                    run.count_only("already_done")
+                    continue
+                if cfg.only_failed and ck not in failed_before:
+                    run.count_only("not_failed")
+                    continue
+                if ck in failed_before and not cfg.retry_failed:
+                    run.already_done += 1
+                    run.count_only("failed_before")
+                    continue
+                started_ms = _now_ms()
+                if problem is not None:
+                    run.record(
+                        _entry(ck, url, started_ms, status="failed", reason="bad_row", error=problem), row
+                    )
+                    continue
+                hit = index.get(ck)
+                if hit is not None:
+                    run.record(_adopt(ck, url, started_ms, hit, run.options), row)
+                    continue
+                await queue.put((row, ck, url, started_ms))  # type: ignore[arg-type]
+        for _ in range(fetch_cfg.concurrency):
+            await queue.put(None)
+
+    async def worker(fetcher: Fetcher) -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            row, ck, url, _ = item
+            started_ms = _now_ms()
+            result = await fetcher.fetch(url)
+            if result.ok:
+                entry = await loop.run_in_executor(pool, _store_body, run, result, ck, started_ms)
+            else:
+                entry = _entry(
+                    ck,
+                    url,
+                    started_ms,
+                    status="failed",
+                    reason=result.reason,
+                    http_status=result.http_status,
+                    attempts=result.attempts,
+                    error=result.error,
+                )
+            run.record(entry, row)
+
+    async def flusher() -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.flush_now.wait(), timeout=min(1.0, cfg.ledger_flush_seconds))
+            run.flush_now.clear()
+            if run.writer.due():
+                await _flush(loop, flush_pool, run.writer)
+
+    async def reporter() -> None:
+        if run.progress_cb is None:
+            return
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=cfg.progress_interval)
+            if not done.is_set():
+                run.progress_cb(run.snapshot())
+
+    try:
+        async with Fetcher(fetch_cfg) as fetcher, asyncio.TaskGroup() as group:
+            side = [group.create_task(flusher()), group.create_task(reporter())]
+            workers = [group.create_task(worker(fetcher)) for _ in range(fetch_cfg.concurrency)]
+            group.create_task(producer())
+            await asyncio.gather(*workers)
+            done.set()
+            await asyncio.gather(*side)
+    finally:
+        done.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        # Whatever happened, write what was recorded: each entry's object write has returned.
+        try:
+            await _flush(loop, flush_pool, run.writer, always=True)
+        finally:
+            flush_pool.shutdown(wait=True)
+
+
+async def _flush(
+    loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor, writer: LedgerWriter, always: bool = False
+) -> None:
+    if not (always or writer.due()) or len(writer) == 0:
+        return
+    rows = writer.take()
+    try:
+        await loop.run_in_executor(pool, writer.write, rows)
+    except BaseException:
+        writer.restore(rows)
+        raise
+
+
+def _adopt(
+    ck: str, url: str | None, started_ms: int, hit: dict[str, Any], options: ValidationOptions
+) -> dict[str, Any]:
+    """An entry for an image another ledger already stored (no network traffic)."""
+    width, height = hit.get("width"), hit.get("height")
+    if width is not None and height is not None and min(width, height) < options.min_side:
+        return _entry(
+            ck,
+            url,
+            started_ms,
+            status="failed",
+            reason="too_small",
+            error=f"{width}x{height} (stored by ledger {hit['source_ledger']!r}): the shorter side is below "
+            f"min_side={options.min_side}",
+        )
+    return _entry(
+        ck,
+        url,
+        started_ms,
+        status="skipped",
+        reason="already_stored",
+        stored=True,
+        key=hit["key"],
+        bytes=hit.get("bytes"),
+        width=width,
+        height=height,
+        sha256=hit.get("sha256"),
+        format=hit.get("format"),
+        content_type=hit.get("content_type"),
+        error=f"stored by ledger {hit['source_ledger']!r}",
+    )
+
+
+# ----------------------------------------------------------------------------------- API
+def download_images(
+    rows: pa.Table | pa.RecordBatchReader | Iterable[Row] | Iterable[pa.RecordBatch],
+    store: ImageStore | Storage,
+    *,
+    ledger: str,
+    options: ValidationOptions | None = None,
+    config: DownloadConfig | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    on_result: Callable[[dict[str, Any], Row], None] | None = None,
+) -> DownloadSummary:
+    """Fetch, validate and store the images of ``rows``; record each in ledger ``ledger``.
+
+    ``rows`` are manifest rows: ``url`` and ``content_key`` (sha256 of the URL; computed when
+    absent) plus any passthrough fields, which reach ``on_result(entry, row)``. ``store`` is an
+    :class:`ImageStore` or a :class:`Storage` (local folder or S3). ``progress(Progress)`` is called
+    every ``config.progress_interval`` seconds and once at the end (``final=True``).
+
+    Blocking; runs its own event loop (in a helper thread when called from inside a running loop).
+    Raises :class:`StorageUnavailable` when the store stays unusable for ``store_retry_seconds``.
+    """
+    config = config or DownloadConfig()
+    options = options or ValidationOptions()
+    if not isinstance(store, ImageStore):
+        store = ImageStore(store, retry_seconds=config.store_retry_seconds)
+    writer = LedgerWriter(
+        store,
+        ledger,
+        flush_rows=config.ledger_flush_rows,
+        flush_seconds=config.ledger_flush_seconds,
+        next_seq=ledger_files(store, ledger).next_seq,
+    )
+    own = _own_state(store, ledger)
+    keys = None
+    if isinstance(rows, pa.Table) and "content_key" in rows.column_names:
+        keys = rows.column("content_key").combine_chunks()
+    index = _other_index(store, ledger, options.variant, keys) if config.dedup_across_ledgers else {}
+    run = _Run(store, writer, options, config, _total(rows), progress, on_result)
+    retries_before = store.retries
+
+    async def main() -> None:
+        run.started = time.monotonic()
+        run.flush_now = asyncio.Event()
+        await _run_async(rows, run, index, own)
+
+    _run_loop(main, config.event_loop)
+    if config.compact:
+        try:
+            compact_ledger(store, ledger, store=store)
+        except Exception as exc:  # the segments are intact; the next run compacts
+            log.warning("could not compact ledger %r in %s: %s", ledger, store.uri, exc)
+    elapsed = time.monotonic() - run.started
+    if progress is not None:
+        progress(run.snapshot(final=True))
+    return DownloadSummary(
+        ledger=ledger,
+        store=store.uri,
+        variant=options.variant,
+        ok=run.counts["ok"],
+        failed=run.counts["failed"],
+        skipped=run.counts["skipped"],
+        bytes=run.bytes,
+        seconds=round(elapsed, 3),
+        images_per_s=round(run.counts["ok"] / elapsed, 1) if elapsed > 0 else 0.0,
+        failed_by_reason=dict(run.failed_by.most_common()),
+        skipped_by_reason=dict(run.skipped_by.most_common()),
+        already_done=run.already_done,
+        ledger_entries=writer.entries_written,
+        storage_retries=store.retries - retries_before,
+        run_id=writer.run_id,
+    )
+
+
+def _run_loop(main: Callable[[], Any], event_loop: str) -> None:
+    factory = None
+    if event_loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise
+    elif event_loop != "asyncio":
+        raise ValueError(f"event_loop={event_loop!r}: use 'auto', 'uvloop' or 'asyncio'")
+
+    def run() -> None:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            try:
+                runner.run(main())
+            except BaseExceptionGroup as group:
+                raise _first(group) from None
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        run()
+        return
+    # Called from inside an event loop (a notebook, an async framework): run in a helper thread.
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="gbifdl-download")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The most telling exception of a TaskGroup failure (storage problems first)."""
+    flat: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup) -> None:
+        for exc in g.exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                walk(exc)
+            else:
+                flat.append(exc)
+
+    walk(group)
+    for exc in flat:
+        if isinstance(exc, StorageUnavailable):
+            return exc
+    return flat[0]

@@ -1,0 +1,366 @@
+"""The image ledger: one status per image, kept next to the images, crash-safe and append-only.
+
+Every image a download run handles gets an entry::
+
+    ok       key, bytes, width, height, sha256, format, content_type, http_status, attempts
+    failed   reason (http_404, timeout, not_an_image, …), http_status, attempts, error
+    skipped  reason (already_stored: another ledger of the same store holds it; duplicate), key…
+
+plus ``content_key``, ``url``, ``started_at``, ``finished_at`` and ``run_id``. A ``stored`` column
+says whether the image is in the store (ok, or skipped as already stored), which is what
+completeness counts.
+
+Layout under ``ledgers/<name>/`` in the store's storage::
+
+    seg-<seq:012d>-<run>.parquet    append-only segments, written atomically every N results or
+                                    seconds by :class:`LedgerWriter`
+    base-<seq:012d>-<run>.parquet   a compaction: the latest entry per image of every segment up to
+                                    and including ``seq``
+
+Why this is safe under ``kill -9``: a segment is written with the storage's atomic write, so it is
+either there, complete, or absent; the writer only adds an entry after the image's object write
+returned, so every ``ok`` points at a complete object. Killing a run loses at most the entries not
+yet flushed, whose images are simply fetched again (overwriting their objects atomically). Compaction
+writes the new base before deleting anything and readers ignore segments at or below the newest
+base's ``seq``, so a crash at any point of a compaction leaves a readable ledger with the same
+content. One writer per ledger name at a time (the Dagster partition or the CLI run).
+
+:func:`load_ledger` returns the latest entry per ``content_key`` (a later entry wins: a failure that
+later succeeded shows as ok).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gbifdl_assets.media.store import LEDGERS_PREFIX, ImageStore
+from gbifdl_assets.storage import Storage, validate_key
+
+__all__ = [
+    "LEDGER_SCHEMA",
+    "LedgerFiles",
+    "LedgerWriter",
+    "attribution_table",
+    "compact_ledger",
+    "completeness_table",
+    "ledger_files",
+    "list_ledgers",
+    "load_ledger",
+    "load_ledger_history",
+    "summarize_ledger",
+]
+
+log = logging.getLogger(__name__)
+
+_TS = pa.timestamp("ms", tz="UTC")
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("content_key", pa.string(), nullable=False),
+        pa.field("url", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
+        pa.field("reason", pa.string()),  # null for ok
+        pa.field("stored", pa.bool_(), nullable=False),  # the image is in the store under `key`
+        pa.field("key", pa.string()),
+        pa.field("bytes", pa.int64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("sha256", pa.string()),  # of the stored bytes
+        pa.field("format", pa.string()),  # JPEG | PNG | WEBP | …
+        pa.field("content_type", pa.string()),  # of the stored object
+        pa.field("http_status", pa.int32()),
+        pa.field("attempts", pa.int32()),
+        pa.field("error", pa.string()),
+        pa.field("started_at", _TS),
+        pa.field("finished_at", _TS),
+        pa.field("run_id", pa.string()),
+    ]
+)
+LEDGER_COLUMNS = tuple(LEDGER_SCHEMA.names)
+_FILE_RE = re.compile(r"^(seg|base)-(\d{12})-([0-9a-z]+)\.parquet$")
+
+
+def _prefix(name: str) -> str:
+    validate_key(name, what="ledger name")
+    return f"{LEDGERS_PREFIX}/{name}/"
+
+
+def _storage(where: Storage | ImageStore) -> Storage:
+    return where.storage if isinstance(where, ImageStore) else where
+
+
+@dataclass(frozen=True)
+class LedgerFiles:
+    """The files that make up a ledger right now: the newest base and the segments after it."""
+
+    base: str | None
+    base_seq: int
+    segments: tuple[str, ...]  # in order
+    stale: tuple[str, ...]  # older bases and segments a compaction already covers
+    next_seq: int
+
+
+def ledger_files(storage: Storage | ImageStore, name: str) -> LedgerFiles:
+    storage = _storage(storage)
+    prefix = _prefix(name)
+    bases: list[tuple[int, str]] = []
+    segments: list[tuple[int, str]] = []
+    for key in storage.list(prefix):
+        rest = key[len(prefix) :]
+        m = _FILE_RE.match(rest)
+        if m is None:  # a nested ledger (name/child) or a foreign file: not ours
+            continue
+        (bases if m.group(1) == "base" else segments).append((int(m.group(2)), key))
+    bases.sort()
+    segments.sort()
+    base_seq, base = bases[-1] if bases else (-1, None)
+    live = tuple(k for s, k in segments if s > base_seq)
+    stale = tuple(k for _, k in bases[:-1]) + tuple(k for s, k in segments if s <= base_seq)
+    top = max([base_seq] + [s for s, _ in segments])
+    return LedgerFiles(base, base_seq, live, stale, top + 1)
+
+
+def list_ledgers(storage: Storage | ImageStore) -> list[str]:
+    """Names of the ledgers in a store (``ledgers/<name>/`` folders holding ledger files)."""
+    storage = _storage(storage)
+    names = set()
+    root = f"{LEDGERS_PREFIX}/"
+    for key in storage.list(root):
+        folder, _, file = key[len(root) :].rpartition("/")
+        if folder and _FILE_RE.match(file):
+            names.add(folder)
+    return sorted(names)
+
+
+def _conform(table: pa.Table, columns: list[str] | None) -> pa.Table:
+    schema = LEDGER_SCHEMA if columns is None else pa.schema([LEDGER_SCHEMA.field(c) for c in columns])
+    missing = [f for f in schema if f.name not in table.column_names]
+    for f in missing:  # files of an older schema version: add what they lack as nulls
+        table = table.append_column(f.name, pa.nulls(len(table), f.type))
+    return table.select(schema.names).cast(schema)
+
+
+def load_ledger_history(
+    storage: Storage | ImageStore, name: str, *, columns: list[str] | None = None
+) -> pa.Table:
+    """Every entry still on file (the compacted base first, then segments in write order)."""
+    storage = _storage(storage)
+    files = ledger_files(storage, name)
+    if columns is not None and "content_key" not in columns:
+        columns = ["content_key", *columns]
+    keys = ([files.base] if files.base else []) + list(files.segments)
+    tables = [_conform(storage.read_parquet(k, columns=columns), columns) for k in keys]
+    if not tables:
+        return _conform(LEDGER_SCHEMA.empty_table(), columns)
+    return pa.concat_tables(tables)
+
+
+def _latest(table: pa.Table) -> pa.Table:
+    """The last row of each content_key, in order of first appearance of the winning rows."""
+    if table.num_rows == 0:
+        return table
+    idx = pa.array(range(table.num_rows), pa.int64())
+    grouped = (
+        pa.table({"content_key": table.column("content_key"), "__i": idx})
+        .group_by("content_key", use_threads=False)
+        .aggregate([("__i", "max")])
+    )
+    winners = pc.sort_indices(grouped.column("__i_max"))
+    return table.take(pc.take(grouped.column("__i_max"), winners))
+
+
+def load_ledger(storage: Storage | ImageStore, name: str, *, columns: list[str] | None = None) -> pa.Table:
+    """The latest entry per ``content_key`` (an empty table with the schema when there is none)."""
+    return _latest(load_ledger_history(storage, name, columns=columns))
+
+
+def compact_ledger(storage: Storage | ImageStore, name: str, *, store: ImageStore | None = None) -> int:
+    """Fold the segments into one base file; return how many files it replaced (0: nothing to do)."""
+    storage = _storage(storage)
+    files = ledger_files(storage, name)
+    if not files.segments:
+        _delete_stale(storage, files.stale)
+        return 0
+    table = load_ledger(storage, name)
+    last_seq = int(_FILE_RE.match(files.segments[-1].rsplit("/", 1)[1]).group(2))  # type: ignore[union-attr]
+    key = f"{_prefix(name)}base-{last_seq:012d}-{uuid.uuid4().hex[:8]}.parquet"
+    writer = store or ImageStore(storage)
+    writer.with_retries(lambda: storage.write_parquet(key, table), what=f"compacting ledger {name!r}")
+    # Only now is it safe to delete: readers already prefer the new base.
+    replaced = [k for k in (files.base, *files.segments) if k]
+    _delete_stale(storage, (*files.stale, *replaced))
+    return len(replaced)
+
+
+def _delete_stale(storage: Storage, keys: Iterable[str]) -> None:
+    for key in keys:
+        try:
+            storage.delete(key)
+        except Exception as exc:  # harmless leftovers: readers skip them; next compaction retries
+            log.warning("could not delete compacted ledger file %s: %s", key, exc)
+
+
+class LedgerWriter:
+    """Buffers entries and writes them as atomic segments; flushing is the caller's call.
+
+    Not thread-safe by itself: the downloader adds from its event loop and flushes from one worker
+    thread, handing over the buffer with :meth:`take` so that adding never waits for a write. A
+    failed write puts the entries back (:meth:`restore`), so nothing is dropped.
+    """
+
+    def __init__(
+        self,
+        store: ImageStore,
+        name: str,
+        *,
+        run_id: str | None = None,
+        flush_rows: int = 2000,
+        flush_seconds: float = 5.0,
+        next_seq: int | None = None,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.prefix = _prefix(name)
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._seq = next_seq if next_seq is not None else ledger_files(store.storage, name).next_seq
+        self._buffer: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self.segments_written = 0
+        self.entries_written = 0
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        row = dict(entry)
+        row.setdefault("run_id", self.run_id)
+        self._buffer.append(row)
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def due(self) -> bool:
+        return len(self._buffer) >= self.flush_rows or (
+            bool(self._buffer) and time.monotonic() - self._last_flush >= self.flush_seconds
+        )
+
+    def take(self) -> list[dict[str, Any]]:
+        rows, self._buffer = self._buffer, []
+        return rows
+
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        self._buffer[:0] = rows
+
+    def write(self, rows: list[dict[str, Any]]) -> str | None:
+        """Write ``rows`` as the next segment (blocking, retried); returns its key."""
+        if not rows:
+            self._last_flush = time.monotonic()
+            return None
+        table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
+        key = f"{self.prefix}seg-{self._seq:012d}-{self.run_id}.parquet"
+        storage = self.store.storage
+        # The images these entries claim must be durable before the claim is.
+        self.store.with_retries(self.store.sync, what="syncing the image store")
+        self.store.with_retries(
+            lambda: storage.write_parquet(key, table, compression="zstd"),
+            what=f"writing ledger segment {key}",
+        )
+        self._seq += 1
+        self.segments_written += 1
+        self.entries_written += len(rows)
+        self._last_flush = time.monotonic()
+        return key
+
+    def flush(self) -> str | None:
+        """Write everything buffered now (from a single thread)."""
+        rows = self.take()
+        try:
+            return self.write(rows)
+        except BaseException:
+            self.restore(rows)
+            raise
+
+
+# --------------------------------------------------------------------------------- reporting
+def summarize_ledger(table: pa.Table) -> dict[str, Any]:
+    """Counts by status and by reason (``failed_by_reason``/``skipped_by_reason``) of a ledger table."""
+    status = table.column("status").to_pylist()
+    reason = table.column("reason").to_pylist()
+    counts = Counter(status)
+    failed = Counter(r for s, r in zip(status, reason, strict=True) if s == "failed")
+    skipped = Counter(r for s, r in zip(status, reason, strict=True) if s == "skipped")
+    stored = pc.sum(table.column("stored")).as_py() or 0
+    return {
+        "images": table.num_rows,
+        "ok": counts.get("ok", 0),
+        "failed": counts.get("failed", 0),
+        "skipped": counts.get("skipped", 0),
+        "stored": stored,
+        "bytes": pc.sum(pc.if_else(table.column("stored"), table.column("bytes"), 0)).as_py() or 0,
+        "failed_by_reason": dict(failed.most_common()),
+        "skipped_by_reason": dict(skipped.most_common()),
+    }
+
+
+def completeness_table(
+    manifest: pa.Table, ledger: pa.Table, *, by: str | list[str] = "label", threshold: float | None = None
+) -> pa.Table:
+    """Per class (``by`` columns of the manifest): expected images, stored images and their ratio.
+
+    Images of the manifest without a ledger entry count as missing. With ``threshold``, a
+    ``below_threshold`` column flags the classes whose ratio is under it.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    stored = ledger.select(["content_key", "stored"])
+    joined = manifest.select(["content_key", *by]).join(stored, "content_key", join_type="left outer")
+    flag = pc.fill_null(joined.column("stored"), False)
+    joined = joined.set_column(joined.schema.get_field_index("stored"), "stored", flag.cast(pa.int64()))
+    agg = joined.group_by(by, use_threads=False).aggregate([("content_key", "count"), ("stored", "sum")])
+    out = pa.table(
+        {
+            **{c: agg.column(c) for c in by},
+            "expected": agg.column("content_key_count"),
+            "stored": agg.column("stored_sum"),
+        }
+    )
+    ratio = pc.divide(out.column("stored").cast(pa.float64()), out.column("expected").cast(pa.float64()))
+    out = out.append_column("completeness", ratio)
+    if threshold is not None:
+        out = out.append_column("below_threshold", pc.less(ratio, threshold))
+    return out.sort_by([(c, "ascending") for c in by])
+
+
+_ATTRIBUTION_COLUMNS = (
+    "content_key",
+    "gbifID",
+    "label",
+    "label_name",
+    "license",
+    "license_raw",
+    "rightsHolder",
+    "creator",
+    "publisher",
+    "datasetKey",
+    "references",
+    "url",
+)
+
+
+def attribution_table(manifest: pa.Table, ledger: pa.Table) -> pa.Table:
+    """One row per stored image: where it is, and who holds its rights under which licence, from where.
+
+    The licence and attribution log of a training set: the manifest's licence fields joined with the
+    ledger's ``key`` and ``sha256`` for every image that is in the store.
+    """
+    cols = [c for c in _ATTRIBUTION_COLUMNS if c in manifest.column_names]
+    view = ledger.filter(pc.field("stored")).select(["content_key", "key", "sha256", "width", "height"])
+    joined = manifest.select(cols).join(view, "content_key", join_type="inner")
+    return joined.sort_by([("content_key", "ascending")])

@@ -1,0 +1,288 @@
+"""Is a downloaded body a usable image, and which bytes do we store?
+
+:func:`validate_image` decodes the body with Pillow and either returns what to store
+(:class:`ValidImage`) or raises :class:`InvalidImage` with a ledger reason:
+
+* ``not_an_image``: HTML/text/JSON (an error or sign-in page served with status 200 is common on
+  media hosts), an empty body, or bytes no allowed decoder recognises;
+* ``decompression_bomb``: declared width × height above ``max_pixels``, refused from the header
+  alone, before any pixel is decoded (a 100 KB PNG can declare 10 gigapixels);
+* ``truncated`` / ``corrupt_image``: the decoder stops early or fails;
+* ``too_small``: the shorter side is below ``min_side``.
+
+Decoding is complete (``verify()`` for the container checks, then ``load()``), so a truncated
+JPEG is caught. For a JPEG that is kept as is, ``load()`` runs in libjpeg's DCT-scaling "draft"
+mode: every entropy-coded byte is still decoded (truncation and bad Huffman data are still
+detected) but the inverse DCT runs at 1/8 scale, which makes validation ~3x cheaper.
+
+What is stored: the downloaded bytes unchanged when they already are in the target format and
+within ``max_side`` (no generation loss, no CPU spent), else the image resized so that its longer
+side is ``max_side`` (EXIF orientation applied first) and re-encoded as JPEG/PNG/WebP with
+``quality``. ``format="original"`` always keeps the downloaded bytes (and cannot resize).
+
+Thread-safe and free of global state (Pillow's ``Image.MAX_IMAGE_PIXELS`` is left alone; its own
+limit still applies on top of ``max_pixels``): the downloader runs it in a thread pool, and Pillow
+releases the GIL while decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from gbifdl_assets.specs import ImageOptions
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "InvalidImage",
+    "ValidImage",
+    "ValidationOptions",
+    "sniff_format",
+    "validate_image",
+]
+
+#: Pillow's own default limit (~9459 × 9459); far above any useful training image.
+DEFAULT_MAX_PIXELS = 89_478_485
+#: Decoders we let run on untrusted bytes. Pillow knows ~40 formats; exotic ones are a larger attack
+#: surface and never serve as biodiversity media. MPO is the multi-picture JPEG some phones write.
+ALLOWED_DECODERS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "MPO")
+_TARGETS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp"}
+_MIME = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+}
+_TEXT_TYPES = ("text/", "application/json", "application/ld+json", "application/xhtml", "application/xml")
+
+
+class InvalidImage(Exception):
+    """The body is not a usable image; ``reason`` goes to the ledger, ``str()`` to its error column."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    """How bodies are checked and what is stored (the image part of a training-set spec)."""
+
+    max_side: int | None = 512
+    min_side: int = 64
+    format: str = "jpeg"  # jpeg | png | webp | original
+    quality: int = 90
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.format not in (*_TARGETS, "original"):
+            problems.append(f"format={self.format!r}: use jpeg, png, webp or original")
+        if self.format == "original" and self.max_side is not None:
+            problems.append(
+                "format 'original' keeps the downloaded bytes and cannot resize: set max_side=None"
+            )
+        if self.max_side is not None and self.max_side < 1:
+            problems.append(f"max_side={self.max_side}: must be positive or None")
+        if self.min_side < 1:
+            problems.append(f"min_side={self.min_side}: must be >= 1")
+        if not 1 <= self.quality <= 100:
+            problems.append(f"quality={self.quality}: must be between 1 and 100")
+        if self.max_pixels < 1:
+            problems.append(f"max_pixels={self.max_pixels}: must be positive")
+        if problems:
+            raise ValueError("invalid image options: " + "; ".join(problems))
+
+    @classmethod
+    def from_image_options(cls, options: ImageOptions, **overrides: Any) -> ValidationOptions:
+        """From a spec's ``images`` section (specs.ImageOptions)."""
+        values = {
+            "max_side": options.max_side,
+            "min_side": options.min_side,
+            "format": options.format,
+            "quality": options.quality,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def variant(self) -> str:
+        """Names the stored bytes' derivation, e.g. ``jpeg-512-q90`` or ``original``.
+
+        Part of the store key, so two training sets share an image only when it was derived the same
+        way (a set asking for 256 px must not pick up another set's 1024 px copy).
+        """
+        if self.format == "original":
+            return "original"
+        return f"{self.format}-{self.max_side or 'full'}-q{self.quality}"
+
+
+@dataclass(frozen=True)
+class ValidImage:
+    """What to store for one image, and what the ledger records about it."""
+
+    data: bytes
+    width: int
+    height: int
+    format: str  # Pillow's name of the stored format: JPEG, PNG, WEBP, GIF…
+    content_type: str
+    ext: str
+    sha256: str
+    reencoded: bool
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format the first bytes announce, or None (cheap pre-check before Pillow)."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[:2] == b"BM":
+        return "BMP"
+    return None
+
+
+def _looks_like_text(body: bytes, content_type: str | None) -> bool:
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype.startswith(_TEXT_TYPES):
+        return True
+    start = body[:256].lstrip().lower()
+    return start.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"{", b"["))
+
+
+def validate_image(body: bytes, content_type: str | None, options: ValidationOptions) -> ValidImage:
+    """Decode ``body`` and return what to store; raise :class:`InvalidImage` otherwise."""
+    if not body:
+        raise InvalidImage("not_an_image", "empty body")
+    sniffed = sniff_format(body[:16])
+    if sniffed is None:
+        what = (content_type or "no content type").split(";", 1)[0]
+        kind = "an HTML/text page" if _looks_like_text(body, content_type) else "no known image format"
+        raise InvalidImage("not_an_image", f"body is {kind} ({what}, {len(body)} bytes)")
+    try:
+        return _decode(body, options)
+    except InvalidImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InvalidImage("decompression_bomb", str(exc)) from None
+    except UnidentifiedImageError as exc:
+        raise InvalidImage("not_an_image", f"Pillow cannot identify the image: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
+        # Pillow signals broken data with any of these, depending on the plugin.
+        text = str(exc) or type(exc).__name__
+        reason = "truncated" if "truncated" in text.lower() or isinstance(exc, EOFError) else "corrupt_image"
+        raise InvalidImage(reason, f"{type(exc).__name__}: {text}") from None
+
+
+def _open(body: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(body), formats=ALLOWED_DECODERS)
+
+
+def _decode(body: bytes, options: ValidationOptions) -> ValidImage:
+    im = _open(body)
+    width, height = im.size
+    if width * height > options.max_pixels:
+        raise InvalidImage(
+            "decompression_bomb",
+            f"declared size {width}x{height} = {width * height:,} pixels is above the limit of "
+            f"{options.max_pixels:,} (max_pixels)",
+        )
+    if width <= 0 or height <= 0:
+        raise InvalidImage("corrupt_image", f"declared size {width}x{height}")
+    source_format = im.format or "?"
+    if source_format not in ("JPEG", "MPO"):
+        # verify() checks the container (PNG chunk CRCs…) without decoding; it invalidates the
+        # object, so the pixels are loaded from a fresh one. Pillow's JPEG plugin has no verify()
+        # of its own (load() below decodes every byte), so JPEGs skip the second parse.
+        im.verify()
+        im = _open(body)
+    target = _TARGETS.get(options.format)
+    too_big = options.max_side is not None and max(width, height) > options.max_side
+    keep = options.format == "original" or (not too_big and _same_format(source_format, target))
+
+    if min(width, height) < options.min_side:
+        # Checked after verify() so a broken file says "corrupt", not "too small".
+        raise InvalidImage(
+            "too_small", f"{width}x{height}: the shorter side is below min_side={options.min_side}"
+        )
+    if keep:
+        if source_format == "JPEG":
+            im.draft(None, (max(1, width // 8), max(1, height // 8)))
+        im.load()
+        stored_format = "JPEG" if source_format == "MPO" else source_format
+        return ValidImage(
+            data=body,
+            width=width,
+            height=height,
+            format=stored_format,
+            content_type=_MIME.get(source_format, "application/octet-stream"),
+            ext=_EXT.get(source_format, "bin"),
+            sha256=hashlib.sha256(body).hexdigest(),
+            reencoded=False,
+        )
+
+    assert target is not None
+    if too_big and source_format == "JPEG":
+        # Let libjpeg decode at the smallest DCT scale still >= the target size.
+        scale = options.max_side / max(width, height)  # type: ignore[operator]
+        im.draft(None, (int(width * scale) + 1, int(height * scale) + 1))
+    im.load()
+    im = ImageOps.exif_transpose(im)
+    if too_big:
+        im.thumbnail((options.max_side, options.max_side), Image.Resampling.LANCZOS)  # type: ignore[arg-type]
+    im = _convert_for(im, target)
+    out = io.BytesIO()
+    save_args: dict[str, Any] = {}
+    if target == "JPEG":
+        save_args = {"quality": options.quality, "optimize": True}
+    elif target == "WEBP":
+        save_args = {"quality": options.quality, "method": 4}
+    elif target == "PNG":
+        save_args = {"optimize": False, "compress_level": 6}
+    im.save(out, target, **save_args)
+    data = out.getvalue()
+    return ValidImage(
+        data=data,
+        width=im.width,
+        height=im.height,
+        format=target,
+        content_type=_MIME[target],
+        ext=_EXT[target],
+        sha256=hashlib.sha256(data).hexdigest(),
+        reencoded=True,
+    )
+
+
+def _same_format(source: str, target: str | None) -> bool:
+    return target is not None and (source == target or (source == "MPO" and target == "JPEG"))
+
+
+def _convert_for(im: Image.Image, target: str) -> Image.Image:
+    """A mode the target encoder accepts; transparency is flattened onto white for JPEG."""
+    if target == "JPEG":
+        if im.mode in ("RGB", "L"):
+            return im
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            flat = Image.new("RGB", rgba.size, (255, 255, 255))
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            return flat
+        return im.convert("RGB")
+    if im.mode in ("RGB", "RGBA", "L", "LA") or (target == "PNG" and im.mode in ("P", "1", "I;16")):
+        return im
+    return im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
