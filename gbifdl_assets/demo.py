@@ -46,6 +46,7 @@ def run_demo(
     import dagster as dg
 
     from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
+    from gbifdl_assets.defs.images import ImageFetchResource, image_store, shard_partitions, training_export
     from gbifdl_assets.defs.manifest import balanced_manifest
     from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
     from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
@@ -55,6 +56,7 @@ def run_demo(
     from gbifdl_assets.storage import open_storage
 
     PARTITIONED = [species_list, gbif_download, occurrence_snapshot, annotated_occurrences, balanced_manifest]
+    everything = [*PARTITIONED, annotation_rulesets, image_store, training_export]
 
     spec_path = spec_path or example_specs_dir() / DEMO_SPEC
     spec = load_spec(spec_path)
@@ -85,6 +87,8 @@ def run_demo(
             "storage": StorageResource(uri=str(data_dir)),
             "specs": SpecCatalog(folder=str(spec_path.resolve().parent)),
             "annotations": AnnotationSources(store_url=f"sqlite:///{data_dir / 'annotations.sqlite'}"),
+            # the sandbox's media server is on loopback, which the SSRF guard refuses otherwise
+            "image_fetch": ImageFetchResource(allow_loopback=source == "sandbox"),
         }
         data_dir.mkdir(parents=True, exist_ok=True)
         tags = {"gbifdl/trigger": "demo"}
@@ -94,8 +98,33 @@ def run_demo(
         result = rules
         if rules.success:
             result = dg.materialize(
-                [*PARTITIONED, annotation_rulesets],
+                everything,
                 selection=[a.key for a in PARTITIONED],
+                partition_key=spec.name,
+                instance=instance,
+                resources=resources,
+                raise_on_error=False,
+                tags=tags,
+            )
+        if result.success:
+            # one run per shard, as a backfill would launch them; then the export
+            for shard in shard_partitions.get_partition_keys():
+                key = dg.MultiPartitionKey({TRAINING_SET_PARTITION: spec.name, "shard": shard})
+                result = dg.materialize(
+                    everything,
+                    selection=[image_store.key],
+                    partition_key=key,
+                    instance=instance,
+                    resources=resources,
+                    raise_on_error=False,
+                    tags=tags,
+                )
+                if not result.success:
+                    break
+        if result.success:
+            result = dg.materialize(
+                everything,
+                selection=[training_export.key],
                 partition_key=spec.name,
                 instance=instance,
                 resources=resources,
@@ -113,13 +142,10 @@ def run_demo(
         if not result.success:
             summary["error"] = "the run failed; see the log above or the run in the Dagster UI (make dev)"
             return summary
-        checks = {
-            f"{c.asset_key.to_user_string()}.{c.check_name}": c.passed
-            for c in result.get_asset_check_evaluations()
-        }
-        failed_checks = sorted(name for name, passed in checks.items() if not passed)
-        manifest = result.asset_materializations_for_node("balanced_manifest")[0].metadata
-        snapshot = result.asset_materializations_for_node("occurrence_snapshot")[0].metadata
+        export = result.asset_materializations_for_node("training_export")[0].metadata
+        failed_checks = _failed_checks(instance, spec.name)
+        manifest = _latest_metadata(instance, balanced_manifest.key)
+        snapshot = _latest_metadata(instance, occurrence_snapshot.key)
         store = open_storage(str(data_dir))
         summary.update(
             species_list=str(data_dir / species_list_key(spec.name)),
@@ -129,13 +155,34 @@ def run_demo(
             images=manifest["images"].value,
             classes=manifest["classes"].value,
             per_split=manifest["per_split"].value,
+            export=export["path"].value,
+            exported_images=export["images"].value,
+            data_card=export["data_card"].value,
             failed_checks=failed_checks,
             rules_version=store.read_bytes("annotations/rulesets/latest").decode(),
         )
         summary["ok"] = not failed_checks
         print(
             f"'{spec.name}': {summary['images']} images in {summary['classes']} classes; "
-            f"manifest {summary['manifest']}",
+            f"export {summary['export']}; data card {summary['data_card']}",
             file=sys.stderr,
         )
         return summary
+
+
+def _latest_metadata(instance, asset_key) -> dict[str, Any]:
+    event = instance.get_latest_materialization_event(asset_key)
+    return event.asset_materialization.metadata if event else {}
+
+
+def _failed_checks(instance, training_set: str) -> list[str]:
+    """Checks whose latest evaluation for this training set failed (across all the demo's runs)."""
+    import dagster as dg
+
+    failed = []
+    for record in instance.fetch_run_status_changes(dg.DagsterEventType.RUN_SUCCESS, limit=100).records:
+        for event in instance.all_logs(record.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = event.dagster_event.event_specific_data
+            if not evaluation.passed:
+                failed.append(f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}")
+    return sorted(set(failed))

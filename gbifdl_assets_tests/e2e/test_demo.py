@@ -37,4 +37,9 @@ def test_demo_offline_materializes_the_example_species_list(tmp_path):
     per_class = manifest.group_by("label").aggregate([("url", "count")]).column("url_count").to_pylist()
     assert len(per_class) == summary["classes"] and max(per_class) <= 40 and min(per_class) >= 20
     assert sum(summary["per_split"].values()) == summary["images"]
+    export = Path(summary["export"].removeprefix("file://"))
+    exported = pq.read_table(export / "manifest.parquet")
+    assert exported.num_rows == summary["exported_images"] > 0.8 * summary["images"]
+    assert len(list((export / "imagefolder").rglob("*.jpg"))) == summary["exported_images"]
+    assert (export / "datacard" / "map.png").exists() and (export / "CREDITS.md").exists()
     assert (tmp_path / "home" / "dagster.yaml").exists()
