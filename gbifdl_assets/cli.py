@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -13,15 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gbifdl_assets.summary_line import emit, fail
 
-def _emit(summary: dict[str, Any]) -> None:
-    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
-
-
-def _fail(message: str, **extra: Any) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    _emit({"ok": False, "error": message, **extra})
-    return 2
+_emit, _fail = emit, fail
 
 
 # --- sandbox -------------------------------------------------------------------------------------

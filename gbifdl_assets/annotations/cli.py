@@ -20,18 +20,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gbifdl_assets.summary_line import emit, fail
+
 DEFAULT_API_URL = "https://api.gbif.org/v1"
 _RULE_FILE_SUFFIXES = (".yaml", ".yml", ".geojson", ".json")
 
 
-def _emit(summary: dict[str, Any]) -> None:
-    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+_emit = emit
 
 
 def _fail(command: str, message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    _emit({"ok": False, "command": command, "error": message})
-    return 2
+    return fail(message, command=command)
 
 
 def _user(args: argparse.Namespace) -> str:

@@ -12,23 +12,19 @@ input and the fix, exit code 2, and leaves no partial export (see export.layout)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from gbifdl_assets.summary_line import emit, fail
+
 __all__ = ["add_export_parser", "cmd_export"]
 
 
-def _emit(summary: dict[str, Any]) -> None:
-    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    _emit({"ok": False, "command": "export", "error": message})
-    return 2
+_emit = emit
+_fail = functools.partial(fail, command="export")
 
 
 def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -13,24 +13,20 @@ files the ``occurrence_snapshot`` asset writes) and ends with one JSON line on s
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from gbifdl_assets.summary_line import emit, fail
+
 __all__ = ["add_dwca_parser", "cmd_dwca_ingest", "default_training_set"]
 
 
-def _emit(summary: dict[str, Any]) -> None:
-    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
-
-
-def _fail(message: str, **extra: Any) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    _emit({"ok": False, "command": "dwca ingest", "error": message, **extra})
-    return 2
+_emit = emit
+_fail = functools.partial(fail, command="dwca ingest")
 
 
 def default_training_set(archive: Path) -> str:

@@ -13,23 +13,19 @@ manifest is written to a temporary name and renamed only when complete).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+
+from gbifdl_assets.summary_line import emit, fail
 
 __all__ = ["add_manifest_parser", "cmd_manifest_build"]
 
 
-def _emit(summary: dict[str, Any]) -> None:
-    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    _emit({"ok": False, "command": "manifest build", "error": message})
-    return 2
+_emit = emit
+_fail = functools.partial(fail, command="manifest build")
 
 
 def add_manifest_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
