@@ -87,6 +87,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="network seconds per image, retries included")
     p.add_argument("--attempts", type=_positive_int, default=4, help="tries per image for transient errors")
     p.add_argument("--user-agent", help="User-Agent with a contact address (recommended)")
+    p.add_argument(
+        "--processes", type=_positive_int, help="downloader processes (default: one per core, max 4)"
+    )
     p.add_argument("--progress-seconds", type=float, default=5.0)
 
 
@@ -135,6 +138,7 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
             retry_failed=args.retry_failed,
             only_failed=only_failed,
             progress_interval=args.progress_seconds,
+            processes=args.processes,
         )
         storage = open_storage(args.store, endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None)
     except (ValueError, StorageError) as exc:

@@ -11,6 +11,10 @@
 * One asyncio event loop runs the producer, ``concurrency`` worker tasks, the ledger flusher and the
   progress reporter. Pillow decoding, hashing and storage writes run in a small thread pool (Pillow
   and file/socket I/O release the GIL), so the loop keeps serving sockets while images decode.
+* With ``processes`` > 1 (the default for 2,000+ rows: one per core, up to 4) the fetching,
+  validation and storing move to worker processes (:mod:`.pool`), each running the same per-image
+  code (:mod:`.work`) on its own loop; this process keeps the producer, the ledger and the progress
+  reports, so everything below holds unchanged.
 * Memory is bounded: the queue holds at most ``queue_size`` rows, the ledger buffer at most a flush
   worth of entries; results are never collected in a list. The run keeps the content keys of the
   manifest it has already seen (to skip duplicates) and of its own ledger.
@@ -31,7 +35,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import threading
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -42,11 +46,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gbifdl_assets.media.fetch import FetchConfig, Fetcher, FetchResult
+from gbifdl_assets.media.fetch import FetchConfig, Fetcher
 from gbifdl_assets.media.ledger import LedgerWriter, compact_ledger, ledger_files, list_ledgers, load_ledger
 from gbifdl_assets.media.store import ImageStore
-from gbifdl_assets.media.validate import InvalidImage, ValidationOptions, validate_image
-from gbifdl_assets.storage import Storage, StorageUnavailable
+from gbifdl_assets.media.validate import ValidationOptions
+from gbifdl_assets.media.work import entry, fetch_one, now_ms, run_loop
+from gbifdl_assets.storage import Storage
 
 __all__ = [
     "DownloadConfig",
@@ -95,6 +100,9 @@ class DownloadConfig:
     compact: bool = True
     #: "auto" (uvloop when installed), "uvloop" or "asyncio"
     event_loop: str = "auto"
+    #: downloader processes (see .pool); None: one per core up to 4, or 1 below ``pool_min_rows``
+    processes: int | None = None
+    pool_min_rows: int = 2000
 
 
 @dataclass
@@ -297,57 +305,42 @@ class _Run:
         )
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _entry(content_key: str, url: str | None, started_ms: int, **fields: Any) -> dict[str, Any]:
-    entry = {
-        "content_key": content_key,
-        "url": url,
-        "stored": False,
-        "started_at": started_ms,
-        "finished_at": _now_ms(),
-    }
-    entry.update(fields)
-    return entry
-
-
-def _store_body(run: _Run, result: FetchResult, content_key: str, started_ms: int) -> dict[str, Any]:
-    """Validate a fetched body and store it (runs in the thread pool)."""
-    assert result.body is not None
-    try:
-        image = validate_image(result.body, result.content_type, run.options)
-    except InvalidImage as exc:
-        return _entry(
-            content_key,
-            result.url,
-            started_ms,
-            status="failed",
-            reason=exc.reason,
-            http_status=result.http_status,
-            attempts=result.attempts,
-            error=str(exc),
-            bytes=len(result.body),
-        )
-    key = ImageStore.image_key(content_key, run.options.variant, image.ext)
-    run.store.put(key, image.data)  # StorageUnavailable propagates: the run stops
-    return _entry(
-        content_key,
-        result.url,
-        started_ms,
-        status="ok",
-        stored=True,
-        key=key,
-        bytes=len(image.data),
-        width=image.width,
-        height=image.height,
-        sha256=image.sha256,
-        format=image.format,
-        content_type=image.content_type,
-        http_status=result.http_status,
-        attempts=result.attempts,
-    )
+def _jobs(
+    rows: Any, run: _Run, index: dict[str, dict[str, Any]], own: tuple[set[str], set[str]]
+) -> Iterator[tuple[Row, str, str]]:
+    """The rows to fetch, as (row, content_key, url); records or counts everything else on the way."""
+    cfg = run.config
+    stored_before, failed_before = own
+    seen: set[str] = set()
+    for batch in _row_batches(rows):
+        for row in batch:
+            ck, url, problem = _content_key(row)
+            if ck is None:
+                run.count_only("no_content_key")
+                continue
+            if ck in seen:
+                run.count_only("duplicate")
+                continue
+            seen.add(ck)
+            if ck in stored_before:
+                run.already_done += 1
+                run.count_only("already_done")
+                continue
+            if cfg.only_failed and ck not in failed_before:
+                run.count_only("not_failed")
+                continue
+            if ck in failed_before and not cfg.retry_failed:
+                run.already_done += 1
+                run.count_only("failed_before")
+                continue
+            if problem is not None:
+                run.record(entry(ck, url, now_ms(), status="failed", reason="bad_row", error=problem), row)
+                continue
+            hit = index.get(ck)
+            if hit is not None:
+                run.record(_adopt(ck, url, now_ms(), hit, run.options), row)
+                continue
+            yield row, ck, url  # type: ignore[misc]
 
 
 # -------------------------------------------------------------------------------- the loop
@@ -360,46 +353,14 @@ async def _run_async(
     io_threads = cfg.io_threads or (8 if run.store.is_local else 32)
     pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img")
     flush_pool = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-ledger")
-    queue: asyncio.Queue[tuple[Row, str, str, int] | None] = asyncio.Queue(
+    queue: asyncio.Queue[tuple[Row, str, str] | None] = asyncio.Queue(
         cfg.queue_size or 4 * fetch_cfg.concurrency
     )
-    stored_before, failed_before = own
-    seen: set[str] = set()
     done = asyncio.Event()
 
     async def producer() -> None:
-        for batch in _row_batches(rows):
-            for row in batch:
-                ck, url, problem = _content_key(row)
-                if ck is None:
-                    run.count_only("no_content_key")
-                    continue
-                if ck in seen:
-                    run.count_only("duplicate")
-                    continue
-                seen.add(ck)
-                if ck in stored_before:
-                    run.already_done += 1
-                    run.count_only("already_done")
-                    continue
-                if cfg.only_failed and ck not in failed_before:
-                    run.count_only("not_failed")
-                    continue
-                if ck in failed_before and not cfg.retry_failed:
-                    run.already_done += 1
-                    run.count_only("failed_before")
-                    continue
-                started_ms = _now_ms()
-                if problem is not None:
-                    run.record(
-                        _entry(ck, url, started_ms, status="failed", reason="bad_row", error=problem), row
-                    )
-                    continue
-                hit = index.get(ck)
-                if hit is not None:
-                    run.record(_adopt(ck, url, started_ms, hit, run.options), row)
-                    continue
-                await queue.put((row, ck, url, started_ms))  # type: ignore[arg-type]
+        for job in _jobs(rows, run, index, own):
+            await queue.put(job)
         for _ in range(fetch_cfg.concurrency):
             await queue.put(None)
 
@@ -408,22 +369,8 @@ async def _run_async(
             item = await queue.get()
             if item is None:
                 return
-            row, ck, url, _ = item
-            started_ms = _now_ms()
-            result = await fetcher.fetch(url)
-            if result.ok:
-                entry = await loop.run_in_executor(pool, _store_body, run, result, ck, started_ms)
-            else:
-                entry = _entry(
-                    ck,
-                    url,
-                    started_ms,
-                    status="failed",
-                    reason=result.reason,
-                    http_status=result.http_status,
-                    attempts=result.attempts,
-                    error=result.error,
-                )
+            row, ck, url = item
+            entry = await fetch_one(fetcher, loop, pool, run.store, run.options, ck, url)
             run.record(entry, row)
 
     async def flusher() -> None:
@@ -480,7 +427,7 @@ def _adopt(
     """An entry for an image another ledger already stored (no network traffic)."""
     width, height = hit.get("width"), hit.get("height")
     if width is not None and height is not None and min(width, height) < options.min_side:
-        return _entry(
+        return entry(
             ck,
             url,
             started_ms,
@@ -489,7 +436,7 @@ def _adopt(
             error=f"{width}x{height} (stored by ledger {hit['source_ledger']!r}): the shorter side is below "
             f"min_side={options.min_side}",
         )
-    return _entry(
+    return entry(
         ck,
         url,
         started_ms,
@@ -532,6 +479,29 @@ def download_images(
     options = options or ValidationOptions()
     if not isinstance(store, ImageStore):
         store = ImageStore(store, retry_seconds=config.store_retry_seconds)
+    processes = _processes(config, _total(rows), on_result)
+    workers = None
+    if processes > 1:
+        from gbifdl_assets.media.pool import Workers
+
+        workers = Workers(store, options, config, processes)  # they start while we read the ledgers
+    try:
+        return _download(rows, store, ledger, options, config, progress, on_result, workers)
+    finally:
+        if workers is not None:
+            workers.close(terminate=True)
+
+
+def _download(
+    rows: Any,
+    store: ImageStore,
+    ledger: str,
+    options: ValidationOptions,
+    config: DownloadConfig,
+    progress: Callable[[Progress], None] | None,
+    on_result: Callable[[dict[str, Any], Row], None] | None,
+    workers: Any,
+) -> DownloadSummary:
     writer = LedgerWriter(
         store,
         ledger,
@@ -547,12 +517,19 @@ def download_images(
     run = _Run(store, writer, options, config, _total(rows), progress, on_result)
     retries_before = store.retries
 
-    async def main() -> None:
-        run.started = time.monotonic()
-        run.flush_now = asyncio.Event()
-        await _run_async(rows, run, index, own)
+    if workers is not None:
+        from gbifdl_assets.media.pool import run_pool
 
-    _run_loop(main, config.event_loop)
+        run.started = time.monotonic()
+        run_pool(workers, _jobs(rows, run, index, own), run)
+    else:
+
+        async def main() -> None:
+            run.started = time.monotonic()
+            run.flush_now = asyncio.Event()
+            await _run_async(rows, run, index, own)
+
+        run_loop(main, config.event_loop)
     if config.compact:
         try:
             compact_ledger(store, ledger, store=store)
@@ -580,60 +557,13 @@ def download_images(
     )
 
 
-def _run_loop(main: Callable[[], Any], event_loop: str) -> None:
-    factory = None
-    if event_loop in ("auto", "uvloop"):
-        try:
-            import uvloop
-
-            factory = uvloop.new_event_loop
-        except ImportError:
-            if event_loop == "uvloop":
-                raise
-    elif event_loop != "asyncio":
-        raise ValueError(f"event_loop={event_loop!r}: use 'auto', 'uvloop' or 'asyncio'")
-
-    def run() -> None:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            try:
-                runner.run(main())
-            except BaseExceptionGroup as group:
-                raise _first(group) from None
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        run()
-        return
-    # Called from inside an event loop (a notebook, an async framework): run in a helper thread.
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            run()
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=target, name="gbifdl-download")
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-
-
-def _first(group: BaseExceptionGroup) -> BaseException:
-    """The most telling exception of a TaskGroup failure (storage problems first)."""
-    flat: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup) -> None:
-        for exc in g.exceptions:
-            if isinstance(exc, BaseExceptionGroup):
-                walk(exc)
-            else:
-                flat.append(exc)
-
-    walk(group)
-    for exc in flat:
-        if isinstance(exc, StorageUnavailable):
-            return exc
-    return flat[0]
+def _processes(config: DownloadConfig, total: int | None, on_result: Any) -> int:
+    if on_result is not None:  # the callback sees rows in this process
+        return 1
+    if config.processes is not None:
+        if config.processes < 1:
+            raise ValueError(f"processes={config.processes}: must be >= 1 (or None for one per core)")
+        return config.processes
+    if total is not None and total < config.pool_min_rows:
+        return 1  # spawning workers (~0.5 s) does not pay for small downloads
+    return max(1, min(os.cpu_count() or 1, 4))

@@ -274,7 +274,7 @@ class Fetcher:
         current = url
         for hop in range(cfg.max_redirects + 1):
             try:
-                host = check_url(current, AddressPolicy(True, True))
+                host = check_url(current, self._policy)
             except BadUrl as exc:
                 raise _Failure("bad_url", str(exc), transient=False) from None
             except BlockedAddress as exc:

@@ -168,6 +168,8 @@ def _latest(table: pa.Table) -> pa.Table:
     """The last row of each content_key, in order of first appearance of the winning rows."""
     if table.num_rows == 0:
         return table
+    if pc.count_distinct(table.column("content_key")).as_py() == table.num_rows:
+        return table  # one entry per image already (a first run): no copy needed
     idx = pa.array(range(table.num_rows), pa.int64())
     grouped = (
         pa.table({"content_key": table.column("content_key"), "__i": idx})

@@ -236,6 +236,10 @@ class ImageStore:
         self._dirty = True
         os.replace(tmp, path)
 
+    def mark_dirty(self) -> None:
+        """Another process wrote images into this store: the next :meth:`sync` must not be skipped."""
+        self._dirty = True
+
     def sync(self) -> None:
         """Make every image written so far durable (local: one syncfs; S3 objects already are)."""
         if not self.batched_durability or not self._dirty:
