@@ -16,24 +16,16 @@ Register in the main parser with ``add_images_parser(subparsers)``; standalone:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gbifdl_assets.summary_line import emit as _emit
+from gbifdl_assets.summary_line import fail as _fail
+
 __all__ = ["add_images_parser", "cmd_images_fetch", "cmd_images_retry_failed", "main"]
-
-
-def _emit(summary: dict[str, Any]) -> None:
-    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
-
-
-def _fail(message: str, **extra: Any) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    _emit({"ok": False, "error": message, **extra})
-    return 2
 
 
 def _positive_int(text: str) -> int:
@@ -104,15 +96,19 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
     command = "images retry-failed" if only_failed else "images fetch"
     path: Path = args.manifest
     if not path.is_file():
-        return _fail(f"manifest {path} not found: give the Parquet file written by 'gbifdl manifest build'")
+        return _fail(
+            f"manifest {path} not found: give the Parquet file written by 'gbifdl manifest build'",
+            command=command,
+        )
     try:
         manifest = pq.ParquetFile(path)
     except Exception as exc:
-        return _fail(f"manifest {path} is not a readable Parquet file ({exc}); rebuild it")
+        return _fail(f"manifest {path} is not a readable Parquet file ({exc}); rebuild it", command=command)
     names = manifest.schema_arrow.names
     if "url" not in names:
         return _fail(
-            f"manifest {path} has no 'url' column (columns: {', '.join(names)}); pass a manifest Parquet"
+            f"manifest {path} has no 'url' column (columns: {', '.join(names)}); pass a manifest Parquet",
+            command=command,
         )
     columns = [c for c in ("content_key", "url") if c in names]
     ledger = args.ledger or path.stem
@@ -142,7 +138,7 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
         )
         storage = open_storage(args.store, endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None)
     except (ValueError, StorageError) as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), command=command)
 
     def batches():
         yield from manifest.iter_batches(batch_size=8192, columns=columns)

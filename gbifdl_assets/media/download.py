@@ -50,7 +50,7 @@ from gbifdl_assets.media.fetch import FetchConfig, Fetcher
 from gbifdl_assets.media.ledger import LedgerWriter, compact_ledger, ledger_files, list_ledgers, load_ledger
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
-from gbifdl_assets.media.work import entry, fetch_one, now_ms, run_loop
+from gbifdl_assets.media.work import entry, fetch_one, now_ms, relaxed_gc, run_loop
 from gbifdl_assets.storage import Storage
 
 __all__ = [
@@ -486,7 +486,8 @@ def download_images(
 
         workers = Workers(store, options, config, processes)  # they start while we read the ledgers
     try:
-        return _download(rows, store, ledger, options, config, progress, on_result, workers)
+        with relaxed_gc():
+            return _download(rows, store, ledger, options, config, progress, on_result, workers)
     finally:
         if workers is not None:
             workers.close(terminate=True)

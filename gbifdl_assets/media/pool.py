@@ -39,7 +39,7 @@ from typing import Any
 from gbifdl_assets.media.fetch import FetchConfig, Fetcher
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
-from gbifdl_assets.media.work import fetch_one, run_loop
+from gbifdl_assets.media.work import fetch_one, relaxed_gc, run_loop
 from gbifdl_assets.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,8 @@ def _worker_main(
             getter.shutdown(wait=False, cancel_futures=True)
 
     try:
-        run_loop(main, event_loop)
+        with relaxed_gc():
+            run_loop(main, event_loop)
     except BaseException as exc:
         try:
             results.put(("error", exc))

@@ -6,9 +6,11 @@ Kept free of pyarrow and of the ledger, so a spawned worker (:mod:`.pool`) start
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,7 +19,23 @@ from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import InvalidImage, ValidationOptions, validate_image
 from gbifdl_assets.storage import StorageUnavailable
 
-__all__ = ["entry", "fetch_one", "now_ms", "run_loop", "store_body"]
+__all__ = ["entry", "fetch_one", "now_ms", "relaxed_gc", "run_loop", "store_body"]
+
+
+@contextlib.contextmanager
+def relaxed_gc(threshold: int = 50_000) -> Iterator[None]:
+    """Run the cyclic garbage collector ~70x less often while downloading (restored afterwards).
+
+    aiohttp allocates many short-lived container objects per request, so the default generation-0
+    threshold (700) ran a collection every few requests: ~3% of the CPU in a profile. Almost nothing
+    here forms reference cycles, and reference counting frees the rest at once.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(threshold, old[1], old[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def now_ms() -> int:

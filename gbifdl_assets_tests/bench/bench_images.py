@@ -16,8 +16,11 @@ for 100,000 images.
   process per core, so 2 here; 64 requests in flight and 16 per host in all; validation on: every
   image fully decoded by Pillow, sha256, kept as is since it is already a JPEG under ``max_side``;
   atomic writes into the content-addressed store; ledger segments made durable with syncfs).
-* **img2dataset 1.47.0**: ``output_format="files"``, 2 processes x 64 threads, 2,500 per shard,
-  ``disable_all_reencoding=True`` (no decode: its fastest files configuration).
+* **img2dataset 1.47.0**: ``output_format="files"``, 2 processes x 64 threads, 2,500 per shard, in
+  two configurations: ``img2dataset`` with ``disable_all_reencoding=True`` (no decode at all: its
+  fastest, the ratio target's anchor) and ``img2dataset_validating`` doing what ours does (every image
+  decoded by OpenCV, minimum side 64, kept as is when it is a JPEG within 512 px:
+  ``resize_mode="keep_ratio_largest", image_size=512, resize_only_if_bigger=True, skip_reencode=True``).
 * **gbif-dl 0.1.1**: ``gbif_dl.stores.dl_async.download`` over MediaData dicts labelled with the
   species (one folder per class; a single flat folder makes its per-item glob O(n): ~130 img/s),
   ``nb_workers=64, tcp_connections=64`` (its best setting in the anchors reference). No
@@ -106,11 +109,17 @@ I2D = textwrap.dedent(
         t0 = time.perf_counter()
         from img2dataset import download
         t1 = time.perf_counter()
-        download(url_list=sys.argv[1], input_format="txt", output_folder=sys.argv[2], output_format="files",
+        if sys.argv[2] == "validating":  # decode every image (cv2), check its size, keep the JPEG bytes
+            mode = dict(resize_mode="keep_ratio_largest", image_size=512, resize_only_if_bigger=True,
+                        skip_reencode=True, encode_format="jpg", min_image_size=64)
+        else:  # raw bytes: no decode at all
+            mode = dict(disable_all_reencoding=True, resize_mode="no")
+        download(url_list=sys.argv[1], input_format="txt", output_folder=sys.argv[3], output_format="files",
                  processes_count=2, thread_count=64, number_sample_per_shard=2500,
-                 disable_all_reencoding=True, resize_mode="no", enable_wandb=False, timeout=10, retries=0)
+                 enable_wandb=False, timeout=10, retries=0, **mode)
         t2 = time.perf_counter()
-        files = sum(1 for _, _, fs in os.walk(sys.argv[2]) for f in fs if f.endswith(".jpg"))
+        out = sys.argv[3]
+        files = sum(1 for _, _, fs in os.walk(out) for f in fs if f.endswith(".jpg"))
         print(json.dumps({"files": files, "inner_seconds": t2 - t1, "startup_seconds": t1 - t0}))
     if __name__ == "__main__":
         main()
@@ -274,7 +283,14 @@ def test_bench_images() -> None:
         outs = CACHE / f"out-{os.getpid()}"
         commands = {"ours": [sys.executable, "-c", OURS, str(jsonl)]}
         if "img2dataset" in anchors:
-            commands["img2dataset"] = [str(anchors["img2dataset"]), "-c", I2D, str(txt)]
+            commands["img2dataset"] = [str(anchors["img2dataset"]), "-c", I2D, str(txt), "raw"]
+            commands["img2dataset_validating"] = [
+                str(anchors["img2dataset"]),
+                "-c",
+                I2D,
+                str(txt),
+                "validating",
+            ]
         if "gbif_dl" in anchors:
             commands["gbif_dl"] = [str(anchors["gbif_dl"]), "-c", GBIF_DL, str(jsonl)]
         runs: dict[str, list[dict]] = {name: [] for name in commands}
