@@ -337,6 +337,13 @@ def _key(name: str) -> str:
 #: canonical camelCase search parameter -> GBIF's UPPER_SNAKE name (download predicate key)
 OCCURRENCE_SEARCH_PARAMETERS: dict[str, str] = {_camel(p): p for p in _PARAM_KINDS}
 _PARAM_BY_KEY: dict[str, str] = {_key(p): _camel(p) for p in _PARAM_KINDS}
+
+
+def parameter_kind(param: str) -> Any:
+    """The value kind of a GBIF search parameter given by its camelCase name (None when unknown)."""
+    upper = OCCURRENCE_SEARCH_PARAMETERS.get(param)
+    return _PARAM_KINDS.get(upper) if upper else None
+
 # record field names people copy from occurrence JSON, mapped to the parameter that filters them
 _PARAM_ALIASES = {"PUBLISHINGORGKEY": "publishingOrg", "COUNTRYCODE": "country"}
 _TAXA_MSG = "taxa are given under `taxa:` (names or keys), the snapshot adds {} itself; remove it here"

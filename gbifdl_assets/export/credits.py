@@ -87,6 +87,15 @@ def credit_rows(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
+# A cell that starts with one of these is run as a formula by spreadsheet programs (CSV injection);
+# creators and rights holders are free text from thousands of publishers.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_safe(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v for k, v in row.items()}
+
+
 def _md(text: Any) -> str:
     """Escape what would break a Markdown table cell or start markup."""
     s = str(text if text is not None else "").replace("\n", " ").replace("\r", " ")
@@ -101,7 +110,7 @@ def write_credits(table: pa.Table, out: Storage) -> int:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CREDIT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(_csv_safe(r) for r in rows)
     out.write_bytes("credits.csv", buf.getvalue().encode("utf-8"))
 
     lines = [

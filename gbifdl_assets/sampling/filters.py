@@ -76,7 +76,7 @@ GEOSPATIAL_ISSUES: tuple[str, ...] = (
 _AT_SOURCE = {
     "mediaType": "applied at the source: snapshot rows are media items of the requested type",
 }
-# kinds (specs._PARAM_KINDS) whose text values are compared case-insensitively: GBIF matches
+# kinds (specs.parameter_kind) whose text values are compared case-insensitively: GBIF matches
 # free-text parameters such as recordedBy or institutionCode without regard to case.
 _CASEFOLD_KINDS = ("str", "uuid")
 
@@ -136,9 +136,7 @@ def take_rows(source: pa.Table, rows: np.ndarray, licenses: pa.Array | None = No
 # parameter matching
 # ---------------------------------------------------------------------------------------------------
 def _param_kind(param: str) -> object:
-    # specs keeps GBIF's parameter kinds in a private table; read it rather than duplicate it
-    upper = specs.OCCURRENCE_SEARCH_PARAMETERS.get(param)
-    return specs._PARAM_KINDS.get(upper) if upper else None  # noqa: SLF001
+    return specs.parameter_kind(param)
 
 
 def _find_column(table: pa.Table, name: str) -> str | None:

@@ -345,3 +345,31 @@ def test_repeated_ledger_entries_do_not_duplicate_images(tmp_path):
     table, missing = layout.prepare_export_table(inputs["manifest"], ledger)
     assert table.num_rows == 30 and missing == 2
     assert len(set(table.column("content_key").to_pylist())) == 30
+
+
+def test_credits_csv_neutralises_spreadsheet_formulas(tmp_path):
+    """A creator called '=HYPERLINK(...)' must reach the CSV as text, not as a formula."""
+    from gbifdl_assets.export.credits import write_credits
+    from gbifdl_assets.storage import LocalStorage
+
+    table = pa.table(
+        {
+            "content_key": ["a" * 64, "b" * 64],
+            "split": ["train", "val"],
+            "gbifID": [1, 2],
+            "label": ["1", "2"],
+            "creator": ['=HYPERLINK("http://evil.example","x")', "Ann-Marie"],
+            "rightsHolder": ["@SUM(A1)", "-1+2"],
+            "license": ["CC_BY_4_0", "CC0_1_0"],
+            "url": ["http://img/1.jpg", "http://img/2.jpg"],
+            "references": [None, None],
+        }
+    )
+    write_credits(table, LocalStorage(tmp_path))
+    with open(tmp_path / "credits.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0]["creator"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"
+    assert rows[0]["rightsHolder"] == "'@SUM(A1)"
+    assert rows[1]["rightsHolder"] == "'-1+2"
+    assert rows[1]["creator"] == "Ann-Marie"  # a hyphen inside a name is left alone
+    assert "=HYPERLINK" in (tmp_path / "CREDITS.md").read_text()  # Markdown is not a spreadsheet
