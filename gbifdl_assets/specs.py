@@ -31,6 +31,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gbifdl_assets.gbif import licenses as lic
+from gbifdl_assets.gbif.vocabulary import BASIS_OF_RECORD
 
 __all__ = [
     "ANNOTATION_LABELS",
@@ -116,18 +117,6 @@ _COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # ---------------------------------------------------------------------------------------------------
 # GBIF occurrence search parameters
 # ---------------------------------------------------------------------------------------------------
-_BASIS_OF_RECORD = (
-    "PRESERVED_SPECIMEN",
-    "FOSSIL_SPECIMEN",
-    "LIVING_SPECIMEN",
-    "OBSERVATION",
-    "HUMAN_OBSERVATION",
-    "MACHINE_OBSERVATION",
-    "MATERIAL_SAMPLE",
-    "LITERATURE",
-    "MATERIAL_CITATION",
-    "OCCURRENCE",
-)
 _MEDIA_TYPES = ("StillImage", "MovingImage", "Sound", "InteractiveResource")
 _CONTINENTS = ("AFRICA", "ANTARCTICA", "ASIA", "EUROPE", "NORTH_AMERICA", "OCEANIA", "SOUTH_AMERICA")
 _GBIF_REGIONS = ("AFRICA", "ANTARCTICA", "ASIA", "EUROPE", "LATIN_AMERICA", "NORTH_AMERICA", "OCEANIA")
@@ -229,7 +218,7 @@ _PARAM_KINDS: dict[str, Any] = {
     "RECORDED_BY": _STR,
     "IDENTIFIED_BY": _STR,
     "RECORD_NUMBER": _STR,
-    "BASIS_OF_RECORD": ("enum", _BASIS_OF_RECORD),
+    "BASIS_OF_RECORD": ("enum", BASIS_OF_RECORD),
     "SEX": _STR,
     "IS_SEQUENCED": _BOOL,
     "KINGDOM_KEY": _INT,

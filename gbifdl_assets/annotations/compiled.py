@@ -34,6 +34,7 @@ import pyarrow as pa
 import shapely
 
 from gbifdl_assets.annotations.vocabulary import normalize_label
+from gbifdl_assets.gbif import vocabulary as gbif_vocabulary
 
 __all__ = [
     "BASIS_OF_RECORD",
@@ -83,17 +84,7 @@ _YEAR_RE = re.compile(r"^\s*(\*|-?\d{1,4})\s*(?:,\s*(\*|-?\d{1,4})\s*)?$")
 
 #: GBIF BasisOfRecord names (LITERATURE and UNKNOWN are deprecated but occur in old rules).
 BASIS_OF_RECORD: tuple[str, ...] = (
-    "PRESERVED_SPECIMEN",
-    "FOSSIL_SPECIMEN",
-    "LIVING_SPECIMEN",
-    "OBSERVATION",
-    "HUMAN_OBSERVATION",
-    "MACHINE_OBSERVATION",
-    "MATERIAL_SAMPLE",
-    "MATERIAL_CITATION",
-    "OCCURRENCE",
-    "LITERATURE",
-    "UNKNOWN",
+    gbif_vocabulary.BASIS_OF_RECORD + gbif_vocabulary.DEPRECATED_BASIS_OF_RECORD
 )
 
 _DEFAULTS: dict[str, Any] = {

@@ -6,6 +6,8 @@ changes generated data (and the seed-determinism tests notice).
 
 from __future__ import annotations
 
+from gbifdl_assets.gbif.vocabulary import BASIS_OF_RECORD  # noqa: F401  (re-exported: the sandbox indexes into it)
+
 BACKBONE_DATASET_KEY = "d7dddbf4-2cf0-4f39-9b2a-bb099caae36c"
 
 RANKS = ("KINGDOM", "PHYLUM", "CLASS", "ORDER", "FAMILY", "GENUS", "SPECIES", "SUBSPECIES")
@@ -16,18 +18,6 @@ RANK_FIELDS = ("kingdom", "phylum", "class", "order", "family", "genus", "specie
 STATUSES = ("ACCEPTED", "DOUBTFUL", "SYNONYM", "HOMOTYPIC_SYNONYM", "HETEROTYPIC_SYNONYM")
 SYNONYM_STATUSES = frozenset(STATUSES[2:])
 
-BASIS_OF_RECORD = (
-    "PRESERVED_SPECIMEN",
-    "FOSSIL_SPECIMEN",
-    "LIVING_SPECIMEN",
-    "OBSERVATION",
-    "HUMAN_OBSERVATION",
-    "MACHINE_OBSERVATION",
-    "MATERIAL_SAMPLE",
-    "LITERATURE",
-    "MATERIAL_CITATION",
-    "OCCURRENCE",
-)
 BOR = {name: i for i, name in enumerate(BASIS_OF_RECORD)}
 
 #: record licences: enum name (search parameter, archive column) and legalcode URL (JSON)
