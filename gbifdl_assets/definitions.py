@@ -1,4 +1,4 @@
-"""The code location: every asset, check, sensor and resource of gbifdl_assets."""
+"""The code location: every asset, check, sensor, schedule and resource of gbifdl_assets."""
 
 import os
 
@@ -8,9 +8,20 @@ from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rul
 from gbifdl_assets.defs.images import ImageFetchResource, image_store, training_export
 from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.resources import default_resources
+from gbifdl_assets.defs.schedules import training_set_refresh_schedule
 from gbifdl_assets.defs.snapshots import gbif_download, gbif_download_sensor, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
+
+
+def location_resources() -> dict[str, dg.ConfigurableResource]:
+    """The resources of the code location, from the environment (also used by the Celery job)."""
+    return {
+        **default_resources(),
+        # Loopback/private media hosts are refused (SSRF guard) unless set for the offline sandbox.
+        "image_fetch": ImageFetchResource(allow_loopback=os.environ.get("GBIFDL_ALLOW_LOOPBACK", "") == "1"),
+    }
+
 
 # Declarative automation (eager re-annotation when rules or snapshots change) only runs when its
 # sensor runs; on a fresh OSS instance it would start STOPPED.
@@ -33,9 +44,6 @@ defs = dg.Definitions(
         training_export,
     ],
     sensors=[training_set_specs_sensor, gbif_download_sensor, annotation_rules_sensor, automation_sensor],
-    resources={
-        **default_resources(),
-        # Loopback/private media hosts are refused (SSRF guard) unless set for the offline sandbox.
-        "image_fetch": ImageFetchResource(allow_loopback=os.environ.get("GBIFDL_ALLOW_LOOPBACK", "") == "1"),
-    },
+    schedules=[training_set_refresh_schedule],
+    resources=location_resources(),
 )

@@ -7,7 +7,10 @@ content-addressed in the shared store: two training sets never download the same
 """
 
 import hashlib
+import logging
+import os
 import time
+from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow as pa
@@ -25,9 +28,26 @@ from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.media.ledger import attribution_table, completeness_table, load_ledger, summarize_ledger
 from gbifdl_assets.media.validate import ValidationOptions
 
-#: Fixed so that partition keys never change under a running backfill; a spec's images.shards is
-#: advisory (it cannot change the code location's partitions).
-SHARDS = 8
+DEFAULT_SHARDS = 8
+
+
+def _shard_count() -> int:
+    """Shards per training set: GBIFDL_IMAGE_SHARDS (default 8), read once when the code loads.
+
+    It names image_store's partitions, so it is a per-deployment constant: set it before the first
+    image_store run and keep it (a spec's images.shards is advisory; partition keys must not change
+    under a running backfill). Small installations want few shards (fewer runs), clusters more.
+    """
+    raw = os.environ.get("GBIFDL_IMAGE_SHARDS", str(DEFAULT_SHARDS)).strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise ValueError(
+            f"GBIFDL_IMAGE_SHARDS={raw!r} is not a shard count; give a whole number from 1 to 100 "
+            f"(default {DEFAULT_SHARDS}), and keep it once image_store has run"
+        )
+    return int(raw)
+
+
+SHARDS = _shard_count()
 shard_partitions = dg.StaticPartitionsDefinition([f"{i:02d}" for i in range(SHARDS)])
 image_partitions = dg.MultiPartitionsDefinition(
     {TRAINING_SET_PARTITION: training_set_partitions, "shard": shard_partitions}
@@ -83,6 +103,8 @@ def _keys(context: dg.AssetExecutionContext) -> tuple[str, str]:
     ],
     group_name="images",
     kinds={"python", "s3"},
+    # A new manifest (first build or a scheduled refresh) fetches what it added; the ledger skips the rest.
+    automation_condition=dg.AutomationCondition.eager(),
     pool="image_download",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
     check_specs=[
@@ -104,19 +126,50 @@ def image_store(
     image_fetch: ImageFetchResource,
 ) -> dg.MaterializeResult:
     training_set, shard = _keys(context)
+    outcome = store_shard(
+        training_set, shard, storage=storage, specs=specs, image_fetch=image_fetch, log=context.log
+    )
+    return dg.MaterializeResult(
+        metadata=outcome.metadata,
+        check_results=[
+            dg.AssetCheckResult(check_name=COMPLETE, passed=outcome.complete, metadata=outcome.check_metadata)
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What one shard's download produced: the asset's metadata and the completeness check's."""
+
+    metadata: dict[str, dg.MetadataValue]
+    complete: bool
+    check_metadata: dict[str, dg.MetadataValue]
+
+
+def store_shard(
+    training_set: str,
+    shard: str,
+    *,
+    storage: StorageResource,
+    specs: SpecCatalog,
+    image_fetch: ImageFetchResource,
+    log: logging.Logger | dg.DagsterLogManager,
+) -> ShardOutcome:
+    """Fetch, validate and store the images of one (training set, shard); the one implementation
+    behind ``image_store`` and the Celery job's shard steps (defs/celery.py)."""
     spec = specs.get(training_set)
     store = storage.open()
     manifest = read_latest_manifest(store, training_set)
     rows = manifest.filter(pc.equal(shard_of(manifest.column("label")), shard))
     name = ledger_name(training_set, shard)
-    context.log.info(f"{training_set} shard {shard}: {rows.num_rows} images of {manifest.num_rows}")
+    log.info(f"{training_set} shard {shard}: {rows.num_rows} images of {manifest.num_rows}")
     summary = download_images(
         rows,
         store,
         ledger=name,
         options=ValidationOptions.from_image_options(spec.images),
         config=image_fetch.config(spec.images.max_bytes),
-        progress=lambda p: context.log.info(p.message()),
+        progress=lambda p: log.info(p.message()),
     )
     ledger = load_ledger(store, name)
     counts = summarize_ledger(
@@ -128,7 +181,7 @@ def image_store(
     attribution = attribution_table(rows, ledger)
     log_key = f"attribution/{training_set}/shard{shard}.parquet"
     store.write_parquet(log_key, attribution)
-    return dg.MaterializeResult(
+    return ShardOutcome(
         metadata={
             "images": dg.MetadataValue.int(rows.num_rows),
             "ok": dg.MetadataValue.int(int(counts.get("ok", 0))),
@@ -143,17 +196,12 @@ def image_store(
             ),
             "attribution_log": dg.MetadataValue.path(store.uri_of(log_key)),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=COMPLETE,
-                passed=below.num_rows == 0,
-                metadata={
-                    "threshold": dg.MetadataValue.float(float(threshold)),
-                    "classes_below": dg.MetadataValue.int(below.num_rows),
-                    "below": dg.MetadataValue.md(markdown_table(below.to_pylist(), below.column_names)),
-                },
-            )
-        ],
+        complete=below.num_rows == 0,
+        check_metadata={
+            "threshold": dg.MetadataValue.float(float(threshold)),
+            "classes_below": dg.MetadataValue.int(below.num_rows),
+            "below": dg.MetadataValue.md(markdown_table(below.to_pylist(), below.column_names)),
+        },
     )
 
 
@@ -169,6 +217,8 @@ def image_store(
     ],
     group_name="export",
     kinds={"python", "pytorch", "tensorflow"},
+    # Re-export once every shard is stored again (eager waits while any shard is missing or running).
+    automation_condition=dg.AutomationCondition.eager(),
     description=(
         "What a training loop reads: the final manifest with storage keys, an ImageFolder tree, WebDataset "
         "shards, credits for every image, the citation and a data card (exports/<training_set>/)."
