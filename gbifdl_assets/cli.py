@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Stage commands live next to their core modules.
     from gbifdl_assets.annotations.cli import add_rules_parser
+    from gbifdl_assets.annotations.service.cli import add_annotations_parser
     from gbifdl_assets.export.cli import add_export_parser
     from gbifdl_assets.gbif.ingest_cli import add_dwca_parser
     from gbifdl_assets.media.cli import add_images_parser
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dwca_parser(sub)
     add_rules_parser(sub)
+    add_annotations_parser(sub)
     add_manifest_parser(sub)
     add_images_parser(sub)
     add_export_parser(sub)

@@ -974,6 +974,10 @@ class AnnotationStore:
                 raise RuleError(
                     f"rulesetId {r.rulesetId} belongs to project {ruleset.projectId}, not projectId {project_id}"
                 )
+            elif ruleset.projectId is None:
+                # a ruleset outside any project, with a project named beside it: that project must
+                # exist and take the user too (unchecked, an unknown id failed as a foreign-key error)
+                self._check_project_writable(conn, actor, project_id, action)
         if project_id is not None and r.rulesetId is None:
             self._check_project_writable(conn, actor, project_id, action)
         return r.rulesetId, project_id

@@ -1,0 +1,137 @@
+"""The annotation service: the REST API, the login check, the OpenAPI document and the map page.
+
+``create_app(store, api_url=...)`` returns a Starlette app; :func:`serve` runs it with uvicorn. The
+access log is uvicorn's (client, method, path and status: never headers, so never the Authorization
+header); request bodies are limited to ``max_body_bytes``; every answer carries a strict
+Content-Security-Policy. Plain HTTP only: put a TLS-terminating proxy in front in production (Basic
+credentials are only base64-encoded).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gbifdl_assets.annotations.service.api import API_PREFIX, AnnotationApi
+from gbifdl_assets.annotations.service.auth import MAX_FAILURES, Authenticator
+from gbifdl_assets.annotations.service.http import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodySizeLimit,
+    SecurityHeaders,
+    json_response,
+)
+from gbifdl_assets.annotations.service.openapi import openapi_document
+from gbifdl_assets.annotations.service.page import TaxonSearch, page_routes
+from gbifdl_assets.annotations.store import AnnotationStore
+
+__all__ = ["DEFAULT_GBIF_API_URL", "create_app", "serve"]
+
+log = logging.getLogger(__name__)
+DEFAULT_GBIF_API_URL = "https://api.gbif.org/v1"
+
+
+def create_app(
+    store: AnnotationStore,
+    *,
+    api_url: str = DEFAULT_GBIF_API_URL,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    authenticator: Authenticator | None = None,
+    max_failed_logins: int = MAX_FAILURES,
+) -> Any:
+    """The ASGI app (Starlette wrapped in the body-size and security-header middleware).
+
+    ``max_failed_logins`` per client address in 10 minutes before 429s (0: no throttling).
+    """
+    if authenticator is None:
+        authenticator = Authenticator(store, max_failures=max_failed_logins or 2**62)
+    api = AnnotationApi(store, authenticator)
+    document = openapi_document()
+
+    async def openapi(request: Request) -> Response:
+        return json_response(document)
+
+    async def health(request: Request) -> Response:
+        """For load balancers and compose health checks: 200 when the store answers, else 503."""
+        try:
+            await run_in_threadpool(store.version)
+        except Exception as exc:  # any driver error means "not ready"; the log has the details
+            log.warning("annotation service health check: the store did not answer: %s", type(exc).__name__)
+            return json_response({"ok": False, "message": "the annotation store does not answer"}, 503)
+        return json_response({"ok": True})
+
+    routes: list[Any] = [
+        *api.routes(API_PREFIX),
+        # GBIF's full path (API root + /v1): clients configured with GBIF's base URL work unchanged
+        *api.routes("/v1" + API_PREFIX),
+        api.login_route("/user/login"),
+        api.login_route("/v1/user/login"),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(API_PREFIX + "/openapi.json", openapi, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        *page_routes(TaxonSearch(api_url)),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = f"no such path: {request.url.path} (the API lives under {API_PREFIX}/)"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return json_response({"message": message}, exc.status_code, headers=exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # the traceback goes to the server log; the client gets no internals
+        log.error("annotation service: %s %s failed", request.method, request.url.path, exc_info=exc)
+        return json_response({"message": "internal error; the server log has the details"}, 500)
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+    app.state.store = store
+    return SecurityHeaders(BodySizeLimit(app, max_body_bytes))
+
+
+def serve(
+    store: AnnotationStore,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8090,
+    api_url: str = DEFAULT_GBIF_API_URL,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    access_log: bool = True,
+    max_failed_logins: int = MAX_FAILURES,
+) -> None:
+    """Run the service until interrupted (uvicorn; the access log never shows request headers)."""
+    import uvicorn
+    import uvicorn.config
+
+    app = create_app(
+        store, api_url=api_url, max_body_bytes=max_body_bytes, max_failed_logins=max_failed_logins
+    )
+    # uvicorn logs requests to stdout by default; stdout is for the command's JSON summary line
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_config=log_config,
+        log_level="info",
+        server_header=False,
+        proxy_headers=True,  # trust X-Forwarded-For only from forwarded_allow_ips (127.0.0.1 by default)
+        timeout_keep_alive=5,
+        limit_concurrency=200,
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,222 @@
+"""``gbifdl annotations …``: run the annotation service and manage its local accounts.
+
+* ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--api-url URL]``
+* ``gbifdl annotations user add NAME [--admin] [--password-stdin]``, ``user set-password NAME``, ``user list``
+
+The store is ``--store``, else ``GBIFDL_ANNOTATIONS_DB``, else ``sqlite:///data/annotations.sqlite``; the
+GBIF API for the page's taxon search is ``--api-url``, else ``GBIFDL_API_URL``, else ``GBIF_API_URL``,
+else GBIF's public API. Passwords are never command-line arguments (other users can read those with
+``ps``): they come from ``GBIFDL_ANNOTATIONS_PASSWORD``, from stdin (``--password-stdin``) or from a
+prompt, and only their scrypt hash is stored. Every command ends with a one-line JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from gbifdl_assets.summary_line import emit, fail
+
+__all__ = ["add_annotations_parser"]
+
+PASSWORD_ENV = "GBIFDL_ANNOTATIONS_PASSWORD"
+
+
+def _store(args: argparse.Namespace) -> Any:
+    """Open the store; a bad URL or an unreachable database is one line (the password never shown)."""
+    import sqlalchemy as sa
+
+    from gbifdl_assets.annotations.store import AnnotationStore, default_store_url
+
+    url = args.store or default_store_url()
+    try:
+        return AnnotationStore(url)
+    except sa.exc.ArgumentError:
+        raise ValueError(
+            "the annotation store URL (--store or GBIFDL_ANNOTATIONS_DB) is not a database URL: give "
+            "sqlite:///path/annotations.sqlite or postgresql+psycopg2://user:password@host:5432/db"
+        ) from None
+    except sa.exc.SQLAlchemyError as exc:
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise OSError(f"cannot open the annotation store {shown}: {reason}") from None
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    from gbifdl_assets.annotations.service.app import DEFAULT_GBIF_API_URL
+
+    return (
+        args.api_url
+        or os.environ.get("GBIFDL_API_URL")
+        or os.environ.get("GBIF_API_URL")
+        or DEFAULT_GBIF_API_URL
+    )
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from gbifdl_assets.annotations.model import RuleError
+    from gbifdl_assets.annotations.store import StoreError
+
+    return (RuleError, StoreError, OSError, ValueError)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gbifdl_assets.annotations.service.app import serve
+
+    try:
+        store = _store(args)
+    except _user_errors() as exc:
+        return fail(str(exc), command="annotations serve")
+    api_url = _api_url(args)
+    print(
+        f"annotation service on http://{args.host}:{args.port}/ui/ (API under "
+        f"/occurrence/experimental/annotation/, store {store!r}, taxa from {api_url}); Ctrl-C stops it",
+        file=sys.stderr,
+    )
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.monotonic()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            serve(
+                store,
+                host=args.host,
+                port=args.port,
+                api_url=api_url,
+                max_body_bytes=args.max_body_bytes,
+                access_log=not args.no_access_log,
+                max_failed_logins=args.max_failed_logins,
+            )
+    finally:
+        store.close()
+    emit(
+        {
+            "ok": True,
+            "command": "annotations serve",
+            "url": f"http://{args.host}:{args.port}",
+            "served_seconds": round(time.monotonic() - started, 1),
+        }
+    )
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        if not password:
+            raise ValueError("no password on stdin: pipe one line with the password")
+        return password
+    if not sys.stdin.isatty():
+        raise ValueError(
+            f"no password given: set {PASSWORD_ENV}, pass --password-stdin, or run in a terminal"
+        )
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ; try again")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    command = "annotations user add"
+    try:
+        password = _read_password(args)
+        store = _store(args)
+        try:
+            info = store.add_user(args.username, password, admin=args.admin)
+        finally:
+            store.close()
+    except _user_errors() as exc:
+        return fail(str(exc), command=command)
+    emit({"ok": True, "command": command, "username": info.username, "admin": info.admin})
+    return 0
+
+
+def cmd_user_set_password(args: argparse.Namespace) -> int:
+    command = "annotations user set-password"
+    try:
+        password = _read_password(args)
+        store = _store(args)
+        try:
+            store.set_password(args.username, password)
+        finally:
+            store.close()
+    except _user_errors() as exc:
+        return fail(str(exc), command=command)
+    emit({"ok": True, "command": command, "username": args.username})
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    command = "annotations user list"
+    try:
+        store = _store(args)
+        try:
+            users = store.list_users()
+        finally:
+            store.close()
+    except _user_errors() as exc:
+        return fail(str(exc), command=command)
+    for u in users:
+        print(f"{u.username:30} {'admin' if u.admin else 'user':6} {u.created:%Y-%m-%d}", file=sys.stderr)
+    emit(
+        {"ok": True, "command": command, "users": [{"username": u.username, "admin": u.admin} for u in users]}
+    )
+    return 0
+
+
+def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "annotations", help="the annotation service (REST API + map page) and its users"
+    )
+    sub = parser.add_subparsers(dest="sub", required=True)
+    store_help = "annotation store URL (default: $GBIFDL_ANNOTATIONS_DB or sqlite:///data/annotations.sqlite)"
+
+    serve = sub.add_parser("serve", help="serve the GBIF-compatible annotation API and the map page")
+    serve.add_argument("--host", default="127.0.0.1", help="interface (0.0.0.0 in a container)")
+    serve.add_argument("--port", type=int, default=8090)
+    serve.add_argument("--store", help=store_help)
+    serve.add_argument(
+        "--api-url", help="GBIF API for taxon search (default: $GBIFDL_API_URL, $GBIF_API_URL or GBIF's)"
+    )
+    serve.add_argument("--max-body-bytes", type=int, default=1024 * 1024, help="largest request body")
+    serve.add_argument("--no-access-log", action="store_true", help="do not log requests")
+    serve.add_argument(
+        "--max-failed-logins",
+        type=int,
+        default=20,
+        help="failed logins per client address in 10 minutes before it gets 429 (0: never throttle)",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    user = sub.add_parser("user", help="local accounts (HTTP Basic logins of the service)").add_subparsers(
+        dest="user_command", required=True
+    )
+    add = user.add_parser("add", help=f"add an account (password from ${PASSWORD_ENV}, stdin or a prompt)")
+    add.add_argument("username")
+    add.add_argument("--admin", action="store_true", help="may change and delete anyone's objects")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument("--store", help=store_help)
+    add.set_defaults(func=cmd_user_add)
+
+    passwd = user.add_parser("set-password", help="set a new password")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    passwd.add_argument("--store", help=store_help)
+    passwd.set_defaults(func=cmd_user_set_password)
+
+    ls = user.add_parser("list", help="list accounts")
+    ls.add_argument("--store", help=store_help)
+    ls.set_defaults(func=cmd_user_list)
+    return parser

@@ -1,0 +1,335 @@
+"""The OpenAPI 3.0 document of the service, built from the same endpoint table as the routes.
+
+Served at ``/openapi.json`` (and under the API prefix). Response schemas are exact (all GBIF fields,
+nullable where GBIF sends null), so a property-based run (schemathesis) can check every answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gbifdl_assets.annotations.model import MAX_WKT_LENGTH
+from gbifdl_assets.annotations.service.api import API_PREFIX, ENDPOINTS, LABEL_COLOURS, Endpoint
+from gbifdl_assets.annotations.service.http import INT64_MAX
+from gbifdl_assets.annotations.vocabulary import LABELS
+
+__all__ = ["openapi_document"]
+
+_TS = {"type": "string", "format": "date-time", "nullable": True}
+_INT_N = {"type": "integer", "nullable": True}
+_STR_N = {"type": "string", "nullable": True}
+_NAMES = {"type": "array", "items": {"type": "string"}}
+
+_STATUS_TEXT = {
+    400: "Bad input (the message says what to change)",
+    401: "No login, or wrong username or password",
+    403: "Logged in, but not allowed (the message says who may)",
+    404: "No object with that id",
+    413: "Request body too large",
+    429: "Too many failed logins from this address",
+    502: "GBIF's API did not answer",
+}
+
+
+def _obj(
+    props: dict[str, Any], required: list[str] | None = None, additional: bool = False
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": additional}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _schemas() -> dict[str, Any]:
+    rule_user_fields = {
+        "taxonKey": {
+            **_INT_N,
+            "minimum": 1,
+            "description": "GBIF backbone key; rules need a taxon or dataset",
+        },
+        "datasetKey": {**_STR_N, "description": "dataset UUID"},
+        "geometry": {
+            "type": "string",
+            "maxLength": MAX_WKT_LENGTH,
+            "description": "WKT POLYGON or MULTIPOLYGON in lon/lat (at most 2,500 vertices, 125,000 characters)",
+        },
+        "annotation": {"type": "string", "description": f"one of {', '.join(LABELS)} (any case)"},
+        "basisOfRecord": {**_NAMES, "nullable": True},
+        "basisOfRecordNegated": {"type": "boolean", "nullable": True},
+        "yearRange": {**_STR_N, "description": "'a,b', '*,b', 'a,*' or one year"},
+        "rulesetId": _INT_N,
+        "projectId": _INT_N,
+    }
+    managed = {
+        "id": _INT_N,
+        "supportedBy": {**_NAMES, "nullable": True},
+        "contestedBy": {**_NAMES, "nullable": True},
+        "created": _TS,
+        "createdBy": _STR_N,
+        "deleted": _TS,
+        "deletedBy": _STR_N,
+    }
+    rule = _obj(
+        {
+            "id": {"type": "integer"},
+            **{k: v for k, v in rule_user_fields.items() if k != "basisOfRecordNegated"},
+            "annotation": {"type": "string", "enum": list(LABELS)},
+            "basisOfRecordNegated": {"type": "boolean"},
+            "supportedBy": _NAMES,
+            "contestedBy": _NAMES,
+            "created": {"type": "string", "format": "date-time"},
+            "createdBy": _STR_N,
+            "deleted": _TS,
+            "deletedBy": _STR_N,
+        },
+        required=[
+            "id", "taxonKey", "datasetKey", "geometry", "annotation", "basisOfRecord", "basisOfRecordNegated",
+            "yearRange", "rulesetId", "projectId", "supportedBy", "contestedBy", "created", "createdBy",
+            "deleted", "deletedBy",
+        ],
+    )  # fmt: skip
+    rule_input = _obj(
+        {
+            **rule_user_fields,
+            **{k: {"description": "ignored (set by the server)"} for k in managed},
+        },
+        required=["geometry", "annotation"],
+    )
+    rule_input["example"] = {
+        "taxonKey": 5219404,
+        "geometry": "POLYGON ((-8 50, 2 50, 2 59, -8 59, -8 50))",
+        "annotation": "SUSPICIOUS",
+    }
+    group_fields = {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "description": _STR_N,
+        "members": {**_NAMES, "nullable": True, "description": "usernames; the creator is always added"},
+    }
+    group_managed = {
+        "id": _INT_N, "created": _TS, "createdBy": _STR_N, "modified": _TS, "modifiedBy": _STR_N,
+        "deleted": _TS, "deletedBy": _STR_N,
+    }  # fmt: skip
+
+    def group(with_project: bool) -> dict[str, Any]:
+        props: dict[str, Any] = {"id": {"type": "integer"}}
+        if with_project:
+            props["projectId"] = _INT_N
+        props.update(
+            {
+                "name": {"type": "string"},
+                "description": _STR_N,
+                "members": _NAMES,
+                "created": {"type": "string", "format": "date-time"},
+                "createdBy": _STR_N,
+                "modified": _TS,
+                "modifiedBy": _STR_N,
+                "deleted": _TS,
+                "deletedBy": _STR_N,
+            }
+        )
+        return _obj(props, required=list(props))
+
+    def group_input(with_project: bool) -> dict[str, Any]:
+        props = dict(group_fields)
+        if with_project:
+            props["projectId"] = {**_INT_N, "description": "the project (you must be one of its members)"}
+        props.update({k: {"description": "ignored (set by the server)"} for k in group_managed})
+        return _obj(props, required=["name"], additional=True)
+
+    comment = _obj(
+        {
+            "id": {"type": "integer"},
+            "ruleId": {"type": "integer"},
+            "comment": {"type": "string"},
+            "created": {"type": "string", "format": "date-time"},
+            "createdBy": _STR_N,
+            "deleted": _TS,
+            "deletedBy": _STR_N,
+        },
+        required=["id", "ruleId", "comment", "created", "createdBy", "deleted", "deletedBy"],
+    )
+    return {
+        "Rule": rule,
+        "RuleInput": rule_input,
+        "Ruleset": group(True),
+        "RulesetInput": group_input(True),
+        "Project": group(False),
+        "ProjectInput": group_input(False),
+        "Comment": comment,
+        "CommentInput": _obj(
+            {"comment": {"type": "string", "minLength": 1, "maxLength": 10_000}}, ["comment"], additional=True
+        ),
+        "RuleMetrics": _obj(
+            {
+                "username": _STR_N,
+                **{
+                    k: {"type": "integer", "minimum": 0}
+                    for k in (
+                        "ruleCount",
+                        "datasetCount",
+                        "projectCount",
+                        "taxonCount",
+                        "supportCount",
+                        "contestCount",
+                    )
+                },
+            },
+            required=[
+                "username",
+                "ruleCount",
+                "datasetCount",
+                "projectCount",
+                "taxonCount",
+                "supportCount",
+                "contestCount",
+            ],
+        ),  # fmt: skip
+        "VocabularyTerm": _obj(
+            {
+                "term": {"type": "string", "enum": list(LABELS)},
+                "description": {"type": "string"},
+                "color": {"type": "string", "enum": sorted(set(LABEL_COLOURS.values()))},
+                "locked": {"type": "boolean"},
+            },
+            required=["term", "description", "color", "locked"],
+        ),
+        "LoggedUser": _obj({"userName": {"type": "string"}, "roles": _NAMES}, required=["userName", "roles"]),
+        "Taxon": _obj(
+            {
+                "key": {"type": "integer", "nullable": True},
+                "scientificName": _STR_N,
+                "canonicalName": _STR_N,
+                "rank": _STR_N,
+                "status": _STR_N,
+                "kingdom": _STR_N,
+            },
+            required=["key", "scientificName", "canonicalName", "rank", "status", "kingdom"],
+        ),
+        "CountryArea": _obj(
+            {"code": _STR_N, "name": {"type": "string"}, "geometry": {"type": "string"}, "note": _STR_N},
+            required=["code", "name", "geometry", "note"],
+        ),
+        "Error": _obj({"message": {"type": "string"}}, required=["message"]),
+    }
+
+
+def _ref(name: str) -> dict[str, Any]:
+    if name.endswith("[]"):
+        return {"type": "array", "items": {"$ref": f"#/components/schemas/{name[:-2]}"}}
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _errors(codes: set[int]) -> dict[str, Any]:
+    return {
+        str(code): {
+            "description": _STATUS_TEXT[code],
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+        for code in sorted(codes)
+    }
+
+
+def _operation(ep: Endpoint) -> dict[str, Any]:
+    params: list[dict[str, Any]] = []
+    for name in ("id", "commentId"):
+        if "{" + name in ep.path:
+            params.append(
+                {
+                    "name": name,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+                }
+            )
+    for p in ep.query:
+        param: dict[str, Any] = {"name": p.name, "in": "query", "required": False, "schema": p.schema,
+                                 "description": p.description}  # fmt: skip
+        if p.repeated:
+            param.update({"style": "form", "explode": True})
+        params.append(param)
+    # every request may carry (wrong) credentials and a too-large body; bad query text is always a 400
+    codes = {400, 401, 413, 429, *ep.errors}
+    op: dict[str, Any] = {
+        "operationId": ep.name,
+        "summary": ep.summary,
+        "tags": [ep.tag],
+        "parameters": params,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": _ref(ep.response)}}},
+            **_errors(codes),
+        },
+        "security": [{"basicAuth": []}] if ep.auth else [{}, {"basicAuth": []}],
+    }
+    if ep.body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(ep.body)}}}
+    return op
+
+
+def openapi_document(server_url: str | None = None) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in ENDPOINTS:
+        paths.setdefault(API_PREFIX + ep.openapi_path, {})[ep.method.lower()] = _operation(ep)
+    page_get = {"security": [{}, {"basicAuth": []}]}
+    paths["/user/login"] = {
+        method: {
+            "operationId": f"login_{method}",
+            "summary": "Check a login (GBIF's /v1/user/login); the page logs in with it",
+            "tags": ["user"],
+            "security": [{"basicAuth": []}],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": _ref("LoggedUser")}}},
+                **_errors({400, 401, 413, 429}),
+            },
+        }
+        for method in ("get", "post")
+    }
+    paths["/ui/api/taxa"] = {
+        "get": {
+            **page_get,
+            "operationId": "search_taxa",
+            "summary": "Find a taxon by name or key through the GBIF API the service is configured with",
+            "tags": ["page"],
+            "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": _ref("Taxon[]")}}},
+                **_errors({400, 404, 502}),
+            },
+        }
+    }
+    paths["/ui/api/country/{code}"] = {
+        "get": {
+            **page_get,
+            "operationId": "country_area",
+            "summary": "A country's outline (Natural Earth 1:50m) within GBIF's vertex limit, as WKT",
+            "tags": ["page"],
+            "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": _ref("CountryArea")}},
+                },
+                **_errors({400, 404}),
+            },
+        }
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "gbifdl_assets annotation service",
+            "version": "1.0.0",
+            "description": (
+                "GBIF-compatible rule-based annotation API (GBIF's paths, verbs and JSON names under "
+                f"{API_PREFIX}), with GBIF's known bugs fixed: real geometry intersection, 404 for unknown "
+                "ids, existence and membership checks, paging up to 10,000 per page. Reads are public; "
+                'writes need HTTP Basic credentials of a local account. Errors are {"message": ...}.'
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
+        },
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc

@@ -1,0 +1,551 @@
+/* The map page of the annotation service.
+ *
+ * Security: every piece of user text (names, comments, rulesets) reaches the page through
+ * textContent or element attributes set by the DOM API, never through innerHTML, and the server's
+ * Content-Security-Policy forbids inline script; so a comment like <script>…</script> stays text.
+ * Credentials live in sessionStorage (this tab only) and go out only as an Authorization header
+ * to this origin. Everything is served by the service itself: no CDN, no tile server.
+ */
+(function () {
+  "use strict";
+
+  const state = {
+    config: null,
+    auth: sessionStorage.getItem("gbifdl-auth"),
+    user: sessionStorage.getItem("gbifdl-user"),
+    taxon: null,          // {key, name}
+    rules: [],
+    selectedRuleId: null,
+    mode: null,           // "draw" | "country" | null
+    draftVertices: [],    // [[lat, lng], ...] while drawing
+    draftWkt: null,       // the finished draft geometry
+    draftLabel: "",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, props, ...children) => {
+    const node = document.createElement(tag);
+    Object.entries(props || {}).forEach(([k, v]) => {
+      if (k === "class") node.className = v;
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else node[k] = v;
+    });
+    children.forEach((c) => node.append(c instanceof Node ? c : document.createTextNode(String(c))));
+    return node;
+  };
+
+  // ------------------------------------------------------------------ status line
+  function status(message, kind) {
+    const s = $("status");
+    s.textContent = message || "";
+    s.className = kind || "";
+  }
+
+  // ------------------------------------------------------------------ HTTP
+  function utf8Base64(text) {
+    const bytes = new TextEncoder().encode(text);
+    let bin = "";
+    bytes.forEach((b) => { bin += String.fromCharCode(b); });
+    return btoa(bin);
+  }
+
+  async function request(method, path, body, authOverride) {
+    const headers = { "X-Requested-With": "gbifdl-map", "Accept": "application/json" };
+    const auth = authOverride || state.auth;
+    if (auth) headers["Authorization"] = "Basic " + auth;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(path, {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit", cache: "no-store",
+    });
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch (e) { data = { message: text }; }
+    }
+    if (!response.ok) {
+      const message = (data && data.message) || (response.status + " " + response.statusText);
+      const error = new Error(message);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+  const api = (path) => state.config.apiPrefix + path;
+
+  async function pageAll(path, params) {
+    const out = [];
+    const limit = 1000;
+    for (let offset = 0; ; offset += limit) {
+      const query = new URLSearchParams({ ...params, limit: String(limit), offset: String(offset) });
+      const page = await request("GET", api(path) + "?" + query.toString());
+      out.push(...page);
+      if (page.length < limit) return out;
+    }
+  }
+
+  // ------------------------------------------------------------------ login
+  function showLogin() {
+    const loggedIn = Boolean(state.auth && state.user);
+    $("login-form").hidden = loggedIn;
+    $("logged-in").hidden = !loggedIn;
+    $("login-status").textContent = loggedIn ? "Logged in as " + state.user : "";
+    updateSaveButton();
+    renderRuleDetail();
+  }
+
+  async function login(event) {
+    event.preventDefault();
+    const user = $("login-user").value.trim();
+    const auth = utf8Base64(user + ":" + $("login-password").value);
+    try {
+      const who = await request("GET", "/user/login", undefined, auth);
+      state.auth = auth;
+      state.user = who.userName;
+      sessionStorage.setItem("gbifdl-auth", auth);
+      sessionStorage.setItem("gbifdl-user", who.userName);
+      $("login-password").value = "";
+      status("Logged in as " + who.userName, "ok");
+    } catch (e) {
+      status("Log-in failed: " + e.message, "error");
+    }
+    showLogin();
+  }
+
+  function logout() {
+    state.auth = null;
+    state.user = null;
+    sessionStorage.removeItem("gbifdl-auth");
+    sessionStorage.removeItem("gbifdl-user");
+    status("Logged out", "ok");
+    showLogin();
+  }
+
+  // ------------------------------------------------------------------ WKT
+  function parseWkt(text) {
+    // POLYGON / MULTIPOLYGON -> array of polygons, each an array of rings of [lat, lng]
+    const upper = text.trim().toUpperCase();
+    const multi = upper.startsWith("MULTIPOLYGON");
+    if (!multi && !upper.startsWith("POLYGON")) return [];
+    const tokens = text.slice(text.indexOf("(")).match(/\(|\)|,|[-+0-9.eE]+/g) || [];
+    let i = 0;
+    function parseList(inner) {  // "(" inner ("," inner)* ")"
+      if (tokens[i] !== "(") throw new Error("bad WKT");
+      i += 1;
+      const items = [inner()];
+      while (tokens[i] === ",") { i += 1; items.push(inner()); }
+      if (tokens[i] !== ")") throw new Error("bad WKT");
+      i += 1;
+      return items;
+    }
+    const point = () => {
+      const x = parseFloat(tokens[i]); const y = parseFloat(tokens[i + 1]);
+      i += 2;
+      return [y, x];
+    };
+    const ring = () => parseList(point);
+    const polygon = () => parseList(ring);
+    return multi ? parseList(polygon) : [polygon()];
+  }
+
+  function ringToWkt(latlngs) {
+    const pts = latlngs.map((p) => [p[1], p[0]]);
+    pts.push(pts[0]);
+    return "POLYGON ((" + pts.map((p) => p[0].toFixed(4) + " " + p[1].toFixed(4)).join(", ") + "))";
+  }
+
+  // ------------------------------------------------------------------ map
+  let map, rulesLayer, draftLayer, countriesLayer;
+
+  function colourOf(label) {
+    const term = (state.config.labels || []).find((t) => t.term === label);
+    return term ? term.color : "#6b7280";
+  }
+
+  function initMap() {
+    map = L.map("map", {
+      worldCopyJump: false, minZoom: 1, maxZoom: 12, zoomSnap: 0.5,
+      maxBounds: [[-90, -200], [90, 200]], attributionControl: true,
+    }).setView([30, 10], 2);
+    map.attributionControl.setPrefix("");
+    map.attributionControl.addAttribution("Natural Earth (public domain)");
+    map.createPane("countries").style.zIndex = 350;
+    rulesLayer = L.featureGroup().addTo(map);
+    draftLayer = L.featureGroup().addTo(map);
+    map.on("click", onMapClick);
+    map.on("dblclick", (e) => { if (state.mode === "draw") { L.DomEvent.stop(e); finishDraw(); } });
+  }
+
+  async function loadBasemap() {
+    const world = await request("GET", "/ui/api/world.geojson");
+    countriesLayer = L.geoJSON(world, {
+      pane: "countries",
+      style: { color: "#9ca3af", weight: 0.7, fillColor: "#f9fafb", fillOpacity: 1 },
+      onEachFeature: (feature, layer) => {
+        layer.on("click", (e) => {
+          if (state.mode === "country") {
+            L.DomEvent.stop(e);
+            pickCountry(feature.properties);
+          }
+        });
+      },
+    }).addTo(map);
+  }
+
+  function onMapClick(e) {
+    if (state.mode !== "draw") return;
+    const p = e.latlng.wrap();
+    state.draftVertices.push([Math.max(-85, Math.min(85, p.lat)), p.lng]);
+    drawDraft();
+  }
+
+  function drawDraft() {
+    draftLayer.clearLayers();
+    if (state.draftWkt) {
+      const polys = parseWkt(state.draftWkt);
+      L.polygon(polys, { color: "#111827", weight: 2, dashArray: "6 4", fillOpacity: 0.15 }).addTo(draftLayer);
+    } else if (state.draftVertices.length) {
+      L.polyline(state.draftVertices, { color: "#111827", weight: 2, dashArray: "4 4" }).addTo(draftLayer);
+      state.draftVertices.forEach((v) => L.circleMarker(v, { radius: 4, color: "#111827" }).addTo(draftLayer));
+    }
+    const n = state.draftVertices.length;
+    $("finish-draw").disabled = !(state.mode === "draw" && n >= 3);
+    if (state.draftWkt) {
+      $("draft-info").textContent = "Draft: " + state.draftLabel + ". Choose a label and save.";
+    } else if (state.mode === "draw") {
+      $("draft-info").textContent = n + " corner(s); click to add, “Finish polygon” when done.";
+    }
+    updateSaveButton();
+  }
+
+  function setMode(mode) {
+    state.mode = state.mode === mode ? null : mode;
+    $("mode-draw").classList.toggle("active", state.mode === "draw");
+    $("mode-country").classList.toggle("active", state.mode === "country");
+    if (state.mode === "draw") {
+      map.doubleClickZoom.disable();
+      state.draftWkt = null;
+      state.draftVertices = [];
+      $("draft-info").textContent = "Click the map to add corners, then “Finish polygon”.";
+    } else {
+      map.doubleClickZoom.enable();
+      if (state.mode === "country") $("draft-info").textContent = "Click a country on the map.";
+    }
+    drawDraft();
+  }
+
+  function finishDraw() {
+    if (state.draftVertices.length < 3) return;
+    state.draftWkt = ringToWkt(state.draftVertices);
+    state.draftLabel = "polygon with " + state.draftVertices.length + " corners";
+    state.draftVertices = [];
+    state.mode = null;
+    $("mode-draw").classList.remove("active");
+    map.doubleClickZoom.enable();
+    drawDraft();
+  }
+
+  async function pickCountry(props) {
+    const code = props.ISO_A2 || props.ISO_A3;
+    if (!code) { status("This area has no ISO code; draw it instead.", "error"); return; }
+    status("Loading " + (props.NAME || code) + " …");
+    try {
+      const area = await request("GET", "/ui/api/country/" + encodeURIComponent(code));
+      state.draftWkt = area.geometry;
+      state.draftLabel = area.name + " (" + area.code + ")" + (area.note ? "; " + area.note : "");
+      state.draftVertices = [];
+      setMode("country");  // toggles the mode off
+      status("");
+      drawDraft();
+    } catch (e) {
+      status(e.message, "error");
+    }
+  }
+
+  function clearDraft() {
+    state.draftWkt = null;
+    state.draftVertices = [];
+    state.mode = null;
+    $("mode-draw").classList.remove("active");
+    $("mode-country").classList.remove("active");
+    $("draft-info").textContent = "Draw: click the map to add corners, then “Finish polygon”. Pick: click a country.";
+    drawDraft();
+  }
+
+  function updateSaveButton() {
+    $("save-rule").disabled = !(state.draftWkt && state.taxon && state.auth);
+    const why = !state.auth ? "log in to save" : !state.taxon ? "choose a taxon first" : !state.draftWkt ? "draw or pick an area" : "";
+    $("save-rule").title = why;
+  }
+
+  // ------------------------------------------------------------------ taxa
+  async function searchTaxa(event) {
+    event.preventDefault();
+    const q = $("taxon-query").value.trim();
+    const list = $("taxon-results");
+    list.replaceChildren();
+    if (!q) return;
+    status("Searching …");
+    try {
+      const found = await request("GET", "/ui/api/taxa?q=" + encodeURIComponent(q));
+      status(found.length ? "" : "No taxon found for " + q, found.length ? "" : "error");
+      found.forEach((t) => {
+        const name = t.scientificName || t.canonicalName || String(t.key);
+        const li = el("li", { class: "taxon-result", dataset: { key: String(t.key) } },
+          el("strong", {}, name), " ", el("span", { class: "muted" }, (t.rank || "") + " · " + t.key));
+        li.addEventListener("click", () => { list.replaceChildren(); chooseTaxon({ key: t.key, name }); });
+        list.append(li);
+      });
+    } catch (e) {
+      status(e.message, "error");
+    }
+  }
+
+  async function chooseTaxon(taxon) {
+    state.taxon = taxon;
+    state.selectedRuleId = null;
+    history.replaceState(null, "", "#taxon=" + encodeURIComponent(taxon.key));
+    $("taxon-selected").textContent = "Chosen: " + taxon.name + " (" + taxon.key + ")";
+    $("taxon-selected").classList.remove("muted");
+    updateSaveButton();
+    await loadRules();
+  }
+
+  // ------------------------------------------------------------------ rules
+  async function loadRules(fit) {
+    if (!state.taxon) return;
+    try {
+      state.rules = await pageAll("/rule", { taxonKey: String(state.taxon.key) });
+    } catch (e) {
+      status(e.message, "error");
+      return;
+    }
+    renderRules(fit !== false);
+  }
+
+  function renderRules(fit) {
+    rulesLayer.clearLayers();
+    const list = $("rule-list");
+    list.replaceChildren();
+    if (!state.rules.length) list.append(el("li", { class: "muted" }, "No rules yet."));
+    state.rules.forEach((rule) => {
+      const colour = colourOf(rule.annotation);
+      let shape = null;
+      try {
+        shape = L.polygon(parseWkt(rule.geometry), {
+          color: colour, fillColor: colour, fillOpacity: 0.3, weight: rule.id === state.selectedRuleId ? 3 : 1.5,
+        });
+        shape.on("click", (e) => { if (!state.mode) { L.DomEvent.stop(e); selectRule(rule.id); } });
+        shape.addTo(rulesLayer);
+      } catch (e) { /* a geometry the page cannot draw is still listed */ }
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = colour;
+      const li = el("li", { class: "rule-item" + (rule.id === state.selectedRuleId ? " selected" : ""),
+                            dataset: { ruleId: String(rule.id), annotation: rule.annotation } },
+        swatch, el("strong", {}, rule.annotation), " #" + rule.id + " by " + (rule.createdBy || "?"),
+        el("span", { class: "muted" }, " ▲" + rule.supportedBy.length + " ▼" + rule.contestedBy.length));
+      li.addEventListener("click", () => selectRule(rule.id));
+      list.append(li);
+    });
+    if (fit && rulesLayer.getLayers().length) {
+      map.fitBounds(rulesLayer.getBounds(), { maxZoom: 5, padding: [20, 20] });
+    }
+    renderRuleDetail();
+  }
+
+  async function selectRule(id) {
+    state.selectedRuleId = id;
+    renderRules(false);
+    await loadComments();
+  }
+
+  function currentRule() {
+    return state.rules.find((r) => r.id === state.selectedRuleId) || null;
+  }
+
+  const rulesetNames = new Map();
+
+  function renderRuleDetail() {
+    const rule = currentRule();
+    $("rule-detail").hidden = !rule;
+    if (!rule) return;
+    $("rule-detail-title").textContent = "Rule #" + rule.id + ": " + rule.annotation;
+    const fields = $("rule-fields");
+    fields.replaceChildren();
+    const add = (k, v) => { if (v !== null && v !== undefined && v !== "") fields.append(el("dt", {}, k), el("dd", {}, v)); };
+    add("taxon", rule.taxonKey);
+    add("ruleset", rule.rulesetId === null ? "" : (rulesetNames.get(rule.rulesetId) || "#" + rule.rulesetId));
+    add("years", rule.yearRange);
+    add("basis of record", rule.basisOfRecord ? (rule.basisOfRecordNegated ? "not " : "") + rule.basisOfRecord.join(", ") : "");
+    add("created", (rule.created || "").slice(0, 16).replace("T", " ") + " by " + rule.createdBy);
+    add("supported by", rule.supportedBy.join(", "));
+    add("contested by", rule.contestedBy.join(", "));
+    const mine = state.user && rule.supportedBy.includes(state.user);
+    const against = state.user && rule.contestedBy.includes(state.user);
+    $("support-button").textContent = (mine ? "Withdraw support" : "Support") + " (" + rule.supportedBy.length + ")";
+    $("contest-button").textContent = (against ? "Withdraw contest" : "Contest") + " (" + rule.contestedBy.length + ")";
+    [$("support-button"), $("contest-button"), $("comment-add")].forEach((b) => { b.disabled = !state.auth; });
+    $("delete-rule-button").hidden = !(state.user && state.user === rule.createdBy);
+  }
+
+  async function vote(kind) {
+    const rule = currentRule();
+    if (!rule) return;
+    const mine = kind === "support" ? rule.supportedBy.includes(state.user) : rule.contestedBy.includes(state.user);
+    const action = mine ? (kind === "support" ? "removeSupport" : "removeContest") : kind;
+    try {
+      const updated = await request("POST", api("/rule/" + rule.id + "/" + action));
+      state.rules = state.rules.map((r) => (r.id === updated.id ? updated : r));
+      renderRules(false);
+      status("Vote recorded", "ok");
+    } catch (e) {
+      status(e.message, "error");
+    }
+  }
+
+  async function deleteRule() {
+    const rule = currentRule();
+    if (!rule || !window.confirm("Delete rule #" + rule.id + "?")) return;
+    try {
+      await request("DELETE", api("/rule/" + rule.id));
+      state.selectedRuleId = null;
+      status("Rule #" + rule.id + " deleted", "ok");
+      await loadRules(false);
+    } catch (e) {
+      status(e.message, "error");
+    }
+  }
+
+  async function loadComments() {
+    const list = $("comment-list");
+    list.replaceChildren();
+    const rule = currentRule();
+    if (!rule) return;
+    try {
+      const comments = await request("GET", api("/rule/" + rule.id + "/comment?limit=1000"));
+      if (!comments.length) list.append(el("li", { class: "muted" }, "No comments."));
+      comments.forEach((c) => {
+        list.append(el("li", { class: "comment", dataset: { commentId: String(c.id) } },
+          el("div", { class: "comment-meta" }, (c.createdBy || "?") + ", " + (c.created || "").slice(0, 16).replace("T", " ")),
+          el("div", { class: "comment-text" }, c.comment)));
+      });
+    } catch (e) {
+      status(e.message, "error");
+    }
+  }
+
+  async function addComment() {
+    const rule = currentRule();
+    const text = $("comment-text").value;
+    if (!rule || !text.trim()) return;
+    try {
+      await request("POST", api("/rule/" + rule.id + "/comment"), { comment: text });
+      $("comment-text").value = "";
+      status("Comment added", "ok");
+      await loadComments();
+    } catch (e) {
+      status(e.message, "error");
+    }
+  }
+
+  // ------------------------------------------------------------------ rulesets
+  async function loadRulesets(selectId) {
+    const select = $("ruleset-select");
+    let rulesets = [];
+    try {
+      rulesets = await pageAll("/ruleset", {});
+    } catch (e) {
+      status(e.message, "error");
+    }
+    select.replaceChildren(el("option", { value: "" }, "(no ruleset)"));
+    rulesetNames.clear();
+    rulesets.forEach((r) => {
+      rulesetNames.set(r.id, r.name);
+      select.append(el("option", { value: String(r.id) }, r.name + " (#" + r.id + ")"));
+    });
+    if (selectId !== undefined) select.value = String(selectId);
+  }
+
+  async function createRuleset() {
+    const name = $("new-ruleset-name").value.trim();
+    if (!name) { status("Type a name for the new ruleset", "error"); return; }
+    if (!state.auth) { status("Log in to create a ruleset", "error"); return; }
+    try {
+      const created = await request("POST", api("/ruleset"), { name });
+      $("new-ruleset-name").value = "";
+      await loadRulesets(created.id);
+      status("Ruleset " + created.name + " created", "ok");
+    } catch (e) {
+      status(e.message, "error");
+    }
+  }
+
+  // ------------------------------------------------------------------ save
+  async function saveRule() {
+    if (!(state.draftWkt && state.taxon && state.auth)) return;
+    const rulesetId = $("ruleset-select").value;
+    const body = {
+      taxonKey: state.taxon.key,
+      geometry: state.draftWkt,
+      annotation: $("label-select").value,
+      rulesetId: rulesetId ? parseInt(rulesetId, 10) : null,
+    };
+    try {
+      const rule = await request("POST", api("/rule"), body);
+      status("Saved rule #" + rule.id, "ok");
+      state.draftWkt = null;
+      state.selectedRuleId = rule.id;
+      drawDraft();
+      $("draft-info").textContent = "Saved. Draw or pick another area for the next rule.";
+      await loadRules(false);
+      await loadComments();
+    } catch (e) {
+      status("Not saved: " + e.message, "error");
+    }
+  }
+
+  // ------------------------------------------------------------------ start
+  async function start() {
+    state.config = await request("GET", "/ui/api/config");
+    const select = $("label-select");
+    const legend = $("legend");
+    state.config.labels.forEach((t) => {
+      select.append(el("option", { value: t.term, title: t.description }, t.term));
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = t.color;
+      legend.append(el("span", { class: "legend-item" }, swatch, t.term));
+    });
+    select.value = "SUSPICIOUS";
+    initMap();
+    $("login-form").addEventListener("submit", login);
+    $("logout-button").addEventListener("click", logout);
+    $("taxon-form").addEventListener("submit", searchTaxa);
+    $("mode-draw").addEventListener("click", () => setMode("draw"));
+    $("mode-country").addEventListener("click", () => setMode("country"));
+    $("finish-draw").addEventListener("click", finishDraw);
+    $("clear-draft").addEventListener("click", clearDraft);
+    $("save-rule").addEventListener("click", saveRule);
+    $("support-button").addEventListener("click", () => vote("support"));
+    $("contest-button").addEventListener("click", () => vote("contest"));
+    $("delete-rule-button").addEventListener("click", deleteRule);
+    $("comment-add").addEventListener("click", addComment);
+    $("new-ruleset").addEventListener("click", createRuleset);
+    showLogin();
+    await Promise.all([loadBasemap(), loadRulesets()]);
+    const m = /taxon=(\d+)/.exec(location.hash);
+    if (m) {
+      const key = parseInt(m[1], 10);
+      await chooseTaxon({ key, name: "taxon " + key });
+      try {  // the name is a nicety: rules show even when GBIF cannot be reached
+        const found = await request("GET", "/ui/api/taxa?q=" + key);
+        if (found.length) {
+          state.taxon.name = found[0].scientificName || state.taxon.name;
+          $("taxon-selected").textContent = "Chosen: " + state.taxon.name + " (" + key + ")";
+        }
+      } catch (e) { /* keep the key */ }
+    }
+    document.body.dataset.ready = "true";
+  }
+
+  start().catch((e) => status("The page could not start: " + e.message, "error"));
+})();
