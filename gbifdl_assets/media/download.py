@@ -2,7 +2,7 @@
 
 ::
 
-    rows ─▶ producer ─▶ bounded queue ─▶ N workers ─▶ fetch (aiohttp, per-host slots, retries)
+    rows ─▶ producer ─▶ bounded queue ─▶ N workers ─▶ fetch (keep-alive HTTP, per-host slots, retries)
              │ skips what the ledger                 └▶ thread pool: validate (Pillow) + store.put
              │ already has, and what another                     │
              │ ledger of the store already stored                ▼
@@ -10,7 +10,8 @@
 
 * One asyncio event loop runs the producer, ``concurrency`` worker tasks, the ledger flusher and the
   progress reporter. Pillow decoding, hashing and storage writes run in a small thread pool (Pillow
-  and file/socket I/O release the GIL), so the loop keeps serving sockets while images decode.
+  and file/socket I/O release the GIL), so the loop keeps serving sockets while images decode; in
+  worker processes writing a local store they run inline instead (see ``DownloadConfig.io_threads``).
 * With ``processes`` > 1 (the default for 2,000+ rows: one per core, up to 4) the fetching,
   validation and storing move to worker processes (:mod:`.pool`), each running the same per-image
   code (:mod:`.work`) on its own loop; this process keeps the producer, the ledger and the progress
@@ -50,7 +51,7 @@ from gbifdl_assets.media.fetch import FetchConfig, Fetcher
 from gbifdl_assets.media.ledger import LedgerWriter, compact_ledger, ledger_files, list_ledgers, load_ledger
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
-from gbifdl_assets.media.work import entry, fetch_one, now_ms, relaxed_gc, run_loop
+from gbifdl_assets.media.work import entry, fetch_one, now_ms, relaxed_gc, resolve_io_threads, run_loop
 from gbifdl_assets.storage import Storage
 
 __all__ = [
@@ -81,7 +82,9 @@ class DownloadConfig:
     """Everything about a run except what to fetch and where to put it."""
 
     fetch: FetchConfig = field(default_factory=FetchConfig)
-    #: threads for validation and storage writes; None: 8 for a local store, 32 for S3 (latency-bound)
+    #: threads for validation and storage writes in all; 0: inline in the event loop's thread;
+    #: None: inline in worker processes for a local store, 8 threads in-process, 32 for S3 (see
+    #: work.resolve_io_threads)
     io_threads: int | None = None
     #: rows waiting for a worker; None: 4 x concurrency
     queue_size: int | None = None
@@ -350,8 +353,8 @@ async def _run_async(
     cfg = run.config
     fetch_cfg = cfg.fetch
     loop = asyncio.get_running_loop()
-    io_threads = cfg.io_threads or (8 if run.store.is_local else 32)
-    pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img")
+    io_threads = resolve_io_threads(cfg.io_threads, run.store, 1)
+    pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img") if io_threads else None
     flush_pool = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-ledger")
     queue: asyncio.Queue[tuple[Row, str, str] | None] = asyncio.Queue(
         cfg.queue_size or 4 * fetch_cfg.concurrency
@@ -400,7 +403,8 @@ async def _run_async(
             await asyncio.gather(*side)
     finally:
         done.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         # Whatever happened, write what was recorded: each entry's object write has returned.
         try:
             await _flush(loop, flush_pool, run.writer, always=True)

@@ -9,7 +9,8 @@ Shape: the calling process stays the only one that reads the manifest, decides w
 (ledger, duplicates, images other ledgers already stored), writes the ledger and reports progress,
 exactly as in-process. It deals the images to fetch to ``processes`` spawned workers by
 ``content_key`` and bounds how many are in flight. Each worker runs the same fetch/validate/store
-code as the in-process path (:func:`.download.fetch_one`) on its own event loop and thread pool,
+code as the in-process path (:func:`.work.fetch_one`) on its own event loop (validating inline for
+a local store, in a thread pool for S3; see :func:`.work.resolve_io_threads`),
 and sends the ledger entries back in small batches *after* each object write returned, so the
 ledger still only records stored images. Per-host limits are divided between the workers
 (``per_host`` 16 over 2 workers: 8 each), so a host sees the same politeness; a 429 pauses that
@@ -39,7 +40,7 @@ from typing import Any
 from gbifdl_assets.media.fetch import FetchConfig, Fetcher
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
-from gbifdl_assets.media.work import fetch_one, relaxed_gc, run_loop
+from gbifdl_assets.media.work import fetch_one, relaxed_gc, resolve_io_threads, run_loop
 from gbifdl_assets.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _worker_main(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img")
+        pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img") if io_threads else None
         getter = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-jobs")
         work: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(4 * fetch.concurrency)
         outbox: list[dict[str, Any]] = []
@@ -130,7 +131,8 @@ def _worker_main(
         finally:
             finished.set()
             send()  # entries of completed writes are never dropped
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             getter.shutdown(wait=False, cancel_futures=True)
 
     try:
@@ -179,7 +181,7 @@ class Workers:
         self.job_queues = [ctx.Queue() for _ in range(processes)]
         self.results = ctx.Queue()
         fetch = worker_fetch_config(config.fetch, processes)
-        io_threads = max(1, math.ceil((config.io_threads or (8 if store.is_local else 32)) / processes))
+        io_threads = resolve_io_threads(config.io_threads, store, processes)
         self.procs = [
             ctx.Process(
                 target=_worker_main,

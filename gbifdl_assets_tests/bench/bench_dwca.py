@@ -11,9 +11,11 @@ Run with ``make bench`` (or ``pytest -o python_files='bench_*.py' gbifdl_assets_
   multimedia.txt with ``quoting=QUOTE_NONE`` — needed for GBIF files — and ``dtype=str``; keep
   StillImage rows with a URL; merge on gbifID; ``to_parquet``), in two variants: whole files (the
   documented usage) and ``usecols`` = only the columns we read (generous). Neither converts types.
-  It extracts the archive and loads whole files into memory, so it runs on the prefix archive and
-  its time per row is extrapolated to the full archive (ours is also measured on the prefix for a
-  same-input ratio). Needs ``pip install -e '.[bench]'``.
+  It extracts the archive and loads whole files into memory, so it runs on the prefix archive; ours
+  is measured on the same prefix, and that same-input ratio (documented usage) is the headline
+  ``ratio_vs_dwca_reader``. Its time per row extrapolated to the full archive against our full run
+  is also reported, but it spreads our fixed costs over 10x the rows and assumes pandas scales
+  linearly, so it is not the headline. Needs ``pip install -e '.[bench]'``.
 * Memory: peak RSS on the full archive and on a ``BENCH_DWCA_SCALE``x larger one (rows repeated
   with shifted gbifIDs, ~5.6 GB uncompressed at the defaults) shows RSS does not grow with size.
   ``BENCH_DWCA_SCALE=0`` skips it.
@@ -204,6 +206,7 @@ def _have_dwca_reader() -> bool:
 
 
 # ------------------------------------------------------------------------------------ bench
+@pytest.mark.timeout(3600)  # a benchmark, not a test: on a loaded machine it takes long
 def test_bench_dwca_ingest() -> None:
     full = _sandbox_archive(ROWS, ROWS)
     prefix = _sandbox_archive(PREFIX_ROWS, ROWS)
@@ -243,6 +246,11 @@ def test_bench_dwca_ingest() -> None:
                 anchor["extrapolated_seconds_full"] / ours["seconds"]
             )
             results[f"cpu_ratio_{variant}_same_input"] = anchor["cpu_seconds"] / ours_prefix["cpu_seconds"]
+        # The headline ratio is the same-input one: both read the same prefix archive, each with its
+        # own fixed costs included. The extrapolated ratio assumes pandas scales linearly to the full
+        # archive (it does not fit in memory as comfortably) and compares against our full-archive
+        # run, whose fixed costs are spread over 10x the rows: it flatters us, so it is only shown.
+        results["ratio_vs_dwca_reader"] = results["ratio_all_same_input"]
     else:
         print("[dwca] python-dwca-reader is not installed (pip install -e '.[bench]'): no ratio")
     if SCALE > 1:

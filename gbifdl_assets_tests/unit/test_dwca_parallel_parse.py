@@ -1,0 +1,71 @@
+"""The DwC-A reader's parallel parse (dwca._line_pieces + dwca._parse_in_parallel) gives the same rows
+and the same ragged-line numbers as pyarrow's one-stream reader, across many pieces; < 1 s."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+
+from gbifdl_assets.gbif import dwca
+
+
+def _text(rows: int) -> bytes:
+    lines = [b"gbifID\ttitle\tlicense"]
+    for i in range(rows):
+        if i % 997 == 13:
+            lines.append(b"%d\tragged" % i)  # two fields instead of three
+        elif i % 1009 == 7 or i % 4001 == 8:
+            lines.append(b"")  # skipped (and left unnumbered by pyarrow), sometimes two in a row
+        else:
+            lines.append(b"%d\tt%s\tCC_BY_4_0" % (i, b"x" * (i % 50)))
+    return b"\n".join(lines) + b"\n"
+
+
+def _options(handler):
+    return pcsv.ParseOptions(
+        delimiter="\t", quote_char=False, double_quote=False, escape_char=False, ignore_empty_lines=True,
+        invalid_row_handler=handler,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("piece_bytes", [1 << 12, 1 << 16, 1 << 22])
+def test_same_rows_and_ragged_line_numbers_as_one_stream(monkeypatch, piece_bytes) -> None:
+    data = _text(40_000)
+    names = ["gbifID", "title", "license"]
+    convert = pcsv.ConvertOptions(column_types={c: pa.binary() for c in names}, strings_can_be_null=True)
+    bad: list[int] = []  # the line numbers pyarrow's one-stream reader reports (the reader's old path)
+    expected = pcsv.open_csv(
+        io.BytesIO(data),
+        read_options=pcsv.ReadOptions(use_threads=False, skip_rows=1, column_names=names, block_size=1 << 14),
+        parse_options=_options(lambda row: bad.append(row.number) or "skip"),
+        convert_options=convert,
+    ).read_all()
+    monkeypatch.setattr(dwca, "_PIECE_BYTES", piece_bytes)
+    chunks = [data[i : i + 3001] for i in range(0, len(data), 3001)]  # chunk edges fall mid-line
+    problems = dwca._RowProblems()
+    batches = list(
+        dwca._parse_in_parallel(
+            dwca._line_pieces(chunks, 1, 1 << 20, "occurrence.txt"),
+            names, 1 << 20, 1, _options, convert, problems, "occurrence.txt",
+        )
+    )  # fmt: skip
+    got = pa.Table.from_batches(batches, expected.schema)
+    assert got.equals(expected)
+    # 41 ragged rows; the first (row 13) is line 13: the header, then rows 0-12 less the empty rows 7, 8
+    assert len(bad) == 41 and bad[0] == 13
+    assert problems.bad_rows["occurrence.txt"] == len(bad)
+    assert problems.bad_row_numbers["occurrence.txt"] == bad[: dwca.MAX_REPORTED_ROWS]
+
+
+def test_no_trailing_newline_and_header_only() -> None:
+    assert list(dwca._line_pieces([b"a\tb\n1\t2\n3\t4"], 1, 1 << 20, "x")) == [memoryview(b"1\t2\n3\t4")]
+    assert list(dwca._line_pieces([b"a\tb\n"], 1, 1 << 20, "x")) == []
+
+
+def test_a_line_longer_than_the_block_is_refused_without_gathering_it() -> None:
+    endless = (b"y" * 65536 for _ in range(100))  # 6.5 MB without a line end
+    with pytest.raises(dwca.DwcaError, match="line longer than the CSV block of 1048576 bytes"):
+        list(dwca._line_pieces(endless, 1, 1 << 20, "multimedia.txt in a.zip"))
