@@ -69,7 +69,14 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httptools
 
-from gbifdl_assets.media.ssrf import AddressPolicy, BadUrl, BlockedAddress, _filter, _literal_ip, check_url
+from gbifdl_assets.media.ssrf import (
+    AddressPolicy,
+    BadUrl,
+    BlockedAddress,
+    admitted_addresses,
+    check_url,
+    literal_ip,
+)
 
 __all__ = ["DEFAULT_USER_AGENT", "FetchConfig", "FetchResult", "Fetcher", "parse_retry_after"]
 
@@ -645,7 +652,7 @@ class Fetcher:
             raise _Failure("blocked_address", str(exc), transient=False) from None
         scheme = parts.scheme.lower()
         host = (parts.hostname or "").lower()
-        ip_literal = _literal_ip(host) is not None  # a name (even "2130706433") is resolved and checked
+        ip_literal = literal_ip(host) is not None  # a name (even "2130706433") is resolved and checked
         if not host.isascii():
             try:
                 host = host.encode("idna").decode("ascii")
@@ -759,7 +766,7 @@ class Fetcher:
         except (socket.gaierror, UnicodeError) as exc:
             raise _Failure("dns_error", f"cannot resolve {origin.host!r}: {exc}", transient=True) from None
         try:
-            admitted = _filter(list(dict.fromkeys(info[4][0] for info in infos)), origin.host, self._policy)
+            admitted = admitted_addresses(list(dict.fromkeys(info[4][0] for info in infos)), origin.host, self._policy)
         except BlockedAddress as exc:
             raise _Failure("blocked_address", str(exc), transient=False) from None
         if len(self._dns) > 10_000:

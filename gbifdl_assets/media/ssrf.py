@@ -18,9 +18,9 @@ and internal services) fetch from the internal network. So:
   and the metadata service lives there.
 
 The check must run on the address actually connected to, not on a separate look-up (a DNS answer can
-change between the two: "DNS rebinding"), so :mod:`.fetch` plugs :class:`GuardedResolver` into
-aiohttp's connector, and checks IP-literal hosts (which aiohttp never resolves) with
-:func:`check_url` before every request, redirects included.
+change between the two: "DNS rebinding"), so :mod:`.fetch` resolves a host name itself, keeps the
+addresses :func:`admitted_addresses` lets through and connects to one of those; IP-literal hosts are
+checked with :func:`check_url` before every request, redirects included.
 """
 
 from __future__ import annotations
@@ -28,19 +28,17 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver
 
 __all__ = [
     "AddressPolicy",
     "BlockedAddress",
     "BadUrl",
-    "GuardedResolver",
+    "admitted_addresses",
     "classify",
     "check_ip",
     "check_url",
+    "literal_ip",
     "resolve_checked",
 ]
 
@@ -59,8 +57,8 @@ class BadUrl(ValueError):
 class BlockedAddress(OSError):
     """The host resolves only to addresses the policy refuses. Reason ``blocked_address``.
 
-    An OSError so that aiohttp, which calls the resolver while connecting, wraps it as a connection
-    error instead of crashing; :mod:`.fetch` unwraps it to report ``blocked_address``.
+    An OSError, so connection code that handles connect failures handles it too; :mod:`.fetch`
+    reports it as ``blocked_address`` and never retries it.
     """
 
     reason = "blocked_address"
@@ -129,7 +127,8 @@ def check_ip(ip: IPAddress | str, policy: AddressPolicy) -> str | None:
     return f"{ip} is a {kind.replace('_', '-')} address{hint}"
 
 
-def _literal_ip(host: str) -> IPAddress | None:
+def literal_ip(host: str) -> IPAddress | None:
+    """The IP address when ``host`` is an IP literal (``[::1]`` included), else None."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -141,7 +140,7 @@ def check_url(url: str, policy: AddressPolicy) -> str:
 
     Raises :class:`BadUrl` for non-http(s) or host-less URLs and :class:`BlockedAddress` when the
     host is an IP literal the policy refuses. Host *names* are checked when they are resolved
-    (:class:`GuardedResolver`), so the check covers the address actually used.
+    (:func:`admitted_addresses`), so the check covers the address actually used.
     """
     try:
         parts = urlsplit(url)
@@ -154,7 +153,7 @@ def check_url(url: str, policy: AddressPolicy) -> str:
     host = (parts.hostname or "").lower()
     if not host:
         raise BadUrl(f"URL {url!r} has no host")
-    ip = _literal_ip(host)
+    ip = literal_ip(host)
     if ip is not None:
         problem = check_ip(ip, policy)
         if problem:
@@ -165,10 +164,11 @@ def check_url(url: str, policy: AddressPolicy) -> str:
 def resolve_checked(host: str, port: int, policy: AddressPolicy) -> list[str]:
     """Blocking resolution (getaddrinfo) keeping only admitted addresses; BlockedAddress if none."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return _filter([info[4][0] for info in infos], host, policy)
+    return admitted_addresses([info[4][0] for info in infos], host, policy)
 
 
-def _filter(addresses: list[str], host: str, policy: AddressPolicy) -> list[str]:
+def admitted_addresses(addresses: list[str], host: str, policy: AddressPolicy) -> list[str]:
+    """The addresses of ``host`` the policy admits, in their order; BlockedAddress if none is left."""
     admitted, refused = [], []
     for address in addresses:
         problem = check_ip(address, policy)
@@ -177,26 +177,3 @@ def _filter(addresses: list[str], host: str, policy: AddressPolicy) -> list[str]
         detail = "; ".join(dict.fromkeys(refused)) or "no address"
         raise BlockedAddress(f"refused host {host!r}: {detail}")
     return admitted
-
-
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that drops refused addresses (and fails when none is left).
-
-    Wraps aiohttp's default resolver (getaddrinfo in a thread, or c-ares when aiodns is installed).
-    """
-
-    def __init__(self, policy: AddressPolicy, inner: Any | None = None) -> None:
-        if inner is None:
-            from aiohttp.resolver import DefaultResolver
-
-            inner = DefaultResolver()
-        self.policy = policy
-        self._inner = inner
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
-        results = await self._inner.resolve(host, port, family=family)
-        admitted = set(_filter([r["host"] for r in results], host, self.policy))
-        return [r for r in results if r["host"] in admitted]
-
-    async def close(self) -> None:
-        await self._inner.close()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import socket
 
 import pytest
 
@@ -12,10 +10,11 @@ from gbifdl_assets.media.ssrf import (
     AddressPolicy,
     BadUrl,
     BlockedAddress,
-    GuardedResolver,
+    admitted_addresses,
     check_ip,
     check_url,
     classify,
+    literal_ip,
     resolve_checked,
 )
 
@@ -123,26 +122,20 @@ def test_resolve_checked_blocks_names_that_resolve_inside() -> None:
     assert set(resolve_checked("localhost", 80, LOOPBACK_OK)) <= {"127.0.0.1", "::1"}
 
 
-class _FakeResolver:
-    def __init__(self, answers: list[str]) -> None:
-        self.answers = answers
-
-    async def resolve(self, host, port=0, family=socket.AF_INET):
-        return [
-            {"hostname": host, "host": a, "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}
-            for a in self.answers
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
-def test_guarded_resolver_keeps_only_admitted_addresses() -> None:
-    mixed = GuardedResolver(DEFAULT, _FakeResolver(["10.0.0.7", "93.184.216.34", "169.254.169.254"]))
-    result = asyncio.run(mixed.resolve("rebinding.example", 80))
-    assert [r["host"] for r in result] == ["93.184.216.34"]
-
-    inside = GuardedResolver(DEFAULT, _FakeResolver(["169.254.169.254"]))
+def test_admitted_addresses_keeps_only_what_the_policy_admits() -> None:
+    """A name answering with inside and outside addresses (DNS rebinding) keeps only the public one."""
+    mixed = ["10.0.0.7", "93.184.216.34", "169.254.169.254"]
+    assert admitted_addresses(mixed, "rebinding.example", DEFAULT) == ["93.184.216.34"]
     with pytest.raises(BlockedAddress, match="link-local"):
-        asyncio.run(inside.resolve("metadata.example", 80))
-    assert issubclass(BlockedAddress, OSError)  # aiohttp wraps resolver OSErrors as connection errors
+        admitted_addresses(["169.254.169.254"], "metadata.example", DEFAULT)
+    with pytest.raises(BlockedAddress, match="link-local"):  # allow_private never admits link-local
+        admitted_addresses(["169.254.169.254", "fe80::1"], "metadata.example", PRIVATE_OK)
+    assert admitted_addresses(["10.0.0.7", "127.0.0.1"], "mirror.lan", PRIVATE_OK) == ["10.0.0.7"]
+    assert issubclass(BlockedAddress, OSError)  # connection code treats it as a connect failure
+
+
+def test_literal_ip_recognises_bracketed_ipv6_and_not_names() -> None:
+    assert str(literal_ip("[::1]")) == "::1"
+    assert str(literal_ip("10.0.0.1")) == "10.0.0.1"
+    assert literal_ip("2130706433") is None  # a name to resolve (and then check), not a literal
+    assert literal_ip("images.example.org") is None
