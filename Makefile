@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint dev bench clean venv
+.PHONY: demo test lint dev bench soak clean venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,11 +42,16 @@ lint: $(STAMP)
 ## make dev: the Dagster UI, daemon and code server on the embedded instance
 dev: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(BIN)/dagster instance concurrency set gbif_download 3
 	$(BIN)/dagster dev -w workspace.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[dev,bench]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/python -m pytest -o python_files="bench_*.py" gbifdl_assets_tests/bench -q -s -p no:cacheprovider
+
+## make soak: the long reliability runs (100,000-image load run -> LOAD_REPORT.md, daemon + PostgreSQL restart)
+soak: $(STAMP)
+	GBIFDL_SOAK=1 $(BIN)/python -m pytest -m soak gbifdl_assets_tests/reliability -q -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .dagster_home .pytest_cache .ruff_cache

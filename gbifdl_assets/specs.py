@@ -524,11 +524,22 @@ def _date_range(text: str) -> str:
     return ",".join(parts)
 
 
+#: GBIF's occurrence search and download API refuse larger geometries; checking at load time turns a
+#: rejected request hours into a backfill into a spec error.
+MAX_WKT_CHARS = 125_000
+MAX_GEOMETRY_VERTICES = 2_500
+
+
 def _geometry(text: str) -> list[str]:
     # shapely is imported lazily: only specs with a geometry filter pay for it
     import shapely
     from shapely.geometry.polygon import orient
 
+    if len(text) > MAX_WKT_CHARS:
+        raise ValueError(
+            f"the WKT has {len(text):,} characters, more than GBIF accepts ({MAX_WKT_CHARS:,}); "
+            "simplify the polygon (fewer vertices, fewer decimals)"
+        )
     try:
         geom = shapely.from_wkt(text)
     except Exception:  # shapely raises GEOSException with a long message
@@ -544,6 +555,12 @@ def _geometry(text: str) -> list[str]:
         from shapely.validation import explain_validity
 
         raise ValueError(f"the geometry is not valid ({explain_validity(geom)}); fix the WKT")
+    vertices = shapely.get_num_coordinates(geom)
+    if vertices > MAX_GEOMETRY_VERTICES:
+        raise ValueError(
+            f"the geometry has {vertices:,} vertices, more than GBIF accepts ({MAX_GEOMETRY_VERTICES:,}); "
+            "simplify the polygon, e.g. shapely's simplify(), or split the area"
+        )
     # GBIF reads a clockwise polygon as "everything except this area": orient counter-clockwise.
     # A MULTIPOLYGON becomes several geometry values (GBIF ORs repeated values, and its search
     # API does not take multi-geometries).

@@ -33,6 +33,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,6 +322,30 @@ def _counts(report: IngestReport) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------
 # from a GBIF download archive
 # ---------------------------------------------------------------------------------------------------
+#: Real GBIF archives compress text about 5-30x; a member that claims far more and is big is a zip bomb
+#: (or damage), refused from the zip directory before a byte is inflated.
+MAX_COMPRESSION_RATIO = 200
+BOMB_CHECK_MIN_BYTES = 16 << 20
+
+
+def check_not_a_zip_bomb(archive_path: Path) -> None:
+    """Raise DwcaError naming the member when its declared inflation is implausible for a DWCA."""
+    try:
+        with zipfile.ZipFile(archive_path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # the reader gives the precise message for damaged or missing archives
+    for info in members:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > BOMB_CHECK_MIN_BYTES and ratio > MAX_COMPRESSION_RATIO:
+            raise DwcaError(
+                f"archive {archive_path.name}: member {info.filename!r} inflates {ratio:,.0f}x "
+                f"({info.compress_size:,} -> {info.file_size:,} bytes), more than any GBIF archive "
+                f"(limit {MAX_COMPRESSION_RATIO}x); this looks like a zip bomb: download the archive "
+                "again from GBIF"
+            )
+
+
 def write_snapshot_from_dwca(
     archive_path: str | Path,
     storage: Storage,
@@ -341,6 +366,7 @@ def write_snapshot_from_dwca(
     """
     check_training_set(training_set)
     archive_path = Path(archive_path)
+    check_not_a_zip_bomb(archive_path)
     with _Staging(storage, training_set, tmp_dir) as staging:
         report = convert_to_snapshot(
             archive_path,

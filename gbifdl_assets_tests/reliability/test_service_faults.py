@@ -1,0 +1,271 @@
+"""Service faults under real Dagster runs: each ends in success after retries or in one clear failure,
+with nothing half-written.
+
+The GBIF client's retry rules, the media fetcher's fault statuses and the core S3 outage are tested
+in unit/ and integration/ (test_gbif_http, test_media_faults, test_media_s3); here the same faults hit
+whole materializations: 429 storms, 503 bursts and slow answers from the API, downloads that GBIF ends
+FILE_ERASED, the S3 endpoint stopped and restarted under image_store, PostgreSQL restarted under a
+running dagster-daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from gbifdl_assets.defs.images import ImageFetchResource, ledger_name, shard_of
+from gbifdl_assets.defs.manifest import read_latest_manifest
+from gbifdl_assets.gbif.snapshots import list_snapshots
+from gbifdl_assets.media.ledger import ledger_files, load_ledger
+from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
+from gbifdl_assets.storage import open_storage
+from gbifdl_assets_tests.reliability.project import image_partition
+
+CATS = "taxa: [Panthera leo, Panthera tigris]\nsource: search\nbalancing: {max_per_class: 20, min_per_class: 1}\n"
+UP_TO_MANIFEST = [
+    "species_list",
+    "gbif_download",
+    "occurrence_snapshot",
+    "annotated_occurrences",
+    "balanced_manifest",
+]
+
+
+@pytest.fixture(scope="module")
+def faulty_sandbox():
+    """A sandbox of this module's own: its fault switches must not disturb other tests."""
+    with start_sandbox(SandboxConfig(occurrences=20_000, seed=42, download_seconds=(0.2, 0.2))) as running:
+        yield running
+
+
+def _faults(sandbox, **settings) -> dict:
+    url = f"{sandbox.url}/sandbox/faults"
+    if settings:
+        requests.post(url, json={**settings, "reset": True}, timeout=10).raise_for_status()
+    return requests.get(url, timeout=10).json()
+
+
+@pytest.fixture
+def faulty_project(project_factory, faulty_sandbox):
+    requests.delete(f"{faulty_sandbox.url}/sandbox/faults", timeout=10).raise_for_status()
+    try:
+        yield project_factory(faulty_sandbox.api_url)
+    finally:
+        requests.delete(f"{faulty_sandbox.url}/sandbox/faults", timeout=10).raise_for_status()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param({"api_429_every": 3, "retry_after": 1}, id="429-storm"),
+        pytest.param({"api_503_every": 2, "retry_after": 1}, id="503-burst"),
+        pytest.param({"api_latency": 0.4}, id="slow-answers"),
+    ],
+)
+def test_api_faults_end_in_success_after_retries(faulty_project, faulty_sandbox, faults) -> None:
+    faulty_project.write_spec("cats", CATS)
+    faulty_project.add_partition("cats")
+    assert faulty_project.materialize(["annotation_rulesets"], None).success
+    _faults(faulty_sandbox, **faults)
+    started = time.monotonic()
+    result = faulty_project.materialize(UP_TO_MANIFEST, "cats")
+    elapsed = time.monotonic() - started
+    state = _faults(faulty_sandbox)
+    assert result.success
+    if "api_latency" in faults:
+        assert elapsed > faults["api_latency"] * 5, "the answers were not slow"
+    else:
+        assert sum(state["injected"].values()) >= 3, state  # the faults really happened
+    (snapshot,) = list_snapshots(faulty_project.storage(), "cats")  # one snapshot, none half-written
+    assert snapshot.counts["species"] == 2
+    assert read_latest_manifest(faulty_project.storage(), "cats").num_rows > 0
+
+
+@pytest.mark.soak  # species_list's RetryPolicy waits ~10 s, then ~20 s, before it gives up
+@pytest.mark.timeout(300)
+def test_endless_429_is_one_clear_failure_and_writes_nothing(faulty_project, faulty_sandbox) -> None:
+    faulty_project.write_spec("cats", CATS)
+    faulty_project.add_partition("cats")
+    _faults(faulty_sandbox, api_429_every=1, retry_after=1)
+    result = faulty_project.materialize(UP_TO_MANIFEST, "cats", raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    error = failure.event_specific_data.error
+    # Dagster reports "Exceeded max_retries of 2"; the asset's own one-line message is its cause.
+    causes = []
+    while error is not None:
+        causes.append(error.message)
+        error = error.cause
+    assert failure.step_key == "species_list"
+    assert any("species_list[cats]" in c and "429" in c for c in causes), causes
+    assert list(faulty_project.storage().list("")) == []  # nothing written at all
+
+
+@pytest.mark.timeout(180)
+def test_download_ending_file_erased_is_a_clear_failure(project_factory) -> None:
+    config = SandboxConfig(
+        occurrences=5_000, seed=1, download_seconds=(0.2, 0.2), download_final_status="FILE_ERASED"
+    )
+    with start_sandbox(config) as erased:
+        project = project_factory(erased.api_url, GBIF_USERNAME="sandbox", GBIF_PASSWORD="sandbox")
+        project.write_spec("erased", "taxa: [Animalia]\nsource: download\n")
+        project.add_partition("erased")
+        result = project.materialize(
+            ["species_list", "gbif_download", "occurrence_snapshot"],
+            "erased",
+            raise_on_error=False,
+            run_config={"ops": {"occurrence_snapshot": {"config": {"poll_seconds": 0.2}}}},
+        )
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = failure.event_specific_data.error.message
+    assert "ended FILE_ERASED" in message and "Re-materialize gbif_download" in message, message
+    assert list(project.storage().list("snapshots/")) == []
+
+
+@pytest.mark.timeout(300)
+def test_s3_stopped_mid_image_store_then_restarted(project_factory, sandbox, s3_server, s3_bucket) -> None:
+    """The endpoint's process is stopped (connections refused) and started again after 3 s. moto keeps
+    buckets in memory, so the restarted endpoint is empty and the bucket is created again: the run
+    rides the outage out (storage retries) or fails clearly; either way nothing is half-written."""
+    project = project_factory(
+        sandbox.api_url,
+        GBIFDL_DATA_URI=f"s3://{s3_bucket.name}/data",
+        GBIFDL_S3_ENDPOINT_URL=s3_bucket.endpoint_url,
+        AWS_REGION=s3_bucket.region_name,
+    )
+    project.write_spec(
+        "s3-outage",
+        "taxa: [Pieris rapae]\nsource: search\nbalancing: {max_per_class: 400, min_per_class: 1}\n"
+        "licenses: [CC0, PDM, CC-BY, CC-BY-SA, CC-BY-NC, CC-BY-NC-SA]\nimages: {max_side: 64}\n",
+    )
+    project.add_partition("s3-outage")
+    project.upstream("s3-outage")
+    store = open_storage(f"s3://{s3_bucket.name}/data", **s3_bucket.storage_options())
+    manifest = read_latest_manifest(store, "s3-outage")
+    (shard,) = set(shard_of(manifest.column("label")).to_pylist())
+    name = ledger_name("s3-outage", shard)
+    slow = ImageFetchResource(concurrency=2, per_host=2, allow_loopback=True)
+    outage: dict = {}
+
+    def stop_when_busy() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not outage.get("done"):
+            try:
+                if ledger_files(store, name).segments:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.1)
+        else:
+            return
+        s3_server.stop()
+        outage["stopped"] = time.monotonic()
+        time.sleep(3)
+        s3_server.start()
+        s3_server.make_bucket(s3_bucket.name)
+        outage["restarted"] = time.monotonic()
+        outage["restarted_wall"] = time.time()
+
+    watcher = threading.Thread(target=stop_when_busy, daemon=True)
+    watcher.start()
+    try:
+        with project.instance() as instance:
+            import dagster as dg
+
+            from gbifdl_assets_tests.reliability.project import all_assets
+
+            first = dg.materialize(
+                all_assets(),
+                selection=["image_store"],
+                partition_key=image_partition("s3-outage", shard),
+                instance=instance,
+                resources={**project.resources(), "image_fetch": slow},
+                raise_on_error=False,
+            )
+    finally:
+        outage["done"] = True
+        watcher.join(60)
+    assert "restarted" in outage, "the outage never happened: the shard finished too soon"
+    if not first.success:  # a clear failure names the storage problem
+        message = first.get_step_failure_events()[0].event_specific_data.error.message
+        assert "s3://" in message or "S3" in message or "storage" in message.lower(), message
+    ledger = load_ledger(store, name)
+    objects = set(store.list("images/"))
+    stored = ledger.filter(ledger.column("stored")).to_pylist()
+    # Nothing half-written: every object is complete and recorded ...
+    recorded = {row["key"]: row for row in stored}
+    assert objects <= set(recorded), "objects that no ledger row describes"
+    for key in objects:
+        data = store.read_bytes(key)
+        assert hashlib.sha256(data).hexdigest() == recorded[key]["sha256"], key
+    # ... and every image finished after the restart is there. Rows for objects missing now finished
+    # before the stop: their bytes went down with moto's in-memory state.
+    restarted_at = outage["restarted_wall"]
+    for row in stored:
+        if row["key"] not in objects:
+            assert row["finished_at"].timestamp() < restarted_at, row
+    lost = sum(1 for row in stored if row["key"] not in objects)
+    assert any(row["finished_at"].timestamp() > restarted_at for row in stored), "nothing after the restart"
+    print(f"first run success={first.success}; {lost} objects lost with the endpoint's memory")
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(600)
+def test_postgres_restart_under_the_daemon(pg_dagster_home, postgres_server, sandbox, tmp_path) -> None:
+    """A real dagster-daemon on PostgreSQL storage: the spec sensor turns a spec into a partition and a
+    run; PostgreSQL restarts; the daemon carries on (a second spec becomes a second successful run)."""
+    import dagster as dg
+
+    from gbifdl_assets_tests.harness.dagster_services import (
+        dagster_daemon,
+        dagster_env,
+        initialize_instance,
+        write_workspace,
+    )
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    env = dagster_env(
+        pg_dagster_home,
+        GBIF_API_URL=sandbox.api_url,
+        GBIFDL_DATA_URI=str(tmp_path / "data"),
+        GBIFDL_SPECS_DIR=str(specs),
+        GBIFDL_ANNOTATIONS_DB=f"sqlite:///{tmp_path / 'annotations.sqlite'}",
+        GBIFDL_ALLOW_LOOPBACK="1",
+    )
+    initialize_instance(env)
+    workspace = write_workspace(tmp_path / "workspace.yaml")
+    (specs / "first.yaml").write_text("name: first\ntaxa: [Panthera leo]\nsource: search\n")
+
+    def wait_for_success(instance: dg.DagsterInstance, partition: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition}))
+            if any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs):
+                return
+            failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
+            assert not failed, f"run for {partition} failed: {failed[0].run_id}"
+            time.sleep(1)
+        pytest.fail(f"no successful run for {partition} within {timeout} s:\n{daemon.service.log_tail()}")
+
+    with dagster_daemon(env, workspace, log_dir=tmp_path) as daemon:
+        instance = dg.DagsterInstance.from_config(str(pg_dagster_home))
+        try:
+            wait_for_success(instance, "first", 180)
+            postgres_server.restart()
+            time.sleep(2)
+            (specs / "second.yaml").write_text("name: second\ntaxa: [Panthera tigris]\nsource: search\n")
+            wait_for_success(instance, "second", 240)  # the sensor ticks every 30 s
+            assert daemon.service.alive(), daemon.service.log_tail()
+            assert set(instance.get_dynamic_partitions("training_set")) == {"first", "second"}
+        finally:
+            instance.dispose()
+    log = Path(daemon.service.log_path).read_text(errors="replace")
+    print(f"daemon log after the restart: {log.count('OperationalError')} OperationalError lines")
