@@ -333,6 +333,7 @@ def parameter_kind(param: str) -> Any:
     upper = OCCURRENCE_SEARCH_PARAMETERS.get(param)
     return _PARAM_KINDS.get(upper) if upper else None
 
+
 # record field names people copy from occurrence JSON, mapped to the parameter that filters them
 _PARAM_ALIASES = {"PUBLISHINGORGKEY": "publishingOrg", "COUNTRYCODE": "country"}
 _TAXA_MSG = "taxa are given under `taxa:` (names or keys), the snapshot adds {} itself; remove it here"

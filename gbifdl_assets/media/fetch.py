@@ -766,7 +766,9 @@ class Fetcher:
         except (socket.gaierror, UnicodeError) as exc:
             raise _Failure("dns_error", f"cannot resolve {origin.host!r}: {exc}", transient=True) from None
         try:
-            admitted = admitted_addresses(list(dict.fromkeys(info[4][0] for info in infos)), origin.host, self._policy)
+            admitted = admitted_addresses(
+                list(dict.fromkeys(info[4][0] for info in infos)), origin.host, self._policy
+            )
         except BlockedAddress as exc:
             raise _Failure("blocked_address", str(exc), transient=False) from None
         if len(self._dns) > 10_000:

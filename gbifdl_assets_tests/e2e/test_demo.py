@@ -18,7 +18,15 @@ def test_demo_offline_materializes_the_example_species_list(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
     env.pop("GBIF_API_URL", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "gbifdl_assets.cli", "demo", "--offline", "--data-dir", str(tmp_path / "data")],
+        [
+            sys.executable,
+            "-m",
+            "gbifdl_assets.cli",
+            "demo",
+            "--offline",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
         capture_output=True,
         text=True,
         env=env,

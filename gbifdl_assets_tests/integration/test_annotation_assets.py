@@ -154,4 +154,3 @@ def test_new_rules_make_annotated_occurrences_eagerly_requested(sandbox, tmp_pat
         assert dg.materialize([annotation_rulesets], instance=instance, resources=resources).success
         second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert second.get_requested_partitions(annotated_occurrences.key) == {"cats"}
-

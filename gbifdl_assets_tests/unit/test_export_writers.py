@@ -368,7 +368,7 @@ def test_credits_csv_neutralises_spreadsheet_formulas(tmp_path):
     write_credits(table, LocalStorage(tmp_path))
     with open(tmp_path / "credits.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert rows[0]["creator"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"
+    assert rows[0]["creator"] == '\'=HYPERLINK("http://evil.example","x")'
     assert rows[0]["rightsHolder"] == "'@SUM(A1)"
     assert rows[1]["rightsHolder"] == "'-1+2"
     assert rows[1]["creator"] == "Ann-Marie"  # a hyphen inside a name is left alone
