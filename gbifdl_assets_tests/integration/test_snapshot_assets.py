@@ -14,6 +14,7 @@ from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResou
 from gbifdl_assets.defs.snapshots import gbif_download, gbif_download_sensor, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.gbif.sources import DownloadRecord
+from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets.storage import open_storage
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,19 @@ def test_search_source_snapshot(sandbox, tmp_path):
     assert download_meta["source"].value == "search"
 
 
-def test_download_source_through_the_sensor(sandbox, tmp_path):
+@pytest.fixture(scope="module")
+def slow_download_sandbox():
+    """A sandbox of its own whose downloads stay PREPARING and RUNNING for 3 s each: the session
+    sandbox finishes a download in ~1 s, which a loaded machine can spend before the first tick."""
+    running = start_sandbox(SandboxConfig(occurrences=20_000, seed=42, download_seconds=(3.0, 3.0)))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_download_source_through_the_sensor(slow_download_sandbox, tmp_path):
+    sandbox = slow_download_sandbox
     specs = _spec(tmp_path, "butterflies", "taxa: [Vanessa atalanta, Aglais io]\nsource: download\n")
     resources = _resources(sandbox, specs, tmp_path / "data")
     with dg.instance_for_test() as instance:
