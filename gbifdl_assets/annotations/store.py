@@ -412,6 +412,23 @@ def _redact_url(url: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 # the store
 # ---------------------------------------------------------------------------------------------------
+#: GBIF's ``GET /rule`` query filters (besides ``geometry``, which is an intersects test), in GBIF's order.
+RULE_FILTERS = (
+    "taxonKey",
+    "datasetKey",
+    "rulesetId",
+    "projectId",
+    "basisOfRecord",
+    "basisOfRecordNegated",
+    "yearRange",
+    "annotation",
+    "createdBy",
+    "supportedBy",
+    "contestedBy",
+    "comment",
+)
+
+
 class AnnotationStore:
     """Projects, rulesets, rules, votes, comments and users in one SQL database (module docstring)."""
 
@@ -1049,21 +1066,7 @@ class AnnotationStore:
 
     def _rule_filters(self, filters: Mapping[str, Any]) -> list[Any]:
         """GBIF's ``GET /rule`` filters as SQL conditions (geometry is handled separately)."""
-        known = {
-            "taxonKey",
-            "datasetKey",
-            "rulesetId",
-            "projectId",
-            "basisOfRecord",
-            "basisOfRecordNegated",
-            "yearRange",
-            "annotation",
-            "createdBy",
-            "supportedBy",
-            "contestedBy",
-            "comment",
-            "source",
-        }
+        known = {*RULE_FILTERS, "source"}
         unknown = sorted(set(filters) - known)
         if unknown:
             raise RuleError(f"unknown rule filter(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")

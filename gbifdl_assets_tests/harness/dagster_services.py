@@ -53,7 +53,7 @@ class DagsterServiceError(RuntimeError):
     """A Dagster service did not start (the message carries the tail of its log) or a query failed."""
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     """A console script of this virtualenv (dagster, dagster-webserver, dagster-daemon)."""
     path = _BIN / name
     if not path.exists():
@@ -92,7 +92,7 @@ def write_workspace(
 def initialize_instance(env: Mapping[str, str], timeout: float = 120.0) -> None:
     """Create the instance's storage once (``dagster instance info``) before services share it."""
     proc = subprocess.run(
-        [_tool("dagster"), "instance", "info"], env=dict(env), capture_output=True, text=True, timeout=timeout
+        [tool("dagster"), "instance", "info"], env=dict(env), capture_output=True, text=True, timeout=timeout
     )
     if proc.returncode != 0:
         raise DagsterServiceError(f"`dagster instance info` failed: {proc.stderr.strip()[-3000:]}")
@@ -137,10 +137,10 @@ class ServiceProcess:
             if not _signal_group(pgid, sig):
                 break  # the group is gone
             deadline = time.monotonic() + wait
-            while _group_alive(pgid) and time.monotonic() < deadline:
+            while group_alive(pgid) and time.monotonic() < deadline:
                 self.process.poll()  # reap the leader so it does not count as alive
                 time.sleep(0.1)
-            if not _group_alive(pgid):
+            if not group_alive(pgid):
                 break
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
@@ -157,7 +157,8 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether a process group still has a member that is not a zombie."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -288,7 +289,7 @@ def dagster_webserver(
     """``dagster-webserver -w workspace`` on a free port; ready when /server_info answers and the code
     location is LOADED (a location that fails to load raises with its error)."""
     port = free_port()
-    cmd = [_tool("dagster-webserver"), "-h", LOOPBACK, "-p", str(port), "-w", str(workspace)]
+    cmd = [tool("dagster-webserver"), "-h", LOOPBACK, "-p", str(port), "-w", str(workspace)]
 
     def ready(service: ServiceProcess) -> bool:
         if not port_is_open(port):
@@ -340,7 +341,7 @@ def dagster_daemon(
     """
     import dagster as dg
 
-    cmd = [_tool("dagster-daemon"), "run", "-w", str(workspace)]
+    cmd = [tool("dagster-daemon"), "run", "-w", str(workspace)]
     started = time.time()
     instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
 
@@ -386,7 +387,7 @@ def grpc_code_server(
     the gRPC health check answers SERVING (the definitions are loaded)."""
     port = free_port()
     cmd = [
-        _tool("dagster"), "api", "grpc", "-h", LOOPBACK, "-p", str(port),
+        tool("dagster"), "api", "grpc", "-h", LOOPBACK, "-p", str(port),
         "-m", module, "-a", "defs", "--location-name", location_name,
     ]  # fmt: skip
 
@@ -394,7 +395,7 @@ def grpc_code_server(
         if not port_is_open(port):
             return False
         check = subprocess.run(
-            [_tool("dagster"), "api", "grpc-health-check", "-p", str(port), "-h", LOOPBACK],
+            [tool("dagster"), "api", "grpc-health-check", "-p", str(port), "-h", LOOPBACK],
             env=dict(env),
             capture_output=True,
             text=True,

@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from gbifdl_assets_tests.harness.dagster_services import _tool, dagster_env
+from gbifdl_assets_tests.harness.dagster_services import dagster_env, group_alive, tool
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,9 +84,9 @@ class CliRun:
         self.process.wait(30)
         self._close()
         deadline = time.monotonic() + 10
-        while _group_alive(self.process.pid) and time.monotonic() < deadline:
+        while group_alive(self.process.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _group_alive(self.process.pid), "processes of the killed run are still alive"
+        assert not group_alive(self.process.pid), "processes of the killed run are still alive"
 
     def wait(self, timeout: float) -> int:
         try:
@@ -101,24 +101,6 @@ class CliRun:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # zombies of the group still count for killpg; look for a live member
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 @dataclass
@@ -212,7 +194,7 @@ class DagsterProject:
     ) -> CliRun:
         """``dagster asset materialize`` as a subprocess group (executes the run in that process)."""
         command = [
-            _tool("dagster"),
+            tool("dagster"),
             "asset",
             "materialize",
             "-m",
@@ -240,5 +222,5 @@ class DagsterProject:
 
     def stop_all(self) -> None:
         for run in self.runs:
-            if run.process.poll() is None or _group_alive(run.process.pid):
+            if run.process.poll() is None or group_alive(run.process.pid):
                 run.kill9()

@@ -38,7 +38,14 @@ from gbifdl_assets.annotations.service.http import (
     json_response,
     read_json_object,
 )
-from gbifdl_assets.annotations.store import MAX_LIMIT, AnnotationStore, Conflict, NotFound, StoreError
+from gbifdl_assets.annotations.store import (
+    MAX_LIMIT,
+    RULE_FILTERS,
+    AnnotationStore,
+    Conflict,
+    NotFound,
+    StoreError,
+)
 from gbifdl_assets.annotations.vocabulary import DESCRIPTIONS, LABELS
 
 __all__ = ["API_PREFIX", "ENDPOINTS", "LABEL_COLOURS", "AnnotationApi", "Endpoint", "Param"]
@@ -54,20 +61,6 @@ LABEL_COLOURS = {
     "SUSPICIOUS": "#ef4444",
     "OTHER": "#6b7280",
 }
-RULE_FILTERS = (
-    "taxonKey",
-    "datasetKey",
-    "rulesetId",
-    "projectId",
-    "basisOfRecord",
-    "basisOfRecordNegated",
-    "yearRange",
-    "annotation",
-    "createdBy",
-    "supportedBy",
-    "contestedBy",
-    "comment",
-)
 _INT_OR_NULL = ("taxonKey", "rulesetId", "projectId")
 _INT, _STR, _BOOL, _LIST, _NULL = "integer", "string", "boolean", "array of strings", "null"
 #: the JSON types each body field takes (the OpenAPI document's); server-managed fields are not listed
