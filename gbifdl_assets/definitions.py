@@ -32,17 +32,20 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=30,
 )
 
+#: The asset graph in stage order (tests materialize it with their own resources).
+ALL_ASSETS = [
+    species_list,
+    gbif_download,
+    occurrence_snapshot,
+    annotation_rulesets,
+    annotated_occurrences,
+    balanced_manifest,
+    image_store,
+    training_export,
+]
+
 defs = dg.Definitions(
-    assets=[
-        species_list,
-        gbif_download,
-        occurrence_snapshot,
-        annotation_rulesets,
-        annotated_occurrences,
-        balanced_manifest,
-        image_store,
-        training_export,
-    ],
+    assets=ALL_ASSETS,
     sensors=[training_set_specs_sensor, gbif_download_sensor, annotation_rules_sensor, automation_sensor],
     schedules=[training_set_refresh_schedule],
     resources=location_resources(),

@@ -32,22 +32,9 @@ def image_partition(training_set: str, shard: str) -> dg.MultiPartitionKey:
 
 
 def all_assets() -> list[Any]:
-    from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
-    from gbifdl_assets.defs.images import image_store, training_export
-    from gbifdl_assets.defs.manifest import balanced_manifest
-    from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
-    from gbifdl_assets.defs.species import species_list
+    from gbifdl_assets.definitions import ALL_ASSETS
 
-    return [
-        species_list,
-        gbif_download,
-        occurrence_snapshot,
-        annotation_rulesets,
-        annotated_occurrences,
-        balanced_manifest,
-        image_store,
-        training_export,
-    ]
+    return list(ALL_ASSETS)
 
 
 @dataclass
