@@ -25,14 +25,15 @@ from gbifdl_assets_tests.reliability.project import image_partition
 REPORT = Path(__file__).resolve().parent / "LOAD_REPORT.md"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 OCCURRENCES = 1_000_000
-# Every animal species with at least 24 usable images, at most 380 each: about 100,000 images over
-# ~1,000 classes. The sandbox's species sizes follow Zipf's law like GBIF's, so the classes cannot be
-# within 2x of each other at this size: the tolerance admits 24 vs 380 (the balanced check passes).
+# Every animal species with at least 24 usable images, at most 450 each: just over 100,000 images over
+# ~1,000 classes (at most 380 each gave 96,101; 440, 99,797). The sandbox's species sizes follow Zipf's law like
+# GBIF's, so the classes cannot be within 2x of each other at this size: the tolerance admits 24 vs
+# 450 (24 >= 0.05 x 450, so the balanced check passes).
 SPEC = """taxa:
   - name: Animalia
     expand_to: SPECIES
 source: download
-balancing: {max_per_class: 380, min_per_class: 24, tolerance: 0.95}
+balancing: {max_per_class: 450, min_per_class: 24, tolerance: 0.95}
 licenses: [CC0, PDM, CC-BY, CC-BY-SA, CC-BY-NC, CC-BY-NC-SA]
 images: {max_side: 256, completeness_threshold: 0.5}
 """
@@ -129,7 +130,7 @@ def test_100k_images_from_1m_occurrences(project_factory) -> None:
         meta = _metadata(project, "balanced_manifest", "load")
         images = int(meta.get("images", meta.get("rows", 0)))
         rows.append(("balanced_manifest", stage, f"{images:,} images, {meta.get('classes', '?')} classes"))
-        assert 90_000 <= images <= 115_000, meta
+        assert 100_000 <= images <= 125_000, meta
 
         ok = failed = 0
         shard_total = {"seconds": 0.0, "peak_mb": 0.0}
@@ -189,8 +190,8 @@ def _write_report(rows, started_at, load_before, load_after, sandbox_seconds, te
         f"- run started: {started_at:%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores, {mem_total:.1f} GiB RAM, "
         f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         f"- load average (1/5/15 min) before: {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}; "
-        f"after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f} (the machine is shared: other "
-        "work ran at the same time, so the times are upper bounds)",
+        f"after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f} (a load above ~1 before the "
+        "run means other work shared the 2 cores: the times are then upper bounds)",
         f"- sandbox: {OCCURRENCES:,} occurrences (seed 42, 2 % hidden media faults), generated in "
         f"{sandbox_seconds:.1f} s; it runs in the test process (peak {test_peak:,.0f} MB), serving the API, "
         "the DWCA and every image on the same 2 cores",
