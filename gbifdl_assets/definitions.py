@@ -1,26 +1,34 @@
 """The code location: every asset, check, sensor, schedule and resource of gbifdl_assets."""
 
 import os
+from typing import Any
 
 import dagster as dg
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rules_sensor, annotation_rulesets
 from gbifdl_assets.defs.images import ImageFetchResource, image_store, training_export
 from gbifdl_assets.defs.manifest import balanced_manifest
-from gbifdl_assets.defs.resources import default_resources
+from gbifdl_assets.defs.resources import default_resources, keep_values_under_run_config
 from gbifdl_assets.defs.schedules import training_set_refresh_schedule
 from gbifdl_assets.defs.snapshots import gbif_download, gbif_download_sensor, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
 
 
-def location_resources() -> dict[str, dg.ConfigurableResource]:
-    """The resources of the code location, from the environment (also used by the Celery job)."""
-    return {
-        **default_resources(),
-        # Loopback/private media hosts are refused (SSRF guard) unless set for the offline sandbox.
-        "image_fetch": ImageFetchResource(allow_loopback=os.environ.get("GBIFDL_ALLOW_LOOPBACK", "") == "1"),
-    }
+def location_resources() -> dict[str, Any]:
+    """The resources of the code location, from the environment (also used by the Celery job).
+
+    Run config that sets some fields of a resource keeps the environment's values of the others.
+    """
+    return keep_values_under_run_config(
+        {
+            **default_resources(),
+            # Loopback/private media hosts are refused (SSRF guard) unless set for the offline sandbox.
+            "image_fetch": ImageFetchResource(
+                allow_loopback=os.environ.get("GBIFDL_ALLOW_LOOPBACK", "") == "1"
+            ),
+        }
+    )
 
 
 # Declarative automation (eager re-annotation when rules or snapshots change) only runs when its

@@ -22,14 +22,17 @@ This module is part of the core and must not import dagster.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import re
+import socket
 import tempfile
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -45,11 +48,18 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "open_storage",
+    "staging_name",
     "validate_key",
 ]
 
 #: Temporary files of in-flight local writes start with this; ``list`` never returns them.
 TMP_PREFIX = ".gbifdl-tmp-"
+#: A staging file nobody has modified for this long is abandoned, whoever wrote it (see
+#: :meth:`LocalStorage.cleanup`). Live writes touch their file all the time; an hour of silence is a
+#: writer that was killed on another machine (where its pid cannot be checked).
+STALE_AFTER_SECONDS = 3600.0
+#: A process sweeps a folder for abandoned staging files on its first write there, then at most this often.
+SWEEP_INTERVAL_SECONDS = 600.0
 #: Up to this size an S3 write is one PutObject; above it, a multipart upload.
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 #: Part size for multipart uploads (S3 requires >= 5 MiB for all but the last part).
@@ -161,6 +171,15 @@ class Storage(ABC):
     def child(self, prefix: str) -> Storage:
         """A storage rooted at ``prefix`` inside this one (e.g. one folder per training set)."""
 
+    def cleanup(self, prefix: str = "", *, stale_after: float = STALE_AFTER_SECONDS) -> list[str]:
+        """Remove staging files that killed writers left behind; returns what was removed.
+
+        Only local storage stages files next to their target; an S3 write is staged outside the
+        bucket, so there is nothing to remove here.
+        """
+        validate_key(prefix, allow_empty=True, what="prefix")
+        return []
+
     # ------------------------------------------------------------- generic
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write ``data`` atomically."""
@@ -230,7 +249,8 @@ class LocalStorage(Storage):
     def _open_write(self, key: str) -> Iterator[BinaryIO]:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        _sweep_on_write(self.root, target.parent)
+        tmp = target.parent / staging_name()
         # os.open with 0o666 lets the umask decide permissions, like a plain open() would;
         # NamedTemporaryFile would leave every stored file at 0600.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
@@ -297,10 +317,125 @@ class LocalStorage(Storage):
                     found.append(key)
         return iter(sorted(found))
 
+    def cleanup(self, prefix: str = "", *, stale_after: float = STALE_AFTER_SECONDS) -> list[str]:
+        """Remove abandoned staging files (``.gbifdl-tmp-*``) in the folders under ``prefix``.
+
+        A staging file is abandoned when its writer is known to be dead (its name records host and
+        pid, see :func:`staging_name`, and that process is gone on this host) or when nobody has
+        modified it for ``stale_after`` seconds. A live write, by this process or by a concurrent run,
+        is never removed: its pid is alive and it keeps touching its file. Staging *folders* (export
+        trees) are left alone. Returns the removed files as paths relative to the root.
+        """
+        validate_key(prefix, allow_empty=True, what="prefix")
+        base_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self.root / base_rel if base_rel else self.root
+        if not base.is_dir():
+            return []
+        removed: list[str] = []
+        for dirpath, dirnames, _ in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if _could_match(_join(rel_dir, d) + "/", prefix) and not d.startswith(TMP_PREFIX)
+            ]
+            keys = _remove_stale(
+                Path(dirpath), stale_after, wanted=lambda name, d=rel_dir: _join(d, name).startswith(prefix)
+            )
+            removed += [_join(rel_dir, name) for name in keys]
+        return sorted(removed)
+
 
 def _could_match(folder_prefix: str, prefix: str) -> bool:
     """True if keys under ``folder_prefix`` ('a/b/') can start with ``prefix``."""
     return folder_prefix.startswith(prefix) or prefix.startswith(folder_prefix)
+
+
+def _writer_tag() -> str:
+    """This machine and pid namespace, so that a pid in a staging name is only checked where it
+    means the same process (containers sharing a hostname have their own pid namespaces)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}|{namespace}".encode()).hexdigest()[:8]
+
+
+_WRITER_TAG = _writer_tag()
+# .gbifdl-tmp-<writer tag>-<pid>-<random>[suffix]; other staging names (older releases, other
+# modules) carry no pid and are judged by age alone.
+_STAGING_RE = re.compile(re.escape(TMP_PREFIX) + r"(?P<tag>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}")
+
+
+def staging_name(suffix: str = "") -> str:
+    """A name for a staging file that records who writes it (machine, pid), for :meth:`LocalStorage.cleanup`."""
+    return f"{TMP_PREFIX}{_WRITER_TAG}-{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    except OSError:
+        return True  # cannot tell: keep the file
+    return True
+
+
+def _is_abandoned(path: Path, name: str, stale_after: float, now: float) -> bool:
+    match = _STAGING_RE.match(name)
+    if match and match["tag"] == _WRITER_TAG and not _pid_alive(int(match["pid"])):
+        return True
+    try:
+        return now - path.stat().st_mtime > stale_after
+    except FileNotFoundError:
+        return False  # committed or removed meanwhile
+
+
+def _remove_stale(
+    folder: Path, stale_after: float, wanted: Callable[[str], bool] = lambda name: True
+) -> list[str]:
+    """Remove the abandoned staging files directly in ``folder`` (those ``wanted``); their names."""
+    now = time.time()
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        if not entry.name.startswith(TMP_PREFIX) or not wanted(entry.name):
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        if _is_abandoned(path, entry.name, stale_after, now):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(entry.name)
+    return removed
+
+
+_SWEPT: dict[Path, float] = {}
+_SWEPT_LOCK = threading.Lock()
+
+
+def _sweep_on_write(root: Path, folder: Path) -> None:
+    """Before a write into ``folder``: remove abandoned staging files there and in the folders above
+    it up to the storage root (a crashed snapshot ingest stages one level above the snapshot it
+    would have committed), at most once per folder every SWEEP_INTERVAL_SECONDS in this process, so
+    a burst of writes (images) lists each folder once, not once per file."""
+    now = time.monotonic()
+    folders = [folder, *(p for p in folder.parents if p == root or root in p.parents)]
+    with _SWEPT_LOCK:
+        due = [f for f in folders if now - _SWEPT.get(f, -SWEEP_INTERVAL_SECONDS) >= SWEEP_INTERVAL_SECONDS]
+        for f in due:
+            _SWEPT[f] = now
+    for f in due:
+        with contextlib.suppress(OSError):  # housekeeping must never fail a write
+            _remove_stale(f, STALE_AFTER_SECONDS)
 
 
 def _fsync_dir(path: Path) -> None:

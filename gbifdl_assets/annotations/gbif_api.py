@@ -3,7 +3,8 @@
 Endpoints (reference annotations.md §3): ``{base}/occurrence/experimental/annotation/{rule,ruleset,
 project}``; lists are bare JSON arrays, newest first, ``limit`` (default 100) and ``offset``, with no
 total count, so we page until a page comes back shorter than ``limit`` (gbifrules reads only the first
-100 rules: GBIF bug §8.8). ``GET /rule/{id}`` answers a missing id with an empty body.
+100 rules: GBIF bug §8.8). ``GET /rule/{id}`` answers a missing id with an empty body (our own
+service answers 404; :meth:`GbifAnnotationApi.get` takes both as "not found").
 
 A pull mirrors GBIF into the store with source ``gbif`` and GBIF's ids as external ids: pulling again
 updates what changed, adds what is new and (for a full pull) soft-deletes what GBIF no longer lists.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gbifdl_assets.annotations.model import Project, Rule, RuleError, Ruleset, parse_rule
-from gbifdl_assets.gbif.errors import GbifResponseError
+from gbifdl_assets.gbif.errors import GbifNotFound, GbifResponseError
 from gbifdl_assets.gbif.http import GbifHttp, parse_json
 
 log = logging.getLogger(__name__)
@@ -125,12 +126,34 @@ class GbifAnnotationApi:
         return self.iter_list("project", filters)
 
     def get(self, kind: str, obj_id: int) -> dict | None:
-        """One object by id (deleted ones too); None for GBIF's empty answer to an unknown id."""
-        response = self.http.request("GET", self.url(f"{kind}/{int(obj_id)}"))
+        """One object by id (deleted ones too), or None when the id is unknown.
+
+        GBIF answers an unknown id with 200 and an empty body; our own service
+        (``gbifdl annotations serve``) answers 404. Both mean "not found". A base URL that serves no
+        annotation API at all also answers 404, so a 404 counts as "unknown id" only when the list
+        endpoint of the same kind answers; otherwise the error names the URL to fix.
+        """
+        url = self.url(f"{kind}/{int(obj_id)}")
+        try:
+            response = self.http.request("GET", url)
+        except GbifNotFound as exc:
+            self._require_api(kind, exc)
+            return None
         if not response.content.strip():
             return None
-        data = parse_json(response, self.url(f"{kind}/{int(obj_id)}"))
+        data = parse_json(response, url)
         return data if isinstance(data, dict) else None
+
+    def _require_api(self, kind: str, not_found: GbifNotFound) -> None:
+        """Raise a clear error when ``base_url`` does not serve ``kind`` at all (a wrong URL)."""
+        try:
+            self.http.request("GET", self.url(kind), params={"limit": 1}).close()
+        except GbifNotFound:
+            raise GbifResponseError(
+                self.url(kind),
+                f"no annotation API here (404 for the {kind} list too); check the annotation API URL, "
+                "e.g. https://api.gbif.org/v1 or the root of `gbifdl annotations serve`",
+            ) from not_found
 
     # ------------------------------------------------------------------------------ writes
     def create_rule(self, rule: Rule | Mapping[str, Any]) -> dict:

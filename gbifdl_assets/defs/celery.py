@@ -22,6 +22,7 @@ from gbifdl_assets.definitions import location_resources
 from gbifdl_assets.defs.images import COMPLETE, ImageFetchResource, image_store, shard_partitions, store_shard
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION, training_set_partitions
 from gbifdl_assets.defs.resources import SpecCatalog, StorageResource
+from gbifdl_assets.defs.retries import final_attempt_says_why
 
 
 def shard_step(shard: str) -> dg.OpDefinition:
@@ -40,9 +41,10 @@ def shard_step(shard: str) -> dg.OpDefinition:
         image_fetch: ImageFetchResource,
     ):
         training_set = context.partition_key
-        outcome = store_shard(
-            training_set, shard, storage=storage, specs=specs, image_fetch=image_fetch, log=context.log
-        )
+        with final_attempt_says_why(context, f"image_store[{shard}|{training_set}]"):
+            outcome = store_shard(
+                training_set, shard, storage=storage, specs=specs, image_fetch=image_fetch, log=context.log
+            )
         yield dg.AssetMaterialization(
             asset_key=image_store.key,
             partition=dg.MultiPartitionKey({TRAINING_SET_PARTITION: training_set, "shard": shard}),

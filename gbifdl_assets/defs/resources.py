@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -145,6 +147,24 @@ class AnnotationSources(dg.ConfigurableResource):
 def _env_or(var: str, default: str | None = None) -> str | dg.EnvVar | None:
     """An EnvVar when the variable is set (the value stays out of run config), else the default."""
     return dg.EnvVar(var) if os.environ.get(var) else default
+
+
+def keep_values_under_run_config(resources: Mapping[str, dg.ConfigurableResource]) -> dict[str, Any]:
+    """The resources with the values they were built with as per-field defaults of their run config.
+
+    Dagster applies the values passed to a resource's constructor as *one* default for its whole
+    config, so run config that sets a single field (``resources.image_fetch.config.concurrency``)
+    silently resets every other field to its class default: the sandbox's ``allow_loopback``,
+    ``GBIF_API_URL``, the S3 endpoint, the data folder. ``configure_at_launch`` makes each given value
+    the default of its own field instead, so run config overrides field by field. EnvVars stay EnvVars:
+    run config and the UI show the variable's name, and the value is read when the run starts.
+    """
+    return {
+        key: type(resource).configure_at_launch(
+            **{name: getattr(resource, name) for name in resource.model_fields_set}
+        )
+        for key, resource in resources.items()
+    }
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:

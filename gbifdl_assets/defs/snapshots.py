@@ -17,6 +17,7 @@ import dagster as dg
 from gbifdl_assets.defs.metadata import markdown_table
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResource
+from gbifdl_assets.defs.retries import step_failure
 from gbifdl_assets.defs.species import species_list, species_list_key
 from gbifdl_assets.gbif.downloads import RUNNING_STATUSES
 from gbifdl_assets.gbif.dwca import DwcaError
@@ -38,10 +39,11 @@ GBIF_RETRY = dg.RetryPolicy(
 )
 
 
-def _failure(training_set: str, stage: str, exc: Exception) -> dg.Failure:
-    """One clear line; only errors that waiting can fix go back to the retry policy."""
+def _failure(context: dg.AssetExecutionContext, training_set: str, stage: str, exc: Exception) -> dg.Failure:
+    """One clear line; only errors that waiting can fix go back to the retry policy (and the last
+    attempt's failure is final, so this line is the step's failure message, not only its cause)."""
     transient = isinstance(exc, GbifUnavailable | GbifRateLimited)
-    return dg.Failure(description=f"{stage}[{training_set}]: {exc}", allow_retries=transient)
+    return step_failure(context, f"{stage}[{training_set}]: {exc}", transient=transient)
 
 
 def taxon_keys_of(storage: Storage, training_set: str) -> list[int]:
@@ -87,7 +89,7 @@ def gbif_download(
             record = record_spec_download(spec, client, store)
         status = client.download_status(record.key)
     except GbifError as exc:
-        raise _failure(training_set, "gbif_download", exc) from exc
+        raise _failure(context, training_set, "gbif_download", exc) from exc
     context.log.info(f"{training_set}: GBIF download {record.key} is {status.get('status')} ({plan.reason})")
     return dg.MaterializeResult(
         metadata={
@@ -182,7 +184,7 @@ def occurrence_snapshot(
             }
     except (GbifError, DwcaError) as exc:
         # DwcaError: the archive cannot serve this spec (SIMPLE_CSV has no media, truncated zip, ...)
-        raise _failure(training_set, "occurrence_snapshot", exc) from exc
+        raise _failure(context, training_set, "occurrence_snapshot", exc) from exc
     elapsed = time.monotonic() - started
     counts = info.counts
     preview = store.read_parquet(info.media_key, columns=list(PREVIEW_COLUMNS)).slice(0, 10)

@@ -7,6 +7,7 @@ import dagster as dg
 from gbifdl_assets.defs.metadata import markdown_table
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResource
+from gbifdl_assets.defs.retries import step_failure
 from gbifdl_assets.gbif.errors import GbifError, GbifRateLimited, GbifUnavailable
 from gbifdl_assets.gbif.species import resolve_taxa
 
@@ -52,7 +53,7 @@ def species_list(
     except GbifError as exc:
         # One clear line for the user; only failures that waiting can fix go back to the retry policy.
         transient = isinstance(exc, GbifUnavailable | GbifRateLimited)
-        raise dg.Failure(description=f"species_list[{training_set}]: {exc}", allow_retries=transient) from exc
+        raise step_failure(context, f"species_list[{training_set}]: {exc}", transient=transient) from exc
     table = resolution.to_table()
     key = species_list_key(training_set)
     nbytes = storage.open().write_parquet(key, table)

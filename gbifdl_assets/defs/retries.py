@@ -1,0 +1,59 @@
+"""Failures under a RetryPolicy that keep their own message when the retries run out.
+
+When an asset raises ``Failure(allow_retries=True)`` (or any exception) on its last attempt, Dagster
+reports the step as "Exceeded max_retries of N" and keeps the asset's message only in the cause
+chain, which the UI folds away. On the last attempt these helpers raise a final ``Failure`` instead,
+so the step's failure message is what failed ("species_list[cats]: GBIF HTTP 429 …") and says that
+it already waited through the retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import dagster as dg
+
+Context = dg.AssetExecutionContext | dg.OpExecutionContext
+
+
+def _attempts_left(context: Context) -> int:
+    policy = context.job_def.get_retry_policy_for_handle(context.op_handle)
+    return max(0, policy.max_retries - context.retry_number) if policy else 0
+
+
+def _gave_up(context: Context, description: str) -> str:
+    if context.retry_number:
+        return f"{description} (still failing after {context.retry_number} retries)"
+    return description
+
+
+def step_failure(context: Context, description: str, *, transient: bool) -> dg.Failure:
+    """A Failure the retry policy retries only when waiting can fix it (``transient``) and attempts
+    remain; otherwise final, with ``description`` as the step's own failure message."""
+    if transient and _attempts_left(context):
+        return dg.Failure(description=description, allow_retries=True)
+    return dg.Failure(
+        description=_gave_up(context, description) if transient else description, allow_retries=False
+    )
+
+
+@contextlib.contextmanager
+def final_attempt_says_why(context: Context, what: str) -> Iterator[None]:
+    """Around a body whose every exception the retry policy retries: on the last attempt the
+    exception becomes a final Failure whose message names ``what`` and the exception."""
+    try:
+        yield
+    except dg.Failure as failure:
+        # it already says what failed; only a retryable one on the last attempt needs making final
+        if not failure.allow_retries or _attempts_left(context):
+            raise
+        raise dg.Failure(
+            description=_gave_up(context, failure.description or what),
+            metadata=failure.metadata,
+            allow_retries=False,
+        ) from failure
+    except Exception as exc:
+        if _attempts_left(context):
+            raise
+        raise dg.Failure(description=_gave_up(context, f"{what}: {exc}"), allow_retries=False) from exc
