@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -65,6 +66,20 @@ def _aws_env_hygiene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never probe 169.254.169.254
         yield
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_dagster_state_storage() -> Iterator[None]:
+    """A Dagster evaluation context left open (``build_*_context`` without ``with``) keeps its
+    instance's state storage as the process-wide current one; once that instance is gone, every
+    later ``materialize`` in the process fails on a dead weakref, in whichever test runs next.
+    Tests should close their contexts (see test_schedules); this keeps one leak from failing others."""
+    yield
+    if "dagster" not in sys.modules:
+        return
+    from dagster._core.storage.defs_state import base
+
+    base._current_storage.set(None)
 
 
 # ---------------------------------------------------------------------------------- paths

@@ -37,13 +37,15 @@ def _spec_folder(tmp_path: Path) -> Path:
 
 
 def _evaluate(instance: dg.DagsterInstance, folder: Path, tick: dt.datetime) -> dg.ScheduleExecutionData:
-    context = dg.build_schedule_context(
+    # closed by the with: an open context keeps the instance's state storage as Dagster's current one,
+    # and a later materialize in the same process then fails on the dead instance's weakref
+    with dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=tick,
         resources={"specs": SpecCatalog(folder=str(folder))},
         repository_def=defs.get_repository_def(),  # resolves the target and checks partition keys
-    )
-    return training_set_refresh_schedule.evaluate_tick(context)
+    ) as context:
+        return training_set_refresh_schedule.evaluate_tick(context)
 
 
 def test_schedule_and_every_sensor_start_running():
