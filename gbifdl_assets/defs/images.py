@@ -21,6 +21,7 @@ from gbifdl_assets.defs.manifest import balanced_manifest, read_latest_manifest
 from gbifdl_assets.defs.metadata import markdown_table
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION, training_set_partitions
 from gbifdl_assets.defs.resources import SpecCatalog, StorageResource
+from gbifdl_assets.defs.retries import final_attempt_says_why
 from gbifdl_assets.export.layout import export_training_set
 from gbifdl_assets.gbif.snapshots import latest_snapshot
 from gbifdl_assets.media.download import DownloadConfig, download_images
@@ -126,9 +127,10 @@ def image_store(
     image_fetch: ImageFetchResource,
 ) -> dg.MaterializeResult:
     training_set, shard = _keys(context)
-    outcome = store_shard(
-        training_set, shard, storage=storage, specs=specs, image_fetch=image_fetch, log=context.log
-    )
+    with final_attempt_says_why(context, f"image_store[{shard}|{training_set}]"):
+        outcome = store_shard(
+            training_set, shard, storage=storage, specs=specs, image_fetch=image_fetch, log=context.log
+        )
     return dg.MaterializeResult(
         metadata=outcome.metadata,
         check_results=[
@@ -191,6 +193,8 @@ def store_shard(
             "this_run": dg.MetadataValue.json(summary.to_dict()),
             "images_per_s": dg.MetadataValue.float(float(summary.images_per_s)),
             "bytes": dg.MetadataValue.int(int(summary.bytes)),
+            # recorded as stored but gone from the storage (lost or deleted): fetched again by this run
+            "missing_refetched": dg.MetadataValue.int(int(summary.missing_refetched)),
             "completeness": dg.MetadataValue.md(
                 markdown_table(complete.to_pylist(), complete.column_names, limit=50)
             ),

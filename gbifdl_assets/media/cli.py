@@ -1,9 +1,18 @@
-"""``gbifdl images fetch|retry-failed MANIFEST.parquet --store PATH_OR_S3_URI``.
+"""``gbifdl images fetch|retry-failed MANIFEST.parquet --store PATH_OR_S3_URI`` and
+``gbifdl images verify --store PATH_OR_S3_URI [--ledger NAME] [--deep]``.
 
 Both commands read the manifest's ``url`` (and ``content_key``, computed when absent) column by
 column batch, download into the store, keep the ledger ``--ledger`` (default: the manifest's file
 name without extension) next to the images, log progress on stderr every few seconds, and end with
 one JSON line on stdout: ``ok``, ``failed``, ``skipped``, ``images_per_s``, ``failed_by_reason``…
+
+``verify`` checks the ledgers against the store's objects (see :func:`.ledger.verify_store`): it
+prints every stored entry whose object is missing, with ``--deep`` every object whose sha256 differs
+from its entry, and every object no ledger describes (orphans: legitimate after an interrupted run,
+so they fail the check only with ``--strict``), one per line on stderr, then the JSON line. Exit
+status 0: consistent; 1: not (a re-run of ``gbifdl images fetch`` for the affected manifests fetches
+missing objects again; damaged ones must be deleted first); 2: the store or ledger does not exist or
+cannot be read.
 
 S3 stores: ``s3://bucket/prefix``; the endpoint comes from ``GBIFDL_S3_ENDPOINT_URL`` (or
 ``AWS_ENDPOINT_URL``), credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or the
@@ -25,7 +34,10 @@ from typing import Any
 from gbifdl_assets.summary_line import emit as _emit
 from gbifdl_assets.summary_line import fail as _fail
 
-__all__ = ["add_images_parser", "cmd_images_fetch", "cmd_images_retry_failed", "main"]
+__all__ = ["add_images_parser", "cmd_images_fetch", "cmd_images_retry_failed", "cmd_images_verify", "main"]
+
+#: problems of each kind named in the JSON line (all of them go to stderr)
+_EXAMPLES = 20
 
 
 def _positive_int(text: str) -> int:
@@ -42,7 +54,7 @@ def _max_side(text: str) -> int | None:
 
 
 def add_images_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``images fetch`` and ``images retry-failed`` to a ``gbifdl`` subparsers object."""
+    """Add ``images fetch``, ``images retry-failed`` and ``images verify`` to a ``gbifdl`` subparsers object."""
     images = subparsers.add_parser("images", help="download a manifest's images into an image store")
     sub = images.add_subparsers(dest="sub", required=True)
     fetch = sub.add_parser(
@@ -60,6 +72,21 @@ def add_images_parser(subparsers: Any) -> argparse.ArgumentParser:
     retry = sub.add_parser("retry-failed", help="retry only the images the ledger records as failed")
     _common(retry)
     retry.set_defaults(func=cmd_images_retry_failed, retry_failed=True)
+    verify = sub.add_parser(
+        "verify",
+        help="check that every image the ledgers record as stored is in the store (exit 1 if not)",
+    )
+    verify.add_argument("--store", required=True, help="image store: a folder or s3://bucket/prefix")
+    verify.add_argument("--ledger", help="check only this ledger (default: every ledger of the store)")
+    verify.add_argument(
+        "--deep", action="store_true", help="also read every object and compare its sha256 with the ledger"
+    )
+    verify.add_argument(
+        "--strict", action="store_true", help="also fail on objects no ledger describes (orphans)"
+    )
+    verify.add_argument("--threads", type=_positive_int, default=16, help="parallel reads for --deep (16)")
+    verify.add_argument("--progress-seconds", type=float, default=5.0)
+    verify.set_defaults(func=cmd_images_verify)
     return images
 
 
@@ -171,6 +198,97 @@ def cmd_images_fetch(args: argparse.Namespace) -> int:
 
 def cmd_images_retry_failed(args: argparse.Namespace) -> int:
     return _run(args, only_failed=True)
+
+
+def cmd_images_verify(args: argparse.Namespace) -> int:
+    from gbifdl_assets.media.ledger import list_ledgers, verify_store
+    from gbifdl_assets.media.store import IMAGES_PREFIX, ImageStore
+    from gbifdl_assets.storage import LocalStorage, S3Storage, StorageError, open_storage
+
+    command = "images verify"
+    try:
+        storage = open_storage(args.store, endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None)
+        if isinstance(storage, LocalStorage) and not storage.root.is_dir():
+            return _fail(
+                f"image store {storage.root} does not exist: give the folder that 'gbifdl images fetch "
+                "--store' (or GBIFDL_DATA_URI) wrote to",
+                command=command,
+            )
+        if isinstance(storage, S3Storage):
+            storage.check()  # a wrong bucket, endpoint or credentials: one clear message, not "all missing"
+        store = ImageStore(storage, retry_seconds=30.0)
+        if not list_ledgers(storage) and next(iter(storage.list(f"{IMAGES_PREFIX}/")), None) is None:
+            return _fail(
+                f"{storage.uri} is not an image store: it has neither ledgers/ nor images/; give the "
+                "folder or s3://bucket/prefix that 'gbifdl images fetch --store' (or GBIFDL_DATA_URI) wrote to",
+                command=command,
+            )
+
+        def progress(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+
+        report = verify_store(
+            store,
+            ledger=args.ledger,
+            deep=args.deep,
+            threads=args.threads,
+            progress=progress,
+            progress_interval=args.progress_seconds,
+        )
+    except (StorageError, ValueError) as exc:  # UnknownLedgerError is a ValueError
+        return _fail(str(exc), command=command, store=args.store)
+    for item in report.unreadable:
+        print(f"unreadable ledger {item['ledger']}: {item['error']}", file=sys.stderr)
+    for item in report.missing:
+        print(f"missing   {item['ledger']}  {item['key']}", file=sys.stderr)
+    for item in report.mismatched:
+        print(
+            f"mismatch  {item['ledger']}  {item['key']}  ledger sha256 {item['expected_sha256']} "
+            f"({item['expected_bytes']} bytes), object {item['actual_sha256']} ({item['actual_bytes']} bytes)",
+            file=sys.stderr,
+        )
+    for key in report.orphans:
+        print(f"orphan    {key}", file=sys.stderr)
+    if report.orphans and not args.strict:
+        print(
+            f"{len(report.orphans)} objects no ledger describes: expected after an interrupted run (the "
+            "next run of its manifest records or replaces them); they do not fail the check without --strict",
+            file=sys.stderr,
+        )
+    consistent = report.consistent and not (args.strict and report.orphans)
+    if report.missing:
+        print(
+            "re-run 'gbifdl images fetch' (or materialize image_store) for the affected manifests: it fetches "
+            "the missing objects again",
+            file=sys.stderr,
+        )
+    if report.mismatched:
+        print(
+            "delete the damaged objects listed above, then re-run 'gbifdl images fetch' (or materialize "
+            "image_store): runs check that objects exist, not their bytes",
+            file=sys.stderr,
+        )
+    _emit(
+        {
+            "command": command,
+            "ok": consistent,
+            "consistent": consistent,
+            "store": report.store,
+            "ledgers": len(report.ledgers),
+            "deep": report.deep,
+            "entries": report.entries,
+            "objects": report.objects,
+            "missing": len(report.missing),
+            "mismatched": len(report.mismatched) if report.deep else None,
+            "orphans": len(report.orphans),
+            "unreadable_ledgers": [u["ledger"] for u in report.unreadable],
+            "missing_keys": [m["key"] for m in report.missing[:_EXAMPLES]],
+            "mismatched_keys": [m["key"] for m in report.mismatched[:_EXAMPLES]],
+            "orphan_keys": report.orphans[:_EXAMPLES],
+            "seconds": report.seconds,
+        }
+    )
+    return 0 if consistent else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,13 @@
   failed ones are retried (``retry_failed``), or only they are (``only_failed``, for
   ``gbifdl images retry-failed``). Images another ledger of the same store already stored (same
   variant) are recorded as ``skipped/already_stored`` without any network traffic.
+* The ledger is checked against the store before it is trusted (``verify_stored``): an object can
+  vanish behind its back (an S3 bucket that lost data, files deleted from a local store). One
+  listing per variant prefix (:meth:`.store.ImageStore.missing_keys`, ~N/1000 requests on S3) finds
+  the recorded objects that are gone; those images are fetched again like new ones (a fresh ledger
+  entry replaces the stale one; ``missing_refetched`` counts them), and another ledger's entry is
+  never adopted when its object is gone. Even ``retry-failed`` heals them: a stored claim whose
+  object is gone is a failure the ledger could not see.
 * A storage outage is retried (see :class:`~.store.ImageStore`); if it outlasts
   ``store_retry_seconds`` the run stops with :class:`~gbifdl_assets.storage.StorageUnavailable`
   after flushing what it can; re-running resumes.
@@ -106,6 +113,12 @@ class DownloadConfig:
     #: downloader processes (see .pool); None: one per core up to 4, or 1 below ``pool_min_rows``
     processes: int | None = None
     pool_min_rows: int = 2000
+    #: list the store's image prefixes before the run and fetch again what the ledgers record as
+    #: stored but is gone; off for stores so big that one listing per run costs too much. Measured
+    #: on the 2-core machine: 100,000 objects in a local store 0.25 s (warm cache); 3,000 on moto
+    #: S3 0.6 s in 3 ListObjectsV2 requests (one HEAD per object instead: 15 s); the cost grows
+    #: with the objects under the variant prefix, which all training sets of the store share.
+    verify_stored: bool = True
 
 
 @dataclass
@@ -122,6 +135,8 @@ class Progress:
     total: int | None
     failed_by_reason: dict[str, int]
     final: bool = False
+    #: images the ledger recorded as stored whose object was gone, handed to fetching again so far
+    missing_refetched: int = 0
 
     def message(self) -> str:
         of = f" of {self.total:,}" if self.total is not None else ""
@@ -129,6 +144,7 @@ class Progress:
         return (
             f"images: {self.done:,}{of} done ({self.ok:,} ok, {self.failed:,} failed, {self.skipped:,} skipped)"
             f" · {self.rate:,.0f} img/s · {self.bytes / 1e6:,.1f} MB in {self.elapsed:,.0f} s"
+            + (f" · {self.missing_refetched:,} missing objects re-fetched" if self.missing_refetched else "")
             + (f" · failures: {top}" if top else "")
         )
 
@@ -152,6 +168,10 @@ class DownloadSummary:
     already_done: int = 0
     ledger_entries: int = 0
     storage_retries: int = 0
+    #: rows whose ledger entry said stored but whose object was gone: fetched again (see verify_stored)
+    missing_refetched: int = 0
+    #: seconds spent checking the ledgers' stored objects against a listing of the store
+    verify_seconds: float = 0.0
     run_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,12 +228,63 @@ def _content_key(row: Row) -> tuple[str | None, str | None, str | None]:
 
 
 # ---------------------------------------------------------------------------------- indexes
-def _own_state(store: ImageStore, ledger: str) -> tuple[set[str], set[str]]:
-    table = load_ledger(store, ledger, columns=["status", "stored"])
+@dataclass
+class _Own:
+    """What the run's own ledger says, by content_key."""
+
+    stored: set[str]
+    failed: set[str]
+    #: recorded as stored, but the object is gone (filled in by _verify_stored)
+    missing: set[str] = field(default_factory=set)
+    #: the stored entries' content_key and key columns, for the check against the store
+    stored_keys: pa.Table | None = None
+
+
+def _own_state(store: ImageStore, ledger: str) -> _Own:
+    table = load_ledger(store, ledger, columns=["status", "stored", "key"])
     keys = table.column("content_key")
-    stored = set(keys.filter(table.column("stored")).to_pylist())
+    stored_rows = table.filter(pc.fill_null(table.column("stored"), False)).select(["content_key", "key"])
     failed = set(keys.filter(pc.equal(table.column("status"), "failed")).to_pylist())
-    return stored, failed
+    return _Own(set(stored_rows.column("content_key").to_pylist()), failed, stored_keys=stored_rows)
+
+
+def _verify_stored(
+    store: ImageStore, ledger: str, own: _Own, index: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Check the own ledger's stored entries and the adoptable ``index`` against the store.
+
+    Moves own images whose object is gone from ``own.stored`` to ``own.missing`` (they are fetched
+    again) and returns ``index`` without the entries whose object is gone (never adopted).
+    """
+    table = own.stored_keys
+    own_keys = table.column("key") if table is not None else pa.array([], pa.string())
+    wanted = {k for k in own_keys.to_pylist() if k is not None}
+    wanted.update(hit["key"] for hit in index.values() if hit.get("key"))
+    gone = store.missing_keys(wanted)
+    if table is not None and table.num_rows:
+        # A stored claim without a key is as broken as one whose object is gone.
+        lost = pc.or_(pc.is_null(own_keys), pc.is_in(own_keys, value_set=pa.array(sorted(gone), pa.string())))
+        lost = pc.fill_null(lost, True)
+        own.missing = set(table.column("content_key").filter(lost).to_pylist())
+        own.stored -= own.missing
+    if own.missing:
+        log.warning(
+            "ledger %r records %d images as stored whose object is gone from %s (deleted or lost "
+            "by the storage): those among this run's rows are fetched again",
+            ledger,
+            len(own.missing),
+            store.uri,
+        )
+    stale = {ck for ck, hit in index.items() if not hit.get("key") or hit["key"] in gone}
+    if stale:
+        log.warning(
+            "%d images other ledgers of %s record as stored have no object: fetching them instead "
+            "of adopting those entries",
+            len(stale),
+            store.uri,
+        )
+        index = {ck: hit for ck, hit in index.items() if ck not in stale}
+    return index
 
 
 def _other_index(
@@ -268,6 +339,7 @@ class _Run:
         self.skipped_by: Counter[str] = Counter()
         self.bytes = 0
         self.already_done = 0
+        self.missing_refetched = 0
         self.started = time.monotonic()
         self.flush_now = asyncio.Event()
 
@@ -305,15 +377,16 @@ class _Run:
             total=self.total,
             failed_by_reason=dict(self.failed_by.most_common()),
             final=final,
+            missing_refetched=self.missing_refetched,
         )
 
 
 def _jobs(
-    rows: Any, run: _Run, index: dict[str, dict[str, Any]], own: tuple[set[str], set[str]]
+    rows: Any, run: _Run, index: dict[str, dict[str, Any]], own: _Own
 ) -> Iterator[tuple[Row, str, str]]:
     """The rows to fetch, as (row, content_key, url); records or counts everything else on the way."""
     cfg = run.config
-    stored_before, failed_before = own
+    stored_before, failed_before, missing = own.stored, own.failed, own.missing
     seen: set[str] = set()
     for batch in _row_batches(rows):
         for row in batch:
@@ -329,13 +402,16 @@ def _jobs(
                 run.already_done += 1
                 run.count_only("already_done")
                 continue
-            if cfg.only_failed and ck not in failed_before:
+            healing = ck in missing
+            if cfg.only_failed and ck not in failed_before and not healing:
                 run.count_only("not_failed")
                 continue
             if ck in failed_before and not cfg.retry_failed:
                 run.already_done += 1
                 run.count_only("failed_before")
                 continue
+            if healing:
+                run.missing_refetched += 1
             if problem is not None:
                 run.record(entry(ck, url, now_ms(), status="failed", reason="bad_row", error=problem), row)
                 continue
@@ -347,9 +423,7 @@ def _jobs(
 
 
 # -------------------------------------------------------------------------------- the loop
-async def _run_async(
-    rows: Any, run: _Run, index: dict[str, dict[str, Any]], own: tuple[set[str], set[str]]
-) -> None:
+async def _run_async(rows: Any, run: _Run, index: dict[str, dict[str, Any]], own: _Own) -> None:
     cfg = run.config
     fetch_cfg = cfg.fetch
     loop = asyncio.get_running_loop()
@@ -519,6 +593,12 @@ def _download(
     if isinstance(rows, pa.Table) and "content_key" in rows.column_names:
         keys = rows.column("content_key").combine_chunks()
     index = _other_index(store, ledger, options.variant, keys) if config.dedup_across_ledgers else {}
+    verify_seconds = 0.0
+    if config.verify_stored:
+        checked = time.monotonic()
+        index = _verify_stored(store, ledger, own, index)
+        verify_seconds = time.monotonic() - checked
+    own.stored_keys = None  # not needed any more; may be large
     run = _Run(store, writer, options, config, _total(rows), progress, on_result)
     retries_before = store.retries
 
@@ -558,6 +638,8 @@ def _download(
         already_done=run.already_done,
         ledger_entries=writer.entries_written,
         storage_retries=store.retries - retries_before,
+        missing_refetched=run.missing_refetched,
+        verify_seconds=round(verify_seconds, 3),
         run_id=writer.run_id,
     )
 

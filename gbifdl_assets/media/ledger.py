@@ -27,29 +27,44 @@ content. One writer per ledger name at a time (the Dagster partition or the CLI 
 
 :func:`load_ledger` returns the latest entry per ``content_key`` (a later entry wins: a failure that
 later succeeded shows as ok).
+
+What :func:`verify_store` (``gbifdl images verify``) can find, and what is legitimate:
+
+* a stored entry whose object is missing: never legitimate (the entry is written only after its
+  object write returned, and objects are never deleted by this code); the storage lost it or
+  someone deleted it. The next download run of that ledger fetches it again (``verify_stored``).
+* an object whose sha256 differs from its entry (``--deep``): never legitimate (writes are atomic).
+* an object no ledger describes (an orphan): legitimate after an interrupted run (``kill -9``, a
+  crash, a power cut) whose last entries were not flushed yet; the next run of that ledger fetches
+  those images again, overwrites the objects and records them. Orphans that survive a complete
+  re-run belong to manifest rows that were dropped since; they waste space but mislead no reader.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gbifdl_assets.media.store import LEDGERS_PREFIX, ImageStore
+from gbifdl_assets.media.store import IMAGES_PREFIX, LEDGERS_PREFIX, ImageStore
 from gbifdl_assets.storage import Storage, validate_key
 
 __all__ = [
     "LEDGER_SCHEMA",
     "LedgerFiles",
     "LedgerWriter",
+    "UnknownLedgerError",
+    "VerifyReport",
     "attribution_table",
     "compact_ledger",
     "completeness_table",
@@ -58,6 +73,7 @@ __all__ = [
     "load_ledger",
     "load_ledger_history",
     "summarize_ledger",
+    "verify_store",
 ]
 
 log = logging.getLogger(__name__)
@@ -366,3 +382,158 @@ def attribution_table(manifest: pa.Table, ledger: pa.Table) -> pa.Table:
     view = ledger.filter(pc.field("stored")).select(["content_key", "key", "sha256", "width", "height"])
     joined = manifest.select(cols).join(view, "content_key", join_type="inner")
     return joined.sort_by([("content_key", "ascending")])
+
+
+# ------------------------------------------------------------------------------ verification
+class UnknownLedgerError(ValueError):
+    """``verify_store(ledger=...)`` named a ledger the store does not have."""
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_store` found (see the module docstring for what each finding means)."""
+
+    store: str
+    ledgers: list[str]
+    deep: bool
+    #: stored entries checked (of the checked ledgers) and objects under images/ listed
+    entries: int = 0
+    objects: int = 0
+    #: {"ledger", "content_key", "key"} of stored entries whose object is gone
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    #: {"ledger", "content_key", "key", "expected_sha256", "actual_sha256", "expected_bytes",
+    #: "actual_bytes"} of objects whose bytes differ from their entry (deep only)
+    mismatched: list[dict[str, Any]] = field(default_factory=list)
+    #: objects under images/ that no ledger's stored entry names
+    orphans: list[str] = field(default_factory=list)
+    #: {"ledger", "error"} of ledgers that could not be read
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def consistent(self) -> bool:
+        """True when every stored entry of the checked ledgers has its object (with its bytes, if
+        deep). Orphans do not count: they are legitimate after an interrupted run."""
+        return not (self.missing or self.mismatched or self.unreadable)
+
+
+def verify_store(
+    store: ImageStore | Storage,
+    *,
+    ledger: str | None = None,
+    deep: bool = False,
+    threads: int = 16,
+    progress: Callable[[str], None] | None = None,
+    progress_interval: float = 5.0,
+) -> VerifyReport:
+    """Check the ledgers of ``store`` (or only ``ledger``) against its objects.
+
+    One listing of ``images/`` answers which stored entries have no object and which objects no
+    ledger describes (orphans are always judged against every ledger of the store, so an image
+    another training set owns is never called an orphan). ``deep`` also reads every object the
+    checked ledgers name (``threads`` at a time) and compares its sha256 and size with the entry.
+    Raises :class:`UnknownLedgerError` for a ``ledger`` the store does not have.
+    """
+    started = time.monotonic()
+    if not isinstance(store, ImageStore):
+        store = ImageStore(store)
+    storage = store.storage
+    names = list_ledgers(storage)
+    if ledger is not None and ledger not in names:
+        known = ", ".join(names[:20]) + (" …" if len(names) > 20 else "") if names else "none"
+        raise UnknownLedgerError(
+            f"no ledger {ledger!r} in {storage.uri} (ledgers there: {known}); give one of those names "
+            "or leave --ledger out to check them all"
+        )
+    checked = [ledger] if ledger is not None else names
+    report = VerifyReport(store=storage.uri, ledgers=checked, deep=deep)
+    described: set[str] = set()
+    entries: dict[str, pa.Table] = {}
+    for name in names:
+        try:
+            table = load_ledger(storage, name, columns=["stored", "key", "sha256", "bytes"])
+        except Exception as exc:  # report it and go on: one broken ledger must not hide the rest
+            if name in checked:
+                report.unreadable.append({"ledger": name, "error": f"{type(exc).__name__}: {exc}"})
+            log.warning("could not read ledger %r of %s: %s", name, storage.uri, exc)
+            continue
+        table = table.filter(pc.fill_null(table.column("stored"), False))
+        described.update(k for k in table.column("key").to_pylist() if k is not None)
+        if name in checked:
+            entries[name] = table
+            report.entries += table.num_rows
+
+    present: set[str] = set()
+    orphans: list[str] = []
+
+    def scan() -> None:
+        present.clear()
+        orphans.clear()
+        report.objects = 0
+        for key in storage.list(f"{IMAGES_PREFIX}/"):
+            report.objects += 1
+            if key in described:
+                present.add(key)
+            else:
+                orphans.append(key)
+
+    store.with_retries(scan, what=f"listing {IMAGES_PREFIX}/")
+    report.orphans = orphans
+
+    to_read: dict[str, list[dict[str, Any]]] = {}
+    present_keys = pa.array(sorted(present), pa.string())
+    for name, table in entries.items():
+        # Vectorized: only the problems (and, deep, the rows to read) become Python objects.
+        found = pc.fill_null(pc.is_in(table.column("key"), value_set=present_keys), False)
+        for row in table.filter(pc.invert(found)).select(["content_key", "key"]).to_pylist():
+            report.missing.append({"ledger": name, **row})
+        if deep:
+            for row in table.filter(found).select(["content_key", "key", "sha256", "bytes"]).to_pylist():
+                to_read.setdefault(row["key"], []).append({"ledger": name, **row})
+    if deep and to_read:
+        report.mismatched, vanished = _deep_check(store, to_read, threads, progress, progress_interval)
+        report.missing.extend(vanished)
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _deep_check(
+    store: ImageStore,
+    to_read: dict[str, list[dict[str, Any]]],
+    threads: int,
+    progress: Callable[[str], None] | None,
+    interval: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read each object once and compare it with every entry that names it; (mismatched, vanished)."""
+
+    def digest(key: str) -> tuple[str, str | None, int | None]:
+        try:
+            data = store.read(key)
+        except FileNotFoundError:  # deleted between the listing and the read
+            return key, None, None
+        return key, hashlib.sha256(data).hexdigest(), len(data)
+
+    mismatched: list[dict[str, Any]] = []
+    vanished: list[dict[str, Any]] = []
+    last = time.monotonic()
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="gbifdl-verify") as pool:
+        for done, (key, actual, size) in enumerate(pool.map(digest, to_read), 1):
+            for row in to_read[key]:
+                if actual is None:
+                    vanished.append({"ledger": row["ledger"], "content_key": row["content_key"], "key": key})
+                elif actual != row["sha256"] or (row["bytes"] is not None and size != row["bytes"]):
+                    mismatched.append(
+                        {
+                            "ledger": row["ledger"],
+                            "content_key": row["content_key"],
+                            "key": key,
+                            "expected_sha256": row["sha256"],
+                            "actual_sha256": actual,
+                            "expected_bytes": row["bytes"],
+                            "actual_bytes": size,
+                        }
+                    )
+            if progress is not None and time.monotonic() - last >= interval:
+                last = time.monotonic()
+                progress(f"verify: {done:,} of {len(to_read):,} objects read, {len(mismatched):,} mismatched")
+    return mismatched, vanished

@@ -26,6 +26,11 @@ fetches it again and overwrites it.
 Transient storage errors (an S3 endpoint that is down, slow or answering 5xx) are retried with
 exponential backoff and jitter for up to ``retry_seconds``; configuration errors (bucket missing,
 access refused, local disk full) are raised at once.
+
+The ledger is not trusted blindly: an object can vanish behind its back (an S3 bucket that lost
+data, files deleted by hand). :meth:`ImageStore.missing_keys` tells which of a set of keys have no
+object with one listing per variant prefix (paged by the storage layer: 1,000 keys per S3 request)
+rather than one HEAD per object, which is what the downloader checks before trusting its ledger.
 """
 
 from __future__ import annotations
@@ -40,13 +45,19 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
 from gbifdl_assets.storage import TMP_PREFIX, LocalStorage, Storage, StorageUnavailable, validate_key
 
-__all__ = ["IMAGES_PREFIX", "LEDGERS_PREFIX", "ImageStore", "is_transient_storage_error"]
+__all__ = [
+    "IMAGES_PREFIX",
+    "LEDGERS_PREFIX",
+    "ImageStore",
+    "is_transient_storage_error",
+    "listing_prefix",
+]
 
 IMAGES_PREFIX = "images"
 LEDGERS_PREFIX = "ledgers"
@@ -71,6 +82,18 @@ _TRANSIENT_ERRNOS = {
 }
 
 T = TypeVar("T")
+
+
+def listing_prefix(key: str) -> str:
+    """The prefix one listing covers for ``key``: its variant folder (``images/<variant>/``).
+
+    Listing whole variant folders keeps the request count at (objects / page size) however the keys
+    of a ledger are spread over the 256 fan-out folders; a key outside the layout is its own prefix.
+    """
+    parts = key.split("/")
+    if len(parts) >= 3 and parts[0] == IMAGES_PREFIX:
+        return f"{parts[0]}/{parts[1]}/"
+    return key
 
 
 def is_transient_storage_error(exc: BaseException) -> bool:
@@ -255,6 +278,30 @@ class ImageStore:
 
     def exists(self, key: str) -> bool:
         return self.with_retries(lambda: self.storage.exists(key), what=f"checking {key}")
+
+    def missing_keys(self, keys: Iterable[str]) -> set[str]:
+        """The keys among ``keys`` that have no object in the store (blocking, retried).
+
+        One listing per variant prefix the keys fall in, not one HEAD per key: on S3 a listing page
+        answers 1,000 keys, so checking N stored images costs about N/1000 requests (and a local
+        store one directory walk). Memory is the set of ``keys`` plus one listing's keys (the local
+        backend sorts each listing in memory); the listing streams past the set.
+        """
+        pending = set(keys)
+        if not pending:
+            return set()
+        prefixes = sorted({listing_prefix(k) for k in pending})
+
+        def scan() -> set[str]:
+            left = set(pending)
+            for prefix in prefixes:
+                for key in self.storage.list(prefix):
+                    left.discard(key)
+            return left
+
+        # A listing interrupted by a transient error is started again from scratch (simplest, and
+        # listings are cheap next to the downloads this check protects).
+        return self.with_retries(scan, what=f"listing {', '.join(prefixes[:3])}")
 
     def with_retries(self, action: Callable[[], T], *, what: str) -> T:
         """Run ``action``; retry transient storage errors with backoff for up to ``retry_seconds``."""

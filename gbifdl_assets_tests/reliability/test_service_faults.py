@@ -133,7 +133,14 @@ def test_download_ending_file_erased_is_a_clear_failure(project_factory) -> None
 def test_s3_stopped_mid_image_store_then_restarted(project_factory, sandbox, s3_server, s3_bucket) -> None:
     """The endpoint's process is stopped (connections refused) and started again after 3 s. moto keeps
     buckets in memory, so the restarted endpoint is empty and the bucket is created again: the run
-    rides the outage out (storage retries) or fails clearly; either way nothing is half-written."""
+    rides the outage out (storage retries) or fails clearly; either way nothing is half-written.
+    Objects recorded before the stop went down with moto's memory: materializing the partition again
+    heals the store, fetching exactly those (and whatever the first run did not get to)."""
+    import pyarrow.compute as pc
+
+    from gbifdl_assets.defs.manifest import manifest_prefix
+    from gbifdl_assets.media.ledger import load_ledger_history
+
     project = project_factory(
         sandbox.api_url,
         GBIFDL_DATA_URI=f"s3://{s3_bucket.name}/data",
@@ -150,6 +157,9 @@ def test_s3_stopped_mid_image_store_then_restarted(project_factory, sandbox, s3_
     store = open_storage(f"s3://{s3_bucket.name}/data", **s3_bucket.storage_options())
     manifest = read_latest_manifest(store, "s3-outage")
     (shard,) = set(shard_of(manifest.column("label")).to_pylist())
+    # The manifest goes down with moto's memory too; kept here to put it back for the second run,
+    # as an operator would restore it, so that both runs see the same rows.
+    manifest_files = {k: store.read_bytes(k) for k in store.list(f"{manifest_prefix('s3-outage')}/")}
     name = ledger_name("s3-outage", shard)
     slow = ImageFetchResource(concurrency=1, per_host=1, allow_loopback=True)
     outage: dict = {}
@@ -213,9 +223,56 @@ def test_s3_stopped_mid_image_store_then_restarted(project_factory, sandbox, s3_
     for row in stored:
         if row["key"] not in objects:
             assert row["finished_at"].timestamp() < restarted_at, row
-    lost = sum(1 for row in stored if row["key"] not in objects)
+    lost = {row["content_key"] for row in stored if row["key"] not in objects}
     assert any(row["finished_at"].timestamp() > restarted_at for row in stored), "nothing after the restart"
-    print(f"first run success={first.success}; {lost} objects lost with the endpoint's memory")
+    # The stop comes after the first object, and entries are flushed every 5 s, so the entries of the
+    # objects written before the stop reach the ledger after the restart, when their bytes are gone.
+    assert lost, "no recorded object was lost: nothing to heal"
+    print(f"first run success={first.success}; {len(lost)} objects lost with the endpoint's memory")
+
+    # Materialize the same partition again: the ledger is checked against the bucket, so exactly the
+    # lost objects are fetched again (besides the failures it retries and, if the first run failed,
+    # what it never recorded); no object that is there is fetched again.
+    for key, data in manifest_files.items():
+        if not store.exists(key):
+            store.write_bytes(key, data)
+    present_before = {row["content_key"] for row in stored if row["key"] in objects}
+    with project.instance() as instance:
+        import dagster as dg
+
+        from gbifdl_assets_tests.reliability.project import all_assets
+
+        second = dg.materialize(
+            all_assets(),
+            selection=["image_store"],
+            partition_key=image_partition("s3-outage", shard),
+            instance=instance,
+            resources=project.resources(),
+        )
+    assert second.success
+    (materialization,) = second.asset_materializations_for_node("image_store")
+    this_run = materialization.metadata["this_run"].value
+    assert materialization.metadata["missing_refetched"].value == this_run["missing_refetched"] == len(lost)
+    assert this_run["already_done"] == len(present_before)
+    history = load_ledger_history(store, name)
+    fresh = history.filter(pc.equal(history.column("run_id"), this_run["run_id"])).to_pylist()
+    refetched = {row["content_key"] for row in fresh}
+    assert refetched & present_before == set(), "an object that was there was fetched again"
+    assert lost <= refetched and all(row["status"] == "ok" for row in fresh if row["content_key"] in lost)
+    # the rest of this run's entries are retries of failures (and rows a failed first run never got to)
+    assert refetched - lost <= set(manifest.column("content_key").to_pylist()) - present_before - lost
+    failed_before = {
+        row["content_key"] for row in ledger.filter(pc.invert(ledger.column("stored"))).to_pylist()
+    }
+    if first.success:
+        assert refetched - lost <= failed_before
+    # Now every stored ledger row's object exists with its sha256, and nothing else is stored.
+    final = load_ledger(store, name)
+    final_stored = final.filter(final.column("stored")).to_pylist()
+    assert set(manifest.column("content_key").to_pylist()) <= set(final.column("content_key").to_pylist())
+    assert {row["key"] for row in final_stored} == set(store.list("images/"))
+    for row in final_stored:
+        assert hashlib.sha256(store.read_bytes(row["key"])).hexdigest() == row["sha256"], row["key"]
 
 
 @pytest.mark.soak
@@ -271,3 +328,21 @@ def test_postgres_restart_under_the_daemon(pg_dagster_home, postgres_server, san
             instance.dispose()
     log = Path(daemon.service.log_path).read_text(errors="replace")
     print(f"daemon log after the restart: {log.count('OperationalError')} OperationalError lines")
+
+
+@pytest.mark.soak  # species_list's RetryPolicy waits ~10 s, then ~20 s, before it gives up
+@pytest.mark.timeout(300)
+def test_endless_429_failure_message_is_the_assets_own(faulty_project, faulty_sandbox) -> None:
+    """The step's failure message (what the UI shows first) says what failed, not only the cause chain."""
+    faulty_project.write_spec("cats", CATS)
+    faulty_project.add_partition("cats")
+    _faults(faulty_sandbox, api_429_every=1, retry_after=1)
+    result = faulty_project.materialize(["species_list"], "cats", raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = failure.event_specific_data.error.message
+    assert "Failure: species_list[cats]: " in message, message
+    assert "429" in message and "after 2 retries" in message, message
+    assert "Exceeded max_retries" not in message, message
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    assert len(retries) == 2  # the retry policy still ran before giving up
