@@ -117,6 +117,9 @@ MAX_BLOCK_SIZE = 256 << 20
 DEFAULT_MEDIA_MEMORY_BUDGET = 512 << 20
 #: raw CSV batches are gathered into chunks of about this many rows before converting/joining
 CHUNK_ROWS = 131_072
+#: snapshot rows per Parquet row group: small enough that encoding overlaps parsing even for a
+#: download of a few hundred thousand rows (the last row group is encoded after everything else)
+ROW_GROUP_ROWS = 65_536
 #: ragged-row line numbers kept per file for the report (the count is always complete)
 MAX_REPORTED_ROWS = 100
 _INFLATE_OUT = 1 << 20  # inflate at most this much per call (zip bombs stay bounded)
@@ -1767,8 +1770,8 @@ class SnapshotParquetWriter:
                 self._error = exc
 
     def write(self, table: pa.Table) -> None:
-        """Queue ``table``; small tables (one per parsed piece) are gathered to about CHUNK_ROWS
-        rows first, so row groups keep a useful size."""
+        """Queue ``table``; small tables (one per parsed piece) are gathered to about
+        ROW_GROUP_ROWS rows first, so row groups keep a useful size."""
         if self._error is not None:
             raise self._error
         if table.num_rows == 0:
@@ -1779,7 +1782,7 @@ class SnapshotParquetWriter:
         self.rows += table.num_rows
         self._pending.append(table)
         self._pending_rows += table.num_rows
-        if self._pending_rows >= CHUNK_ROWS:
+        if self._pending_rows >= ROW_GROUP_ROWS:
             self._put_pending()
 
     def _put_pending(self) -> None:
@@ -2081,8 +2084,8 @@ def _join_partitioned(
     for b in range(buckets):
         media = MediaSide.build([media_spill.read(b)])  # consumed: the raw bucket is freed early
         occ = occ_spill.read(b)
-        for start in range(0, occ.num_rows, CHUNK_ROWS):
-            writer.write(join_media(occ.slice(start, CHUNK_ROWS), media))
+        for start in range(0, occ.num_rows, ROW_GROUP_ROWS):
+            writer.write(join_media(occ.slice(start, ROW_GROUP_ROWS), media))
         report.skipped["orphan"] += media.orphans
         del media, occ
         pa.default_memory_pool().release_unused()
