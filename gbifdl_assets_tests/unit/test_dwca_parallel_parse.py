@@ -1,4 +1,4 @@
-"""The DwC-A reader's parallel parse (dwca._line_pieces + dwca._parse_in_parallel) gives the same rows
+"""The DwC-A reader's parallel parse (parse._line_pieces + parse._parse_in_parallel) gives the same rows
 and the same ragged-line numbers as pyarrow's one-stream reader, across many pieces; < 1 s."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
-from gbifdl_assets.gbif import dwca
+from gbifdl_assets.gbif.dwca import DwcaError, parse
 
 
 def _text(rows: int) -> bytes:
@@ -43,12 +43,12 @@ def test_same_rows_and_ragged_line_numbers_as_one_stream(monkeypatch, piece_byte
         parse_options=_options(lambda row: bad.append(row.number) or "skip"),
         convert_options=convert,
     ).read_all()
-    monkeypatch.setattr(dwca, "_PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(parse, "_PIECE_BYTES", piece_bytes)
     chunks = [data[i : i + 3001] for i in range(0, len(data), 3001)]  # chunk edges fall mid-line
-    problems = dwca._RowProblems()
+    problems = parse._RowProblems()
     batches = list(
-        dwca._parse_in_parallel(
-            dwca._line_pieces(chunks, 1, 1 << 20, "occurrence.txt"),
+        parse._parse_in_parallel(
+            parse._line_pieces(chunks, 1, 1 << 20, "occurrence.txt"),
             names, 1 << 20, 1, _options, convert, problems, "occurrence.txt",
         )
     )  # fmt: skip
@@ -57,15 +57,15 @@ def test_same_rows_and_ragged_line_numbers_as_one_stream(monkeypatch, piece_byte
     # 41 ragged rows; the first (row 13) is line 13: the header, then rows 0-12 less the empty rows 7, 8
     assert len(bad) == 41 and bad[0] == 13
     assert problems.bad_rows["occurrence.txt"] == len(bad)
-    assert problems.bad_row_numbers["occurrence.txt"] == bad[: dwca.MAX_REPORTED_ROWS]
+    assert problems.bad_row_numbers["occurrence.txt"] == bad[: parse.MAX_REPORTED_ROWS]
 
 
 def test_no_trailing_newline_and_header_only() -> None:
-    assert list(dwca._line_pieces([b"a\tb\n1\t2\n3\t4"], 1, 1 << 20, "x")) == [memoryview(b"1\t2\n3\t4")]
-    assert list(dwca._line_pieces([b"a\tb\n"], 1, 1 << 20, "x")) == []
+    assert list(parse._line_pieces([b"a\tb\n1\t2\n3\t4"], 1, 1 << 20, "x")) == [memoryview(b"1\t2\n3\t4")]
+    assert list(parse._line_pieces([b"a\tb\n"], 1, 1 << 20, "x")) == []
 
 
 def test_a_line_longer_than_the_block_is_refused_without_gathering_it() -> None:
     endless = (b"y" * 65536 for _ in range(100))  # 6.5 MB without a line end
-    with pytest.raises(dwca.DwcaError, match="line longer than the CSV block of 1048576 bytes"):
-        list(dwca._line_pieces(endless, 1, 1 << 20, "multimedia.txt in a.zip"))
+    with pytest.raises(DwcaError, match="line longer than the CSV block of 1048576 bytes"):
+        list(parse._line_pieces(endless, 1, 1 << 20, "multimedia.txt in a.zip"))

@@ -1,0 +1,263 @@
+"""CSV parsing of inflated data files: line-aligned pieces parsed in parallel, and the problems found.
+
+GBIF data files are unquoted, so a newline always ends a row: the text is cut at line ends into
+pieces that pyarrow parses on PARSE_THREADS threads, each piece optionally transformed (converted,
+joined) on the thread that parsed it. Ragged lines are counted in :class:`_RowProblems` with the
+line numbers a one-stream parse would give.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from gbifdl_assets.gbif.dwca.errors import _RowTooLong
+
+log = logging.getLogger("gbifdl_assets.gbif.dwca")  # one logger name for the whole reader
+
+#: CSV blocks: 1 MiB parses fastest (cache-friendly); a line longer than a block forces a retry
+#: with a 16x larger block, up to MAX_BLOCK_SIZE.
+DEFAULT_BLOCK_SIZE = 1 << 20
+MAX_BLOCK_SIZE = 256 << 20
+#: raw CSV batches are gathered into chunks of about this many rows before converting/joining
+CHUNK_ROWS = 131_072
+#: ragged-row line numbers kept per file for the report (the count is always complete)
+MAX_REPORTED_ROWS = 100
+
+#: inflated text is cut at line ends into pieces of about this size, parsed on PARSE_THREADS threads
+_PIECE_BYTES = 4 << 20
+PARSE_THREADS = 2
+#: pieces parsed ahead while the transform waits for ``ready`` (the media side being built): ~6 MB each
+PARSE_AHEAD = 24
+
+
+@dataclass
+class _Deferred:
+    """A parsed piece whose transform waits for ``ready`` (see :func:`_parse_in_parallel`)."""
+
+    table: pa.Table
+
+
+def _line_pieces(
+    chunks: Iterable[bytes], header_lines: int, block_size: int, label: str
+) -> Iterator[memoryview]:
+    """Inflated chunks regrouped into pieces of whole lines (about _PIECE_BYTES), header lines dropped."""
+    carry = b""
+    pending: list[bytes] = []
+    size = 0
+    skip = header_lines
+    source = iter(chunks)
+    done = False
+    while not done:
+        chunk = next(source, None)
+        if chunk is None:
+            done = True
+        else:
+            pending.append(chunk)
+            size += len(chunk)
+            if size < _PIECE_BYTES:
+                continue
+        data = b"".join([carry, *pending]) if carry or len(pending) != 1 else pending[0]
+        pending, size = [], 0
+        cut = len(data) if done else data.rfind(b"\n") + 1
+        start = 0
+        while skip and start < cut:  # the header line(s) of the file
+            end = data.find(b"\n", start, cut)
+            start = cut if end < 0 else end + 1
+            skip -= 1
+        if cut > start:
+            yield memoryview(data)[start:cut]
+        carry = data[cut:]
+        if len(carry) > block_size:  # no line end in sight: do not gather the line in memory
+            raise _RowTooLong(f"{label} has a line longer than the CSV block of {block_size} bytes")
+
+
+def _parse_in_parallel(
+    pieces: Iterable[memoryview],
+    names: list[str],
+    block_size: int,
+    header_lines: int,
+    parse_options: Callable[[Callable[[Any], str]], pcsv.ParseOptions],
+    convert_options: pcsv.ConvertOptions,
+    problems: _RowProblems,
+    location: str,
+    transform: Callable[[pa.Table], Any] | None = None,
+    ready: threading.Event | None = None,
+) -> Iterator[Any]:
+    """Parse line-aligned pieces on PARSE_THREADS threads (pyarrow releases the GIL); results in order.
+
+    pyarrow's streaming CSV reader parses one block after the other on one core, and parsing was
+    about half of the ingest's CPU. Cut at line ends (GBIF files are unquoted, so a newline always
+    ends a row), the pieces parse independently. Ragged lines are collected per piece and recorded
+    in file order with the line numbers pyarrow's one-stream reader gives (header lines and
+    non-empty lines count: a piece numbers as many lines as it has rows, kept or skipped, so no
+    byte needs scanning for them). ``block_size`` still bounds the longest line (pyarrow refuses a
+    line straddling more than one block), so the long-line retry works as before.
+
+    ``transform(table)`` runs on the parse thread right after the piece is parsed, and its results
+    are yielded in file order (without it, the parsed batches are). Converting and joining a piece
+    there, while it is hot in the cache, spreads that work over both cores instead of leaving it
+    to the consumer's thread; a transform must only touch its own piece and thread-safe state.
+
+    With ``ready``, the transform needs something still being made (the media side of the join):
+    until the event is set, up to PARSE_AHEAD pieces are parsed ahead and kept, then all handed to
+    the threads for their transform at once, so the parse overlaps with that work.
+    """
+
+    def parse(piece: memoryview) -> tuple[Any, int, list[tuple[int | None, int, int]]]:
+        bad: list[tuple[int | None, int, int]] = []
+
+        def on_invalid(row: Any) -> str:
+            bad.append((row.number, row.actual_columns, row.expected_columns))
+            return "skip"
+
+        table = pcsv.read_csv(
+            pa.py_buffer(piece),
+            read_options=pcsv.ReadOptions(use_threads=False, block_size=block_size, column_names=names),
+            parse_options=parse_options(on_invalid),
+            convert_options=convert_options,
+        )
+        if transform is None:
+            return table, table.num_rows, bad
+        if ready is not None and not ready.is_set():
+            return _Deferred(table), table.num_rows, bad
+        return transform(table), table.num_rows, bad
+
+    def finish(result: tuple[Any, int, list[tuple[int | None, int, int]]]) -> Any:
+        out, rows, bad = result
+        return transform(out.table), rows, bad  # type: ignore[misc]
+
+    def hand_over_deferred() -> None:
+        """``ready`` is set: queue the transform of every piece parsed ahead, in order."""
+        assert ready is not None
+        ready.wait()
+        for i, future in enumerate(pending):
+            result = future.result()
+            if isinstance(result[0], _Deferred):
+                pending[i] = pool.submit(finish, result)
+
+    lines_before = header_lines  # numbered lines before the current piece
+
+    def parsed(result: tuple[Any, int, list[tuple[int | None, int, int]]]) -> Iterator[Any]:
+        nonlocal lines_before
+        out, rows, bad = result
+        if bad:
+            problems.record(location, [(None if n is None else n + lines_before, a, e) for n, a, e in bad])
+        lines_before += rows + len(bad)
+        if transform is None:
+            yield from out.to_batches()
+        else:
+            yield out
+
+    pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="dwca-csv")
+    pending: collections.deque[Future[tuple[Any, int, list[tuple[int | None, int, int]]]]] = (
+        collections.deque()
+    )
+    try:
+        for piece in pieces:
+            pending.append(pool.submit(parse, piece))
+            waiting = ready is not None and not ready.is_set()
+            while len(pending) > (PARSE_AHEAD if waiting else PARSE_THREADS):
+                if isinstance(pending[0].result()[0], _Deferred):
+                    hand_over_deferred()
+                yield from parsed(pending.popleft().result())
+        while pending:
+            if isinstance(pending[0].result()[0], _Deferred):
+                hand_over_deferred()
+            yield from parsed(pending.popleft().result())
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _RowProblems:
+    """Ragged lines and replaced bytes, per file (the handler runs inside pyarrow's parser)."""
+
+    bad_rows: Counter = field(default_factory=Counter)
+    bad_row_numbers: dict[str, list[int]] = field(default_factory=dict)
+    replaced_utf8: Counter = field(default_factory=Counter)
+
+    def handler(self, location: str) -> Callable[[Any], str]:
+        numbers = self.bad_row_numbers.setdefault(location, [])
+
+        def on_invalid(row: Any) -> str:
+            self.bad_rows[location] += 1
+            if len(numbers) < MAX_REPORTED_ROWS and row.number is not None:
+                numbers.append(int(row.number))
+            if self.bad_rows[location] <= 5:
+                log.warning(
+                    "%s line %s has %s fields, expected %s: skipped",
+                    location,
+                    row.number,
+                    row.actual_columns,
+                    row.expected_columns,
+                )
+            return "skip"
+
+        return on_invalid
+
+    def merge(self, other: _RowProblems) -> None:
+        """Add what a parse thread counted in its own piece (replaced bytes; ragged rows are
+        recorded in file order by the consumer)."""
+        self.replaced_utf8.update(other.replaced_utf8)
+
+    def record(self, location: str, rows: list[tuple[int | None, int, int]]) -> None:
+        """Ragged lines found by a parallel parse: (line number, fields, expected), in file order."""
+        numbers = self.bad_row_numbers.setdefault(location, [])
+        for number, actual, expected in rows:
+            self.bad_rows[location] += 1
+            if len(numbers) < MAX_REPORTED_ROWS and number is not None:
+                numbers.append(number)
+            if self.bad_rows[location] <= 5:
+                log.warning(
+                    "%s line %s has %s fields, expected %s: skipped", location, number, actual, expected
+                )
+
+
+@dataclass
+class _Piece:
+    """What a parse thread made of one piece of a data file (see :func:`_parse_in_parallel`)."""
+
+    rows: int = 0  # rows parsed (ragged lines are not rows)
+    bad_ids: int = 0  # rows skipped for a gbifID that is not an integer
+    with_media: int = 0  # occurrences with at least one kept media item
+    table: pa.Table | None = None
+    ids: np.ndarray | None = None  # gbifIDs of the rows of ``table`` (partitioned join, media)
+    skipped: Counter = field(default_factory=Counter)
+    problems: _RowProblems = field(default_factory=_RowProblems)
+
+    def tables(self) -> list[pa.Table]:
+        return [self.table] if self.table is not None and self.table.num_rows else []
+
+
+def _coalesce(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Gather small CSV batches (one per 1 MiB block) into tables of about ``rows`` rows."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    try:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            pending.append(batch)
+            count += batch.num_rows
+            if count >= rows:
+                yield pa.Table.from_batches(pending).combine_chunks()
+                pending, count = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending).combine_chunks()
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
