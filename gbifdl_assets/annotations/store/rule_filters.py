@@ -1,0 +1,128 @@
+"""GBIF's ``GET /rule`` filters as SQL conditions, and the real geometry intersects filter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import shapely
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gbifdl_assets.annotations.model import RuleError
+from gbifdl_assets.annotations.store.params import _int_filter, _is_null, _listify
+from gbifdl_assets.annotations.store.schema import comments_t, rule_bor_t, rules_t, votes_t
+
+__all__ = ["RULE_FILTERS"]
+
+#: GBIF's ``GET /rule`` query filters (besides ``geometry``, which is an intersects test), in GBIF's order.
+RULE_FILTERS = (
+    "taxonKey",
+    "datasetKey",
+    "rulesetId",
+    "projectId",
+    "basisOfRecord",
+    "basisOfRecordNegated",
+    "yearRange",
+    "annotation",
+    "createdBy",
+    "supportedBy",
+    "contestedBy",
+    "comment",
+)
+
+
+def _rule_conditions(filters: Mapping[str, Any]) -> list[Any]:
+    """GBIF's ``GET /rule`` filters as SQL conditions (geometry is handled separately)."""
+    known = {*RULE_FILTERS, "source"}
+    unknown = sorted(set(filters) - known)
+    if unknown:
+        raise RuleError(f"unknown rule filter(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")
+    c = rules_t.c
+    conds: list[Any] = []
+    for name, column in (
+        ("taxonKey", c.taxon_key),
+        ("rulesetId", c.ruleset_id),
+        ("projectId", c.project_id),
+    ):
+        value = filters.get(name)
+        if value is None:
+            continue
+        conds.append(column.is_(None) if _is_null(value) else column == _int_filter(value, name))
+    for name, column in (("datasetKey", c.dataset_key), ("yearRange", c.year_range)):
+        if (value := filters.get(name)) is not None:
+            conds.append(column.is_(None) if _is_null(value) else column == str(value).strip())
+    if (value := filters.get("annotation")) is not None:
+        conds.append(sa.func.upper(c.annotation) == str(value).strip().upper())
+    if (value := filters.get("basisOfRecordNegated")) is not None:
+        flag = value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes")
+        conds.append(c.basis_of_record_negated == flag)
+    if (value := filters.get("basisOfRecord")) is not None:
+        values = _listify(value)
+        has_bor = sa.exists().where(rule_bor_t.c.rule_id == c.id)
+        if any(_is_null(v) for v in values):
+            conds.append(~has_bor)
+        elif values:
+            names = [v.upper() for v in values]
+            conds.append(sa.exists().where(rule_bor_t.c.rule_id == c.id, rule_bor_t.c.value.in_(names)))
+    if (value := filters.get("createdBy")) is not None:
+        conds.append(c.created_by == str(value))
+    for name, vote in (("supportedBy", "support"), ("contestedBy", "contest")):
+        if (value := filters.get(name)) is not None:
+            conds.append(
+                sa.exists().where(
+                    votes_t.c.rule_id == c.id, votes_t.c.username == str(value), votes_t.c.vote == vote
+                )
+            )
+    if (value := filters.get("comment")) is not None and str(value) != "":
+        conds.append(
+            sa.exists().where(
+                comments_t.c.rule_id == c.id,
+                comments_t.c.deleted.is_(None),
+                sa.func.lower(comments_t.c.comment).contains(str(value).lower(), autoescape=True),
+            )
+        )
+    if (value := filters.get("source")) is not None:
+        conds.append(c.source == str(value))
+    return conds
+
+
+def _ids_intersecting(
+    conn: Connection, wkt: str, conds: list[Any], order: tuple, limit: int, offset: int
+) -> list[int]:
+    """Ids of rules matching ``conds`` whose polygon intersects ``wkt``, paged over true matches.
+
+    A bounding-box prefilter in SQL, then shapely on the candidates, ``order``ed and streamed.
+    """
+    try:
+        query_geom = shapely.from_wkt(str(wkt))
+    except (shapely.errors.GEOSException, ValueError) as exc:
+        raise RuleError(f"geometry filter is not valid WKT ({exc})") from None
+    if query_geom is None or query_geom.is_empty:
+        return []
+    if not query_geom.is_valid:
+        query_geom = shapely.make_valid(query_geom)
+    qminx, qminy, qmaxx, qmaxy = query_geom.bounds
+    c = rules_t.c
+    q = (
+        sa.select(c.id, c.geometry)
+        .where(*conds, c.maxx >= qminx, c.minx <= qmaxx, c.maxy >= qminy, c.miny <= qmaxy)
+        .order_by(*order)
+        .execution_options(yield_per=1000)
+    )
+    shapely.prepare(query_geom)
+    out: list[int] = []
+    skip = offset
+    for chunk in conn.execute(q).partitions(1000):
+        geoms = shapely.from_wkt([r.geometry for r in chunk], on_invalid="ignore")
+        hits = shapely.intersects(query_geom, geoms)
+        for row, hit in zip(chunk, hits, strict=True):
+            if not hit:
+                continue
+            if skip:
+                skip -= 1
+                continue
+            out.append(row.id)
+            if len(out) >= limit:
+                return out
+    return out
