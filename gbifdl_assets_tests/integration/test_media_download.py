@@ -23,35 +23,16 @@ from gbifdl_assets.media.download import DownloadConfig, download_images
 from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.media.ledger import ledger_files, load_ledger, load_ledger_history
 from gbifdl_assets.media.validate import ValidationOptions
-from gbifdl_assets.sandbox.records import media_format
-from gbifdl_assets.sandbox.world import media_items
 from gbifdl_assets.storage import LocalStorage
+from gbifdl_assets_tests.harness.media_urls import sandbox_image_urls as image_urls
+from gbifdl_assets_tests.harness.media_urls import url_manifest
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def image_urls(sb, n: int, start: int = 0, fault: str = "none") -> list[str]:
-    world = sb.state.world
-    out: list[str] = []
-    for i in range(len(world.occ)):
-        key = int(world.occ.key[i])
-        for item, mtype in enumerate(media_items(world.occ, i)):
-            if mtype == 0 and media_format(world, key, item, mtype)[1] == "jpg":
-                out.append(f"{sb.url}/media/{key}/{item}.jpg?fault={fault}")
-        if len(out) >= start + n:
-            break
-    return out[start : start + n]
-
-
 def manifest(urls: list[str], labels: list[int] | None = None) -> pa.Table:
-    return pa.table(
-        {
-            "content_key": [hashlib.sha256(u.encode()).hexdigest() for u in urls],
-            "url": urls,
-            "label": labels or [i % 3 for i in range(len(urls))],
-        }
-    )
+    return url_manifest(urls, labels or [i % 3 for i in range(len(urls))])
 
 
 def config(**fetch) -> DownloadConfig:

@@ -22,11 +22,15 @@ from gbifdl_assets.media.download import DownloadConfig, download_images
 from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.media.ledger import load_ledger
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
-from gbifdl_assets.sandbox.records import media_format
-from gbifdl_assets.sandbox.world import media_items
 from gbifdl_assets.storage import LocalStorage
+from gbifdl_assets_tests.harness.media_urls import sandbox_image_urls
 
 pytestmark = pytest.mark.integration
+
+
+def image_urls(sb, n: int, start: int = 0) -> list[str]:
+    """Plain JPEG media URLs of the sandbox (each a distinct image), no fault asked for."""
+    return sandbox_image_urls(sb, n, start, fault=None)
 
 
 @pytest.fixture(autouse=True)
@@ -53,20 +57,6 @@ def sb():
     cfg = SandboxConfig(occurrences=20_000, seed=42, media_fault_rate=0.0, media_slow_seconds=1.0)
     with start_sandbox(cfg) as running:
         yield running
-
-
-def image_urls(sb, n: int, start: int = 0) -> list[str]:
-    """Plain JPEG media URLs of the sandbox (each a distinct image)."""
-    world = sb.state.world
-    out: list[str] = []
-    for i in range(len(world.occ)):
-        key = int(world.occ.key[i])
-        for item, mtype in enumerate(media_items(world.occ, i)):
-            if mtype == 0 and media_format(world, key, item, mtype)[1] == "jpg":
-                out.append(f"{sb.url}/media/{key}/{item}.jpg")
-        if len(out) >= start + n:
-            break
-    return out[start : start + n]
 
 
 def run(rows_or_urls, tmp_path, name="t", **fetch) -> tuple[dict, dict, LocalStorage]:

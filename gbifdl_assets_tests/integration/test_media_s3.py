@@ -12,28 +12,11 @@ import pytest
 from gbifdl_assets.media.download import DownloadConfig, download_images
 from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.media.ledger import ledger_files, list_ledgers, load_ledger
-from gbifdl_assets.sandbox.records import media_format
-from gbifdl_assets.sandbox.world import media_items
 from gbifdl_assets.storage import S3Storage
+from gbifdl_assets_tests.harness.media_urls import sandbox_image_urls as image_urls
+from gbifdl_assets_tests.harness.media_urls import url_manifest as manifest
 
 pytestmark = pytest.mark.integration
-
-
-def image_urls(sb, n: int, start: int = 0) -> list[str]:
-    world = sb.state.world
-    out: list[str] = []
-    for i in range(len(world.occ)):
-        key = int(world.occ.key[i])
-        for item, mtype in enumerate(media_items(world.occ, i)):
-            if mtype == 0 and media_format(world, key, item, mtype)[1] == "jpg":
-                out.append(f"{sb.url}/media/{key}/{item}.jpg?fault=none")
-        if len(out) >= start + n:
-            break
-    return out[start : start + n]
-
-
-def manifest(urls: list[str]) -> pa.Table:
-    return pa.table({"content_key": [hashlib.sha256(u.encode()).hexdigest() for u in urls], "url": urls})
 
 
 def check_against_s3(storage, ledger: str) -> pa.Table:
