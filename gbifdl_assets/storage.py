@@ -292,23 +292,30 @@ class LocalStorage(Storage):
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
-    def list(self, prefix: str = "") -> Iterator[str]:
+    def _walk(self, prefix: str) -> Iterator[tuple[str, str, list[str]]]:
+        """(folder path, folder key, file names) of the folders that can hold keys under ``prefix``.
+
+        Only the folder the prefix points into is walked, not the whole tree; folders that cannot
+        contain a matching key and staging folders are pruned.
+        """
         validate_key(prefix, allow_empty=True, what="prefix")
-        # Only walk the folder the prefix points into, not the whole tree.
         base_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self.root / base_rel if base_rel else self.root
         if not base.is_dir():
-            return iter(())
-        found: list[str] = []
+            return
         for dirpath, dirnames, filenames in os.walk(base):
             rel_dir = os.path.relpath(dirpath, self.root)
             rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-            # Prune folders that cannot contain a matching key.
             dirnames[:] = [
                 d
                 for d in dirnames
                 if _could_match(_join(rel_dir, d) + "/", prefix) and not d.startswith(TMP_PREFIX)
             ]
+            yield dirpath, rel_dir, filenames
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        found: list[str] = []
+        for _, rel_dir, filenames in self._walk(prefix):
             for name in filenames:
                 if name.startswith(TMP_PREFIX):
                     continue
@@ -326,20 +333,8 @@ class LocalStorage(Storage):
         is never removed: its pid is alive and it keeps touching its file. Staging *folders* (export
         trees) are left alone. Returns the removed files as paths relative to the root.
         """
-        validate_key(prefix, allow_empty=True, what="prefix")
-        base_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        base = self.root / base_rel if base_rel else self.root
-        if not base.is_dir():
-            return []
         removed: list[str] = []
-        for dirpath, dirnames, _ in os.walk(base):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-            dirnames[:] = [
-                d
-                for d in dirnames
-                if _could_match(_join(rel_dir, d) + "/", prefix) and not d.startswith(TMP_PREFIX)
-            ]
+        for dirpath, rel_dir, _ in self._walk(prefix):
             keys = _remove_stale(
                 Path(dirpath), stale_after, wanted=lambda name, d=rel_dir: _join(d, name).startswith(prefix)
             )
