@@ -69,3 +69,45 @@ def test_a_line_longer_than_the_block_is_refused_without_gathering_it() -> None:
     endless = (b"y" * 65536 for _ in range(100))  # 6.5 MB without a line end
     with pytest.raises(DwcaError, match="line longer than the CSV block of 1048576 bytes"):
         list(parse._line_pieces(endless, 1, 1 << 20, "multimedia.txt in a.zip"))
+
+
+@pytest.mark.timeout(60)
+def test_transform_waits_for_ready_then_every_piece_is_transformed_in_file_order(monkeypatch) -> None:
+    """The join's transform needs the media side, built while the first pieces parse: pieces parsed
+    before ``ready`` are kept, then transformed (never before ``ready``), and the output is unchanged."""
+    import threading
+
+    data = _text(40_000)
+    names = ["gbifID", "title", "license"]
+    convert = pcsv.ConvertOptions(column_types={c: pa.binary() for c in names}, strings_can_be_null=True)
+    expected = pcsv.open_csv(
+        io.BytesIO(data),
+        read_options=pcsv.ReadOptions(use_threads=False, skip_rows=1, column_names=names, block_size=1 << 14),
+        parse_options=_options(lambda row: "skip"),
+        convert_options=convert,
+    ).read_all()
+    monkeypatch.setattr(parse, "_PIECE_BYTES", 1 << 12)  # ~200 pieces
+    ready = threading.Event()
+    transformed: list[int] = []
+
+    def transform(table: pa.Table) -> pa.Table:
+        assert ready.is_set(), "transformed before the media side was ready"
+        transformed.append(table.num_rows)
+        return table
+
+    def pieces():
+        chunks = [data[i : i + 3001] for i in range(0, len(data), 3001)]
+        for i, piece in enumerate(parse._line_pieces(chunks, 1, 1 << 20, "occurrence.txt")):
+            if i == 10:  # the build finishes while pieces are parsed ahead
+                ready.set()
+            yield piece
+
+    problems = parse._RowProblems()
+    tables = list(
+        parse._parse_in_parallel(
+            pieces(), names, 1 << 20, 1, _options, convert, problems, "occurrence.txt", transform, ready,
+        )
+    )  # fmt: skip
+    assert len(tables) == len(transformed) > 100
+    assert pa.concat_tables(tables).equals(expected)
+    assert problems.bad_rows["occurrence.txt"] == 41 and problems.bad_row_numbers["occurrence.txt"][0] == 13
