@@ -7,13 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
-from gbifdl_assets.defs.images import ImageFetchResource, image_store, shard_partitions, training_export
+from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
 from gbifdl_assets.defs.manifest import balanced_manifest, read_latest_manifest
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.storage import open_storage
+from gbifdl_assets_tests.harness.project_resources import sandbox_resources
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::dagster.BetaWarning")]
 
@@ -30,13 +30,7 @@ images: {max_side: 128, min_side: 32, completeness_threshold: 0.5}
 def test_images_are_fetched_per_shard_and_exported(sandbox, tmp_path):
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "cats.yaml").write_text(SPEC)
-    resources = {
-        "gbif": GbifResource(base_url=sandbox.api_url),
-        "storage": StorageResource(uri=str(tmp_path / "data")),
-        "specs": SpecCatalog(folder=str(tmp_path / "specs")),
-        "annotations": AnnotationSources(store_url=f"sqlite:///{tmp_path / 'a.sqlite'}", seeds=False),
-        "image_fetch": ImageFetchResource(allow_loopback=True),
-    }
+    resources = sandbox_resources(sandbox.api_url, tmp_path)
     everything = [*UPSTREAM, annotation_rulesets, image_store, training_export]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["cats"])

@@ -9,11 +9,11 @@ import pytest
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
 from gbifdl_assets.defs.manifest import CHECKS, balanced_manifest, read_latest_manifest
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.gbif.licenses import parse_license_allowlist
 from gbifdl_assets.storage import open_storage
+from gbifdl_assets_tests.harness.project_resources import sandbox_resources
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +28,7 @@ licenses: [CC0, CC-BY, CC-BY-SA, CC-BY-NC]
 
 
 def _run(sandbox, tmp_path, instance):
-    resources = {
-        "gbif": GbifResource(base_url=sandbox.api_url),
-        "storage": StorageResource(uri=str(tmp_path / "data")),
-        "specs": SpecCatalog(folder=str(tmp_path / "specs")),
-        "annotations": AnnotationSources(store_url=f"sqlite:///{tmp_path / 'a.sqlite'}", seeds=True),
-    }
+    resources = sandbox_resources(sandbox.api_url, tmp_path, seed_rules=True, images=False)
     assert dg.materialize([annotation_rulesets], instance=instance, resources=resources).success
     return dg.materialize(
         [*PARTITIONED, annotation_rulesets],

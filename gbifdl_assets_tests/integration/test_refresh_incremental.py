@@ -19,7 +19,6 @@ import pytest
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
 from gbifdl_assets.defs.images import (
-    ImageFetchResource,
     image_store,
     shard_of,
     shard_partitions,
@@ -27,7 +26,6 @@ from gbifdl_assets.defs.images import (
 )
 from gbifdl_assets.defs.manifest import balanced_manifest, read_latest_manifest
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
 from gbifdl_assets.defs.schedules import REFRESH_SELECTION
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
@@ -40,6 +38,7 @@ from gbifdl_assets.gbif.snapshots import (
 )
 from gbifdl_assets.media.ledger import load_ledger
 from gbifdl_assets.storage import open_storage
+from gbifdl_assets_tests.harness.project_resources import sandbox_resources
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::dagster.BetaWarning")]
 
@@ -109,13 +108,7 @@ def _settled_keys(store) -> set[str]:
 def test_refresh_after_the_snapshot_grew_fetches_only_new_images_and_keeps_splits(sandbox, tmp_path):
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "cats.yaml").write_text(SPEC)
-    resources = {
-        "gbif": GbifResource(base_url=sandbox.api_url),
-        "storage": StorageResource(uri=str(tmp_path / "data")),
-        "specs": SpecCatalog(folder=str(tmp_path / "specs")),
-        "annotations": AnnotationSources(store_url=f"sqlite:///{tmp_path / 'a.sqlite'}", seeds=False),
-        "image_fetch": ImageFetchResource(allow_loopback=True),
-    }
+    resources = sandbox_resources(sandbox.api_url, tmp_path)
     store = open_storage(str(tmp_path / "data"))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["cats"])
