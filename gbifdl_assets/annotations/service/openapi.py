@@ -219,14 +219,18 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _json(description: str, schema: str) -> dict[str, Any]:
+    """A response whose body is JSON of the named schema (``Name[]`` for an array of them)."""
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _responses(schema: str, errors: set[int]) -> dict[str, Any]:
+    """200 with ``schema`` plus the errors (each a GBIF-style ``{"message": ...}``)."""
+    return {"200": _json("OK", schema), **_errors(errors)}
+
+
 def _errors(codes: set[int]) -> dict[str, Any]:
-    return {
-        str(code): {
-            "description": _STATUS_TEXT[code],
-            "content": {"application/json": {"schema": _ref("Error")}},
-        }
-        for code in sorted(codes)
-    }
+    return {str(code): _json(_STATUS_TEXT[code], "Error") for code in sorted(codes)}
 
 
 def _operation(ep: Endpoint) -> dict[str, Any]:
@@ -254,10 +258,7 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
         "summary": ep.summary,
         "tags": [ep.tag],
         "parameters": params,
-        "responses": {
-            "200": {"description": "OK", "content": {"application/json": {"schema": _ref(ep.response)}}},
-            **_errors(codes),
-        },
+        "responses": _responses(ep.response, codes),
         "security": [{"basicAuth": []}] if ep.auth else [{}, {"basicAuth": []}],
     }
     if ep.body:
@@ -276,10 +277,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "summary": "Check a login (GBIF's /v1/user/login); the page logs in with it",
             "tags": ["user"],
             "security": [{"basicAuth": []}],
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": _ref("LoggedUser")}}},
-                **_errors({400, 401, 413, 429}),
-            },
+            "responses": _responses("LoggedUser", {400, 401, 413, 429}),
         }
         for method in ("get", "post")
     }
@@ -290,10 +288,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "summary": "Find a taxon by name or key through the GBIF API the service is configured with",
             "tags": ["page"],
             "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": _ref("Taxon[]")}}},
-                **_errors({400, 404, 502}),
-            },
+            "responses": _responses("Taxon[]", {400, 404, 502}),
         }
     }
     paths["/ui/api/country/{code}"] = {
@@ -303,13 +298,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "summary": "A country's outline (Natural Earth 1:50m) within GBIF's vertex limit, as WKT",
             "tags": ["page"],
             "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": _ref("CountryArea")}},
-                },
-                **_errors({400, 404}),
-            },
+            "responses": _responses("CountryArea", {400, 404}),
         }
     }
     doc: dict[str, Any] = {
