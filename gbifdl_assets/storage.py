@@ -172,10 +172,10 @@ class Storage(ABC):
         """A storage rooted at ``prefix`` inside this one (e.g. one folder per training set)."""
 
     def cleanup(self, prefix: str = "", *, stale_after: float = STALE_AFTER_SECONDS) -> list[str]:
-        """Remove staging files that killed writers left behind; returns what was removed.
+        """Remove what killed writers left behind under ``prefix``; returns the keys concerned.
 
-        Only local storage stages files next to their target; an S3 write is staged outside the
-        bucket, so there is nothing to remove here.
+        Local storage removes abandoned staging files, S3 aborts abandoned multipart uploads (see
+        the subclasses); a backend that stages nothing inside the storage has nothing to remove.
         """
         validate_key(prefix, allow_empty=True, what="prefix")
         return []
@@ -758,6 +758,60 @@ class S3Storage(Storage):
     def list(self, prefix: str = "") -> Iterator[str]:
         validate_key(prefix, allow_empty=True, what="prefix")
         return self._list(prefix)
+
+    def cleanup(self, prefix: str = "", *, stale_after: float = STALE_AFTER_SECONDS) -> list[str]:
+        """Abort the abandoned multipart uploads of keys under ``prefix``; returns their keys.
+
+        How S3 writes are done (``write_bytes``/``open_write``): the data is staged on the writer's
+        machine; up to MULTIPART_THRESHOLD (16 MiB) it is sent in one PutObject, which leaves nothing
+        behind when the writer dies; above it ``_multipart_upload`` (our own loop of
+        CreateMultipartUpload/UploadPart/CompleteMultipartUpload, not boto3's upload_fileobj)
+        aborts the upload on any exception. Only a writer that dies without running its handler
+        (kill -9, power loss, the network gone during the abort) leaves an unfinished upload, whose
+        parts are billed until it is aborted but which never becomes a visible object.
+
+        An upload is abandoned when it was initiated more than ``stale_after`` seconds ago *and*
+        none of its parts was uploaded in that time: initiation alone would condemn a live writer
+        whose large upload simply takes longer than ``stale_after``, while a live writer sends a
+        part every few seconds. Upload names carry no pid to check, so age is the only test (the
+        comparison uses the server's timestamps against this machine's clock, so keep
+        ``stale_after`` well above any clock skew). A key is listed once per upload aborted.
+        """
+        validate_key(prefix, allow_empty=True, what="prefix")
+        base = f"{self.prefix}/" if self.prefix else ""
+        client = self._client()
+        cutoff = time.time() - stale_after
+        aborted: list[str] = []
+        with self._errors(None):
+            pages = client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=base + prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", ()):
+                    full, upload_id = upload["Key"], upload["UploadId"]
+                    if not full.startswith(base + prefix) or upload["Initiated"].timestamp() >= cutoff:
+                        continue
+                    if self._upload_active_since(full, upload_id, cutoff):
+                        continue
+                    try:
+                        client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+                    except client.exceptions.NoSuchUpload:
+                        continue  # completed or aborted meanwhile (by its writer or another sweep)
+                    aborted.append(full[len(base) :])
+        return sorted(aborted)
+
+    def _upload_active_since(self, full: str, upload_id: str, cutoff: float) -> bool:
+        """True if a part of the upload was sent after ``cutoff`` (or it is already gone)."""
+        client = self._client()
+        try:
+            for page in client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=full, UploadId=upload_id
+            ):
+                if any(part["LastModified"].timestamp() >= cutoff for part in page.get("Parts", ())):
+                    return True
+        except client.exceptions.NoSuchUpload:
+            return True  # nothing left to abort
+        return False
 
     def _list(self, prefix: str, page_size: int = 1000) -> Iterator[str]:
         base = f"{self.prefix}/" if self.prefix else ""

@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from gbifdl_assets.gbif.dwca import (
     raw_media_table,
 )
 from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
-from gbifdl_assets.storage import TMP_PREFIX, Storage
+from gbifdl_assets.storage import Storage, staging_name
 
 log = logging.getLogger("gbifdl_assets.gbif.snapshots")
 
@@ -229,7 +228,9 @@ class _Staging:
         base = storage.local_path(training_set_prefix(training_set))
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
-            self.path = base / f"{TMP_PREFIX}{uuid.uuid4().hex}.parquet"
+            # staging_name records this host and pid, so a sweep removes what a killed ingest left
+            # at once instead of after the hour-of-silence rule (see LocalStorage.cleanup).
+            self.path = base / staging_name(".parquet")
             self._tmpdir = None
         else:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="gbifdl-snapshot-", dir=tmp_dir)

@@ -44,12 +44,11 @@ import random
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from gbifdl_assets.storage import TMP_PREFIX, LocalStorage, Storage, StorageUnavailable, validate_key
+from gbifdl_assets.storage import LocalStorage, Storage, StorageUnavailable, staging_name, validate_key
 
 __all__ = [
     "IMAGES_PREFIX",
@@ -246,7 +245,9 @@ class ImageStore:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EXDEV):
                     raise
                 self._tmpfile_ok = False  # filesystem without O_TMPFILE (or no /proc): rename path
-        tmp = parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        # staging_name records host and pid: a sweep of this folder removes a killed writer's file at
+        # once rather than after an hour (see LocalStorage.cleanup).
+        tmp = parent / staging_name()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
             _write_all(fd, data)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gbifdl_assets.storage import TMP_PREFIX, LocalStorage, open_storage
+from gbifdl_assets.storage import TMP_PREFIX, LocalStorage, StorageUnavailable, open_storage
 
 # A writer in its own process: opens an atomic write, writes some bytes, says so, then waits
 # (until killed, or until stdin closes for a clean exit).
@@ -121,6 +121,9 @@ def test_a_write_sweeps_the_folders_above_it_too(root: Path) -> None:
     assert not staging.exists()
 
 
-def test_s3_cleanup_has_nothing_to_remove() -> None:
+def test_s3_cleanup_without_credentials_is_a_clear_error() -> None:
+    """S3 cleanup aborts stale multipart uploads (integration/test_staging_cleanup.py), so it needs
+    the endpoint: without credentials it says which and how to give them."""
     store = open_storage("s3://bucket/prefix", endpoint_url="http://127.0.0.1:9")
-    assert store.cleanup() == []
+    with pytest.raises(StorageUnavailable, match="no S3 credentials for bucket 'bucket'.*AWS_ACCESS_KEY_ID"):
+        store.cleanup()
