@@ -473,31 +473,53 @@ class DwcArchive:
         """
         self.require_occurrence_core()
         self.bad_ids = 0
+
+        def convert(
+            raw: pa.Table, ids: Any, valid: Any, sources: dict[str, str], where: str, piece: _Piece
+        ) -> None:
+            if piece.bad_ids:
+                raw = raw.filter(pa.array(valid))
+                ids = ids[valid]
+            piece.table = convert_occurrences(raw, sources, piece.problems, where, ids=ids)
+
+        tables: list[pa.Table] = []
+        rows = 0
+        for piece in self.core_pieces(block_size, convert):
+            self.bad_ids += piece.bad_ids
+            for table in piece.tables():
+                tables.append(table)
+                rows += table.num_rows
+            if rows >= chunk_rows:
+                yield pa.concat_tables(tables)
+                tables, rows = [], 0
+        if tables:
+            yield pa.concat_tables(tables)
+
+    def core_pieces(
+        self,
+        block_size: int,
+        transform: Callable[[pa.Table, Any, Any, dict[str, str], str, _Piece], None],
+        ready: threading.Event | None = None,
+    ) -> Iterator[_Piece]:
+        """Every piece of the core, in file order, after ``transform(raw, ids, valid, sources,
+        location, piece)`` ran on its parse thread: the gbifIDs are parsed and ``piece.rows`` and
+        ``piece.bad_ids`` counted before it; what the transform counts in ``piece.problems`` is
+        merged into :attr:`problems` here. ``ready``: see :func:`_parse_in_parallel`."""
         for location in self.core.locations:
             names = self.column_names(self.core, location)
             sources = self.occurrence_sources(self.core, names)
 
-            def convert(raw: pa.Table, sources: dict[str, str] = sources, where: str = location) -> _Piece:
-                piece = _Piece(problems=_RowProblems())
+            def run(raw: pa.Table, sources: dict[str, str] = sources, where: str = location) -> _Piece:
+                piece = _Piece(rows=raw.num_rows)
                 ids, valid = parse_ids(raw.column(sources["gbifID"]))
                 piece.bad_ids = int((~valid).sum())
-                if piece.bad_ids:
-                    raw = raw.filter(pa.array(valid))
-                    ids = ids[valid]
-                piece.table = convert_occurrences(raw, sources, piece.problems, where, ids=ids)
+                transform(raw, ids, valid, sources, where, piece)
                 return piece
 
             wanted = list(dict.fromkeys(sources.values()))
-            tables = []
-            for piece in self._read_location(self.core, location, names, wanted, block_size, convert):
-                self.bad_ids += piece.bad_ids
+            for piece in self._read_location(self.core, location, names, wanted, block_size, run, ready):
                 self.problems.merge(piece.problems)
-                tables.extend(piece.tables())
-                if sum(t.num_rows for t in tables) >= chunk_rows:
-                    yield pa.concat_tables(tables)
-                    tables = []
-            if tables:
-                yield pa.concat_tables(tables)
+                yield piece
 
     def close(self) -> None:
         pass  # members are opened per read; nothing stays open

@@ -226,30 +226,15 @@ def _core_pieces(
     archive: DwcArchive,
     report: IngestReport,
     block_size: int,
-    transform: Callable[[pa.Table, np.ndarray, np.ndarray, dict[str, str], _Piece], None],
+    transform: Callable[[pa.Table, np.ndarray, np.ndarray, dict[str, str], str, _Piece], None],
     ready: threading.Event | None = None,
 ) -> Iterator[_Piece]:
-    """Every piece of the core after ``transform(raw, ids, valid, sources, piece)`` ran on a parse
-    thread; counts occurrences and bad ids in order."""
-    for location in archive.core.locations:
-        names = archive.column_names(archive.core, location)
-        sources = archive.occurrence_sources(archive.core, names)
-
-        def run(raw: pa.Table, sources: dict[str, str] = sources) -> _Piece:
-            piece = _Piece(rows=raw.num_rows)
-            ids, valid = parse_ids(raw.column(sources["gbifID"]))
-            piece.bad_ids = int((~valid).sum())
-            transform(raw, ids, valid, sources, piece)
-            return piece
-
-        wanted = list(dict.fromkeys(sources.values()))
-        pieces = archive._read_location(archive.core, location, names, wanted, block_size, run, ready)
-        for piece in pieces:
-            report.skipped["bad_id"] += piece.bad_ids
-            report.occurrences += piece.rows - piece.bad_ids
-            report.occurrences_with_media += piece.with_media
-            archive.problems.merge(piece.problems)
-            yield piece
+    """:meth:`DwcArchive.core_pieces`, counting occurrences and bad ids in the report as they come."""
+    for piece in archive.core_pieces(block_size, transform, ready):
+        report.skipped["bad_id"] += piece.bad_ids
+        report.occurrences += piece.rows - piece.bad_ids
+        report.occurrences_with_media += piece.with_media
+        yield piece
 
 
 def _join_in_memory(
@@ -263,10 +248,9 @@ def _join_in_memory(
     built = builder.submit(MediaSide.build, tables)  # consumes the list
     built.add_done_callback(lambda _: ready.set())
     builder.shutdown(wait=False)
-    where = archive.core.location
 
     def join(
-        raw: pa.Table, ids: np.ndarray, valid: np.ndarray, sources: dict[str, str], piece: _Piece
+        raw: pa.Table, ids: np.ndarray, valid: np.ndarray, sources: dict[str, str], where: str, piece: _Piece
     ) -> None:
         media = built.result()  # raises what the build raised
         occ_idx, media_idx = join_indices(ids, media, valid)
@@ -306,10 +290,9 @@ def _join_partitioned(
     all_ids = np.unique(np.concatenate(kept_ids)) if kept_ids else np.empty(0, np.int64)
     del kept_ids
     occ_spill = _Spill(tmp, "occ", buckets, OCCURRENCE_SCHEMA)
-    where = archive.core.location
 
     def convert(
-        raw: pa.Table, ids: np.ndarray, valid: np.ndarray, sources: dict[str, str], piece: _Piece
+        raw: pa.Table, ids: np.ndarray, valid: np.ndarray, sources: dict[str, str], where: str, piece: _Piece
     ) -> None:
         has = _members_of(all_ids, ids) & valid
         piece.with_media = int(has.sum())
