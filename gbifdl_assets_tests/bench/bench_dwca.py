@@ -164,9 +164,12 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": time.process_time() - cpu0,
 
 
 def _run(code: str, archive: Path, out: Path, *extra: str) -> dict:
-    # Both runners get the allocator setting gbifdl_assets makes when it is imported (mimalloc keeps
-    # freed memory for 10 s; pandas' to_parquet goes through pyarrow too), so neither side gains by it.
-    env = {**os.environ, "MIMALLOC_PURGE_DELAY": os.environ.get("MIMALLOC_PURGE_DELAY", "10000")}
+    # Both runners get the allocator settings gbifdl_assets makes when it is imported (mimalloc keeps
+    # freed memory for 10 s, no huge pages; pandas' to_parquet goes through pyarrow too), so neither
+    # side gains by them.
+    from gbifdl_assets import MIMALLOC_SETTINGS
+
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in MIMALLOC_SETTINGS.items()}}
     proc = subprocess.run(
         [sys.executable, "-c", code, str(archive), str(out), *extra],
         capture_output=True,

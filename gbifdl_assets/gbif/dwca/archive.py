@@ -34,10 +34,12 @@ from gbifdl_assets.gbif.dwca.parse import (
     CHUNK_ROWS,
     DEFAULT_BLOCK_SIZE,
     MAX_BLOCK_SIZE,
+    PARSE_THREADS,
     _coalesce,
     _line_pieces,
     _parse_in_parallel,
     _Piece,
+    _PieceBuffers,
     _RowProblems,
 )
 from gbifdl_assets.gbif.dwca.schema import _GBIF_ALIASES, _OCCURRENCE_SOURCES
@@ -404,8 +406,9 @@ class DwcArchive:
         reader: Iterable[Any] = ()
         try:
             if encoding == "utf8" and not tf.quote_char:
+                buffers = _PieceBuffers(keep=2 * PARSE_THREADS + 4)
                 reader = _parse_in_parallel(
-                    _line_pieces(chunks, tf.header_lines, block_size, label),
+                    _line_pieces(chunks, tf.header_lines, block_size, label, buffers),
                     names,
                     block_size,
                     tf.header_lines,
@@ -415,6 +418,7 @@ class DwcArchive:
                     location,
                     prepared,
                     ready,
+                    buffers,
                 )
                 for out in reader:
                     if transform is None:

@@ -48,15 +48,72 @@ class _Deferred:
     table: pa.Table
 
 
+class _PieceBuffers:
+    """Memory for the pieces, reused once a piece is parsed (pyarrow copies what it keeps).
+
+    On these VMs the first touch of a fresh page is what costs (~14 us per 4 KiB page): gathering
+    each piece into a new bytes object touched ~1.5 GB of fresh pages per 2 M occurrences and caused
+    ~40 % of the ingest's page faults (perf, minor-faults). At most ``keep`` buffers are kept. They
+    come from Arrow's allocator, which keeps freed memory a while (see gbifdl_assets/__init__.py).
+    """
+
+    def __init__(self, keep: int):
+        self._free: list[pa.Buffer] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> memoryview:
+        """A writable byte view of at least ``size`` bytes."""
+        with self._lock:
+            found = next((i for i, buf in enumerate(self._free) if buf.size >= size), None)
+            if found is not None:
+                return memoryview(self._free.pop(found)).cast("B")
+        # a quarter more than a piece: a piece is _PIECE_BYTES plus the end of a line
+        return memoryview(pa.allocate_buffer(max(size, _PIECE_BYTES + (_PIECE_BYTES >> 2)))).cast("B")
+
+    def give(self, piece: memoryview) -> None:
+        """Hand back the buffer under ``piece`` (a piece that is a chunk itself is left alone)."""
+        buf = piece.obj
+        if not isinstance(buf, pa.Buffer) or buf.size > 2 * _PIECE_BYTES:
+            return  # an outsized buffer (a very long line) is not worth keeping
+        with self._lock:
+            if len(self._free) < self._keep:
+                self._free.append(buf)
+
+
+def _drop_lines(chunks: Iterable[bytes], lines: int, block_size: int, label: str) -> Iterator[bytes]:
+    """The chunks without their first ``lines`` lines (the header of a data file)."""
+    line_bytes = 0  # of the line being dropped, so far
+    for chunk in chunks:
+        while lines and chunk:
+            end = chunk.find(b"\n")
+            line_bytes += len(chunk) if end < 0 else end
+            if line_bytes > block_size:
+                raise _RowTooLong(f"{label} has a line longer than the CSV block of {block_size} bytes")
+            chunk = chunk[end + 1 :] if end >= 0 else b""
+            if end >= 0:
+                lines, line_bytes = lines - 1, 0
+        if chunk:
+            yield chunk
+
+
 def _line_pieces(
-    chunks: Iterable[bytes], header_lines: int, block_size: int, label: str
+    chunks: Iterable[bytes],
+    header_lines: int,
+    block_size: int,
+    label: str,
+    buffers: _PieceBuffers | None = None,
 ) -> Iterator[memoryview]:
-    """Inflated chunks regrouped into pieces of whole lines (about _PIECE_BYTES), header lines dropped."""
+    """Inflated chunks regrouped into pieces of whole lines (about _PIECE_BYTES), header lines dropped.
+
+    Pieces are gathered into ``buffers`` (hand each back with ``buffers.give(piece)`` once parsed);
+    a chunk that is a whole piece by itself is passed on without a copy.
+    """
+    buffers = buffers or _PieceBuffers(keep=0)
     carry = b""
     pending: list[bytes] = []
     size = 0
-    skip = header_lines
-    source = iter(chunks)
+    source = _drop_lines(chunks, header_lines, block_size, label)
     done = False
     while not done:
         chunk = next(source, None)
@@ -67,19 +124,35 @@ def _line_pieces(
             size += len(chunk)
             if size < _PIECE_BYTES:
                 continue
-        data = b"".join([carry, *pending]) if carry or len(pending) != 1 else pending[0]
+        total = len(carry) + size
+        if total == 0:
+            break
+        cut = total if done else _after_last_line_end(pending, total)
+        if not carry and len(pending) == 1:
+            data: memoryview = memoryview(pending[0])
+        else:
+            data = buffers.take(total)
+            pos = 0
+            for part in (carry, *pending):
+                data[pos : pos + len(part)] = part
+                pos += len(part)
         pending, size = [], 0
-        cut = len(data) if done else data.rfind(b"\n") + 1
-        start = 0
-        while skip and start < cut:  # the header line(s) of the file
-            end = data.find(b"\n", start, cut)
-            start = cut if end < 0 else end + 1
-            skip -= 1
-        if cut > start:
-            yield memoryview(data)[start:cut]
-        carry = data[cut:]
+        carry = bytes(data[cut:total])
+        if cut:
+            yield data[:cut]
         if len(carry) > block_size:  # no line end in sight: do not gather the line in memory
             raise _RowTooLong(f"{label} has a line longer than the CSV block of {block_size} bytes")
+
+
+def _after_last_line_end(parts: list[bytes], total: int) -> int:
+    """Offset just past the last line end in ``parts`` (which end at ``total``); 0 when there is none."""
+    end = total
+    for part in reversed(parts):
+        end -= len(part)
+        found = part.rfind(b"\n")
+        if found >= 0:
+            return end + found + 1
+    return 0
 
 
 def _parse_in_parallel(
@@ -93,6 +166,7 @@ def _parse_in_parallel(
     location: str,
     transform: Callable[[pa.Table], Any] | None = None,
     ready: threading.Event | None = None,
+    buffers: _PieceBuffers | None = None,
 ) -> Iterator[Any]:
     """Parse line-aligned pieces on PARSE_THREADS threads (pyarrow releases the GIL); results in order.
 
@@ -112,6 +186,8 @@ def _parse_in_parallel(
     With ``ready``, the transform needs something still being made (the media side of the join):
     until the event is set, up to PARSE_AHEAD pieces are parsed ahead and kept, then all handed to
     the threads for their transform at once, so the parse overlaps with that work.
+
+    Each piece is handed back to ``buffers`` as soon as it is parsed.
     """
 
     def parse(piece: memoryview) -> tuple[Any, int, list[tuple[int | None, int, int]]]:
@@ -127,6 +203,8 @@ def _parse_in_parallel(
             parse_options=parse_options(on_invalid),
             convert_options=convert_options,
         )
+        if buffers is not None:
+            buffers.give(piece)
         if transform is None:
             return table, table.num_rows, bad
         if ready is not None and not ready.is_set():
