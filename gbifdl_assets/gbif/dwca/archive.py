@@ -406,7 +406,7 @@ class DwcArchive:
         reader: Iterable[Any] = ()
         try:
             if encoding == "utf8" and not tf.quote_char:
-                buffers = _PieceBuffers(keep=2 * PARSE_THREADS + 4)
+                buffers = _PieceBuffers(keep=PARSE_THREADS + 2)
                 reader = _parse_in_parallel(
                     _line_pieces(chunks, tf.header_lines, block_size, label, buffers),
                     names,
