@@ -98,7 +98,7 @@ def test_transform_waits_for_ready_then_every_piece_is_transformed_in_file_order
     def pieces():
         chunks = [data[i : i + 3001] for i in range(0, len(data), 3001)]
         for i, piece in enumerate(parse._line_pieces(chunks, 1, 1 << 20, "occurrence.txt")):
-            if i == 10:  # the build finishes while pieces are parsed ahead
+            if i == parse.PARSE_AHEAD // 2:  # the build finishes while pieces are parsed ahead
                 ready.set()
             yield piece
 
