@@ -3,8 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Reinstall when pyproject.toml changes.
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Reinstall when pyproject.toml changes, or when a folder gains or loses its __init__.py: the editable
+# install records which packages are namespace packages (whose __init__.py it would then never run).
+INSTALL_KEY := $(shell { cat pyproject.toml; find gbifdl_assets -name __init__.py | sort; } | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(INSTALL_KEY)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PYTEST_ARGS ?=
 
@@ -20,7 +22,7 @@ venv: $(STAMP)
 
 # The framework tests train tiny models with real PyTorch (the CPU wheel) and TensorFlow; only the
 # test target pulls them in, so `make demo` stays light.
-FRAMEWORKS := $(VENV)/.frameworks-$(shell sha1sum pyproject.toml | cut -c1-12)
+FRAMEWORKS := $(VENV)/.frameworks-$(INSTALL_KEY)
 $(FRAMEWORKS): $(STAMP)
 	@set -o pipefail; $(BIN)/python -m pip install -q -e '.[dev,torch,tensorflow]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@rm -f $(VENV)/.frameworks-*; touch $(FRAMEWORKS)
