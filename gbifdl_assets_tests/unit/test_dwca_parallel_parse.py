@@ -111,3 +111,39 @@ def test_transform_waits_for_ready_then_every_piece_is_transformed_in_file_order
     assert len(tables) == len(transformed) > 100
     assert pa.concat_tables(tables).equals(expected)
     assert problems.bad_rows["occurrence.txt"] == 41 and problems.bad_row_numbers["occurrence.txt"][0] == 13
+
+
+def test_piece_buffers_are_reused_once_parsed(monkeypatch) -> None:
+    """Pieces are gathered into buffers handed back after the parse, so a long file reuses a few
+    buffers instead of touching fresh memory for every piece."""
+    monkeypatch.setattr(parse, "_PIECE_BYTES", 64)
+    buffers = parse._PieceBuffers(keep=2)
+    chunks = [b"a\tb\n", *(b"%d\tx\n" % i for i in range(500))]
+    seen, pieces = set(), []
+    for piece in parse._line_pieces(chunks, 1, 1 << 20, "x", buffers):
+        seen.add(id(piece.obj))
+        pieces.append(bytes(piece))
+        buffers.give(piece)
+    assert len(pieces) > 20 and b"".join(pieces) == b"".join(chunks[1:])
+    assert len(seen) == 1  # each piece went back before the next was gathered
+    outsized = buffers.take(3 * parse._PIECE_BYTES)
+    buffers.give(outsized)  # a buffer for an unusually long line is not kept
+    assert all(b.size <= 2 * parse._PIECE_BYTES for b in buffers._free)
+    buffers.give(memoryview(b"1\tx\n"))  # a piece that is a chunk itself is left alone
+    assert len(buffers._free) == 1
+
+
+def test_importing_the_package_configures_arrows_allocator() -> None:
+    """mimalloc reads its options when pyarrow loads: importing gbifdl_assets first must set them
+    (a stale editable install once skipped the package's __init__ and with it these settings)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
+    env["MIMALLOC_VERBOSE"] = "1"
+    code = "import gbifdl_assets, pyarrow as pa; pa.allocate_buffer(64)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "option 'allow_thp': 0" in out.stderr
+    assert "option 'purge_delay': 10000" in out.stderr
