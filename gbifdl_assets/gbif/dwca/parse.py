@@ -53,9 +53,9 @@ class _Deferred:
 class _PieceBuffers:
     """Memory for the pieces, reused once a piece is parsed (pyarrow copies what it keeps).
 
-    On these VMs the first touch of a fresh page is what costs (~14 us per 4 KiB page): gathering
-    each piece into a new bytes object touched ~1.5 GB of fresh pages per 2 M occurrences and caused
-    ~40 % of the ingest's page faults (perf, minor-faults). At most ``keep`` buffers are kept. They
+    On these VMs first touches of fresh memory are expensive: gathering each piece into a new bytes
+    object touched ~1.5 GB of fresh pages per 2 M occurrences and caused ~40 % of the ingest's page
+    faults (perf, minor-faults). At most ``keep`` buffers are kept. They
     come from Arrow's allocator, which keeps freed memory a while (see gbifdl_assets/__init__.py).
     """
 
