@@ -455,9 +455,7 @@ class DwcArchive:
         except pa.ArrowInvalid as exc:
             text = str(exc)
             if "straddl" in text or "block size" in text:
-                raise _RowTooLong(
-                    f"{label} has a line longer than the CSV block of {block_size} bytes"
-                ) from None
+                raise _RowTooLong.of(label, block_size) from None
             raise DwcaError(f"{label} cannot be parsed: {text}") from None
         finally:
             close = getattr(reader, "close", None)

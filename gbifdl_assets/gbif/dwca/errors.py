@@ -9,3 +9,7 @@ class DwcaError(ValueError):
 
 class _RowTooLong(DwcaError):
     """A line did not fit in one CSV block; retried with a larger block when allowed."""
+
+    @classmethod
+    def of(cls, label: str, block_size: int) -> _RowTooLong:
+        return cls(f"{label} has a line longer than the CSV block of {block_size} bytes")

@@ -91,7 +91,7 @@ def _drop_lines(chunks: Iterable[bytes], lines: int, block_size: int, label: str
             end = chunk.find(b"\n")
             line_bytes += len(chunk) if end < 0 else end
             if line_bytes > block_size:
-                raise _RowTooLong(f"{label} has a line longer than the CSV block of {block_size} bytes")
+                raise _RowTooLong.of(label, block_size)
             chunk = chunk[end + 1 :] if end >= 0 else b""
             if end >= 0:
                 lines, line_bytes = lines - 1, 0
@@ -143,7 +143,7 @@ def _line_pieces(
         if cut:
             yield data[:cut]
         if len(carry) > block_size:  # no line end in sight: do not gather the line in memory
-            raise _RowTooLong(f"{label} has a line longer than the CSV block of {block_size} bytes")
+            raise _RowTooLong.of(label, block_size)
 
 
 def _after_last_line_end(parts: list[bytes], total: int) -> int:
