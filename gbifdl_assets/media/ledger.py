@@ -56,6 +56,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.media.store import IMAGES_PREFIX, LEDGERS_PREFIX, ImageStore
 from gbifdl_assets.storage import Storage, validate_key
 
@@ -385,7 +386,7 @@ def attribution_table(manifest: pa.Table, ledger: pa.Table) -> pa.Table:
 
 
 # ------------------------------------------------------------------------------ verification
-class UnknownLedgerError(ValueError):
+class UnknownLedgerError(GbifdlError, ValueError):
     """``verify_store(ledger=...)`` named a ledger the store does not have."""
 
 
