@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gbifdl_assets.quoting import describe, show
 from gbifdl_assets.specs.messages import FieldProblems
 from gbifdl_assets.suggestions import match_choice
+from gbifdl_assets.vocabulary import ANNOTATION_LABELS, KEY_RANKS, KINGDOMS, TAXON_RANKS
 
 __all__ = [
-    "ANNOTATION_LABELS",
     "AnnotationPolicy",
     "BalancingSpec",
     "ImageOptions",
@@ -35,45 +35,8 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------------------------------------
-# vocabularies
+# the spec's own choices (GBIF's vocabularies are in gbifdl_assets.vocabulary)
 # ---------------------------------------------------------------------------------------------------
-#: Ranks a higher taxon can be expanded to (GBIF Rank names).
-RANKS: tuple[str, ...] = (
-    "KINGDOM",
-    "PHYLUM",
-    "CLASS",
-    "ORDER",
-    "FAMILY",
-    "GENUS",
-    "SPECIES",
-    "SUBSPECIES",
-    "VARIETY",
-    "FORM",
-)
-#: Ranks a label can be taken at: each has a ``<rank>Key`` on every interpreted occurrence.
-LABEL_RANKS: tuple[str, ...] = ("KINGDOM", "PHYLUM", "CLASS", "ORDER", "FAMILY", "GENUS", "SPECIES")
-#: Kingdoms of the GBIF backbone (the kingdom hint disambiguates homonyms across kingdoms).
-KINGDOMS: tuple[str, ...] = (
-    "Animalia",
-    "Archaea",
-    "Bacteria",
-    "Chromista",
-    "Fungi",
-    "Plantae",
-    "Protozoa",
-    "Viruses",
-    "incertae sedis",
-)
-#: GBIF's default annotation vocabulary (reference annotations.md §5).
-ANNOTATION_LABELS: tuple[str, ...] = (
-    "NATIVE",
-    "INTRODUCED",
-    "MANAGED",
-    "FORMER",
-    "VAGRANT",
-    "SUSPICIOUS",
-    "OTHER",
-)
 CONFLICT_MODES: tuple[str, ...] = ("exclude_any", "keep_conflicting", "exclude_all")
 SPLIT_GROUPS: tuple[str, ...] = ("occurrence", "observer", "location", "dataset")
 IMAGE_FORMATS: tuple[str, ...] = ("jpeg", "png", "webp", "original")
@@ -167,7 +130,7 @@ class TaxonRef(Section):
     def _rank(cls, value: Any) -> Any:
         if value is None:
             return None
-        return match_choice(value, RANKS, "rank")
+        return match_choice(value, TAXON_RANKS, "rank")
 
     @field_validator("kingdom", mode="before")
     @classmethod
@@ -301,7 +264,7 @@ class BalancingSpec(Section):
     @field_validator("label_rank", mode="before")
     @classmethod
     def _rank(cls, value: Any) -> Any:
-        return match_choice(value, LABEL_RANKS, "label rank")
+        return match_choice(value, KEY_RANKS, "label rank")
 
     @field_validator("mode", mode="before")
     @classmethod
