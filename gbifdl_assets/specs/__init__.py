@@ -18,8 +18,9 @@ The package, by topic:
 * :mod:`.loading` - YAML text, files and folders to specs.
 
 The grammar of GBIF's occurrence search parameters (``occurrence_filters``) lives beside the GBIF
-client in :mod:`gbifdl_assets.gbif.search_parameters`; its names are re-exported here because
-callers have always found them in ``gbifdl_assets.specs``.
+client in :mod:`gbifdl_assets.gbif.search_parameters`, and GBIF's vocabularies (``ANNOTATION_LABELS``)
+in :mod:`gbifdl_assets.vocabulary`; their names are re-exported here because callers have always
+found them in ``gbifdl_assets.specs``.
 
 This package is part of the core: no dagster import.
 """
@@ -35,7 +36,6 @@ from gbifdl_assets.specs.loading import example_specs_dir, load_spec, load_spec_
 from gbifdl_assets.specs.messages import SpecError
 from gbifdl_assets.specs.model import DEFAULT_LICENSE_ALLOWLIST, TrainingSetSpec
 from gbifdl_assets.specs.sections import (
-    ANNOTATION_LABELS,
     AnnotationPolicy,
     BalancingSpec,
     ImageOptions,
@@ -44,6 +44,7 @@ from gbifdl_assets.specs.sections import (
     SplitSpec,
     TaxonRef,
 )
+from gbifdl_assets.vocabulary import ANNOTATION_LABELS
 
 __all__ = [
     "ANNOTATION_LABELS",
