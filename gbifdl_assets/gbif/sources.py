@@ -17,18 +17,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gbifdl_assets.gbif.client import GbifClient
-from gbifdl_assets.gbif.downloads import FAILED_STATUSES, RUNNING_STATUSES
 from gbifdl_assets.gbif.errors import GbifRateLimited
 from gbifdl_assets.gbif.predicates import predicate_from_filters
 from gbifdl_assets.specs import TrainingSetSpec
 from gbifdl_assets.storage import Storage
+from gbifdl_assets.vocabulary import DEAD_STATUSES, RUNNING_STATUSES  # noqa: F401 (DEAD_STATUSES: defs imports it from here)
 
 log = logging.getLogger(__name__)
 
 #: GBIF runs about 3 downloads per user at a time and answers 420 beyond that.
 MAX_RUNNING_DOWNLOADS = 3
-#: Terminal states that will never produce an archive.
-DEAD_STATUSES = FAILED_STATUSES | {"FILE_ERASED"}
 
 
 @dataclass(frozen=True)
