@@ -51,7 +51,7 @@ import numpy as np
 import pyarrow as pa
 
 from gbifdl_assets.sampling.arrays import codes_of, combine_chunks, isin_mask
-from gbifdl_assets.sampling.filters import SamplingError
+from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.hashing import combine, hash_ints, hash_strings, mix64, seed_state
 from gbifdl_assets.specs import BalancingSpec
 

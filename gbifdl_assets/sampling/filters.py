@@ -51,6 +51,7 @@ import pyarrow.compute as pc
 from gbifdl_assets import specs
 from gbifdl_assets.gbif import licenses as lic
 from gbifdl_assets.sampling.arrays import codes_of, combine_chunks, isin_mask, numeric, take, valid_mask
+from gbifdl_assets.sampling.errors import SamplingError  # also importable from here, as before
 from gbifdl_assets.sampling.hashing import hash_strings
 
 __all__ = [
@@ -79,10 +80,6 @@ _AT_SOURCE = {
 # kinds (specs.parameter_kind) whose text values are compared case-insensitively: GBIF matches
 # free-text parameters such as recordedBy or institutionCode without regard to case.
 _CASEFOLD_KINDS = ("str", "uuid")
-
-
-class SamplingError(ValueError):
-    """A problem with the input table or the spec that the user must fix (one clear message)."""
 
 
 def label_column(rank: str) -> str:

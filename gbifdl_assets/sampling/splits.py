@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.sampling.arrays import combine_chunks, numeric, valid_mask
-from gbifdl_assets.sampling.filters import SamplingError
+from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.hashing import (
     combine,
     hash_ints,
