@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gbifdl_assets.sampling.arrays import combine_chunks
+from gbifdl_assets.sampling.arrays import decoded
 
 
 def content_keys(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -18,9 +18,7 @@ def content_keys(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def content_keys_and_prefixes(urls: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     """(sha256 hex per URL, its first 8 bytes as a big-endian uint64: sorts like the hex)."""
-    arr = combine_chunks(urls)
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
+    arr = decoded(urls)
     digests = [hashlib.sha256(v).digest() for v in arr.cast(pa.binary()).to_pylist()]
     prefix = np.frombuffer(b"".join(d[:8] for d in digests), dtype=">u8").astype(np.uint64)
     return pa.array([d.hex() for d in digests], pa.string()), prefix
@@ -28,9 +26,7 @@ def content_keys_and_prefixes(urls: pa.Array | pa.ChunkedArray) -> tuple[pa.Arra
 
 def as_text(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     """One string array (dictionaries decoded, other types cast)."""
-    arr = combine_chunks(col)
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
+    arr = decoded(col)
     if not pa.types.is_string(arr.type):
         arr = pc.cast(arr, pa.string())
     return arr
@@ -40,9 +36,7 @@ def column_or_null(table: pa.Table, name: str, typ: pa.DataType) -> pa.Array:
     """Column ``name`` as one array of ``typ``; nulls when the input lacks it (optional columns)."""
     if name not in table.column_names:
         return pa.nulls(table.num_rows, typ)
-    arr = combine_chunks(table.column(name))
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
+    arr = decoded(table.column(name))
     return arr if arr.type == typ else pc.cast(arr, typ)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gbifdl_assets.sampling.arrays import codes_of, combine_chunks, isin_mask, take
+from gbifdl_assets.sampling.arrays import codes_of, combine_chunks, decoded, isin_mask, take
 from gbifdl_assets.sampling.assemble import (
     as_text,
     column_or_null,
@@ -26,13 +26,14 @@ from gbifdl_assets.sampling.assemble import (
     manifest_order,
     stratum_column,
 )
-from gbifdl_assets.sampling.balance import balance
+from gbifdl_assets.sampling.balance import balance, require_by_columns
 from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.filters import (
     apply_filters,
     duplicate_candidates,
     label_column,
     label_name_column,
+    require_columns,
     resolve_duplicates,
 )
 from gbifdl_assets.sampling.manifest_table import (
@@ -48,7 +49,7 @@ from gbifdl_assets.sampling.source import (
     first_pass_columns,
     last_pass_columns,
 )
-from gbifdl_assets.sampling.splits import GROUP_COLUMNS, assign_splits
+from gbifdl_assets.sampling.splits import assign_splits, require_group_columns
 from gbifdl_assets.specs import TrainingSetSpec
 
 log = logging.getLogger("gbifdl_assets.sampling.manifest")  # the name it had before the split
@@ -71,9 +72,7 @@ def _ordered(d: dict[int, int]) -> dict[int, int]:
 
 
 def _ints(col: pa.ChunkedArray | pa.Array, rows: np.ndarray) -> np.ndarray:
-    arr = combine_chunks(col)
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
+    arr = decoded(col)
     return pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)[rows]
 
 
@@ -121,32 +120,17 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 
 def _require_columns(source: RowSource, spec: TrainingSetSpec, label_col: str) -> None:
     """The columns a build cannot do without: checked up front so a bad input fails before a long read."""
-    missing = [c for c in ("gbifID", "identifier", label_col) if c not in source.names]
-    if missing:
-        raise SamplingError(
-            f"the input lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)} (gbifID and "
-            f"identifier are in every snapshot; labels are taken at rank {spec.balancing.label_rank}); "
-            f"columns present: {', '.join(source.names[:40])}"
-        )
+    rank = spec.balancing.label_rank
+    why = f"gbifID and identifier are in every snapshot; labels are taken at rank {rank}"
+    require_columns(source.names, ["gbifID", "identifier", label_col], why)
     label_type = source.schema_of(label_col)
     if not pa.types.is_integer(label_type):
         raise SamplingError(
             f"label column {label_col} holds {label_type}, not integer taxon keys; give a snapshot whose "
             f"{label_col} is GBIF's accepted key"
         )
-    missing_by = [c for c in spec.balancing.by if c not in source.names]
-    if missing_by:
-        raise SamplingError(
-            f"balancing.by names column{'s' if len(missing_by) > 1 else ''} {', '.join(missing_by)} that the "
-            "input does not have; use snapshot columns such as publishingOrgKey, datasetKey, institutionCode, "
-            f"countryCode, recordedBy (present: {', '.join(source.names[:40])})"
-        )
-    missing_group = [c for c in GROUP_COLUMNS[spec.splits.group_by] if c not in source.names]
-    if missing_group:
-        raise SamplingError(
-            f"splits.group_by: {spec.splits.group_by} needs column{'s' if len(missing_group) > 1 else ''} "
-            f"{', '.join(missing_group)}, which the input lacks; choose another group_by or give a full snapshot"
-        )
+    require_by_columns(source.names, spec.balancing.by)
+    require_group_columns(source.names, spec.splits)
 
 
 def _build(
@@ -377,10 +361,6 @@ def build_manifest_from_parquet(
 ) -> ManifestResult:
     """:func:`build_manifest` streaming a Parquet file or folder (bounded memory)."""
     path = Path(path)
-    if not path.exists():
-        raise SamplingError(
-            f"{path}: not found; give a snapshot or annotated_occurrences Parquet file or folder"
-        )
     source = ParquetSource(path, batch_rows)
     try:
         return _build(source, spec, snapshot_id=snapshot_id, previous=previous)

@@ -165,6 +165,10 @@ class ParquetSource(RowSource):
     """A Parquet file, or every ``*.parquet`` under a folder, read batch by batch (one file after the other)."""
 
     def __init__(self, path: Path, batch_rows: int):
+        if not path.exists():
+            raise SamplingError(
+                f"{path}: not found; give a snapshot or annotated_occurrences Parquet file or folder"
+            )
         self.path = path
         self.batch_rows = batch_rows
         if path.is_dir():
@@ -241,12 +245,7 @@ def read_input(path: str | os.PathLike[str], spec: TrainingSetSpec) -> pa.Table:
     :func:`build_manifest_from_parquet` streams instead and needs far less memory; this is for
     callers that want the table itself.
     """
-    path = Path(path)
-    if not path.exists():
-        raise SamplingError(
-            f"{path}: not found; give a snapshot or annotated_occurrences Parquet file or folder"
-        )
-    source = ParquetSource(path, 1 << 20)
+    source = ParquetSource(Path(path), 1 << 20)
     columns = input_columns(spec, source.names)
     parts = [batch for _, batch in source.batches(columns)]
     return pa.concat_tables(parts) if parts else source.empty(columns)

@@ -20,6 +20,7 @@ import pyarrow.csv as pcsv
 from gbifdl_assets.gbif.dwca.convert import convert_occurrences, parse_ids
 from gbifdl_assets.gbif.dwca.errors import DwcaError, RowTooLong
 from gbifdl_assets.gbif.dwca.meta import (
+    DOWNLOAD_KEY,
     GBIF,
     MAX_XML_BYTES,
     MULTIMEDIA_ROW_TYPES,
@@ -48,7 +49,6 @@ from gbifdl_assets.gbif.dwca.zipmembers import member_chunks, unsafe_reason
 
 log = logging.getLogger("gbifdl_assets.gbif.dwca")  # one logger name for the whole reader
 
-_DOWNLOAD_KEY = re.compile(r"(?<!\d)(\d{7}-\d{15})(?!\d)")
 _DOI = re.compile(r"(10\.\d{4,9}/[^\s\"<>]+)")
 
 
@@ -127,7 +127,7 @@ class DwcArchive:
                 header_lines=1,
             )
             self.extensions = []
-            key = _DOWNLOAD_KEY.search(data[0])
+            key = DOWNLOAD_KEY.search(data[0])
             self.metadata = ArchiveMetadata(download_key=key.group(1) if key else None)
             return
         listed = ", ".join(sorted(self._members)[:8]) or "nothing"
@@ -181,13 +181,13 @@ class DwcArchive:
                 tag = local_name(elem.tag)
                 text = (elem.text or "").strip()
                 if tag == "alternateIdentifier" and text:
-                    if (k := _DOWNLOAD_KEY.fullmatch(text)) and not meta.download_key:
+                    if (k := DOWNLOAD_KEY.fullmatch(text)) and not meta.download_key:
                         meta.download_key = k.group(1)
                     elif (d := _DOI.match(text)) and not meta.doi:
                         meta.doi = d.group(1)
                 elif tag == "title" and text and not meta.title:
                     meta.title = text  # "GBIF Occurrence Download <key>"
-                    if (k := _DOWNLOAD_KEY.search(text)) and not meta.download_key:
+                    if (k := DOWNLOAD_KEY.search(text)) and not meta.download_key:
                         meta.download_key = k.group(1)
             break
         name = self._resolve("citations.txt", must_exist=False)
@@ -196,7 +196,7 @@ class DwcArchive:
                 if "GBIF.org" in line:
                     meta.citation = line.strip()
                     break
-        if not meta.download_key and (k := _DOWNLOAD_KEY.search(self.name)):
+        if not meta.download_key and (k := DOWNLOAD_KEY.search(self.name)):
             meta.download_key = k.group(1)
         self.metadata = meta
 

@@ -21,6 +21,8 @@ OCCURRENCE_ROW_TYPE = DWC + "Occurrence"
 MULTIMEDIA_ROW_TYPES = (GBIF + "Multimedia", "http://rs.tdwg.org/ac/terms/Multimedia")
 
 MAX_XML_BYTES = 32 << 20  # meta.xml and metadata.xml larger than this are not descriptors
+#: a GBIF download key (``0000154-150116162929234``) inside a file name, title or identifier
+DOWNLOAD_KEY = re.compile(r"(?<!\d)(\d{7}-\d{15})(?!\d)")
 
 
 @dataclass(frozen=True)
