@@ -38,6 +38,7 @@ import pyarrow as pa
 import shapely
 
 from gbifdl_assets.annotations.vocabulary import normalize_label
+from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.gbif import vocabulary as gbif_vocabulary
 
 __all__ = [
@@ -102,7 +103,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class RulesTableError(ValueError):
+class RulesTableError(GbifdlError, ValueError):
     """One or more rules cannot be applied; ``problems`` lists ``(rule_id, message)`` pairs."""
 
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:

@@ -50,6 +50,7 @@ from gbifdl_assets.annotations.compiled import (
     parse_year_range,
 )
 from gbifdl_assets.annotations.vocabulary import LABELS, normalize_label
+from gbifdl_assets.errors import GbifdlError
 
 __all__ = [
     "BASIS_OF_RECORD",
@@ -75,7 +76,7 @@ __all__ = [
 MAX_WKT_LENGTH = 125_000
 
 
-class RuleError(ValueError):
+class RuleError(GbifdlError, ValueError):
     """A rule (or ruleset, project, comment) that cannot be accepted; the message names it."""
 
 
