@@ -31,6 +31,7 @@ import shapely
 from shapely.geometry import shape
 
 from gbifdl_assets.annotations.compiled import MAX_POLYGON_VERTICES
+from gbifdl_assets.errors import GbifdlError
 
 __all__ = [
     "Area",
@@ -103,7 +104,7 @@ class Area:
     note: str | None = None
 
 
-class AreaNotFoundError(ValueError):
+class AreaNotFoundError(GbifdlError, ValueError):
     """The text names no known area; the message lists close matches."""
 
 

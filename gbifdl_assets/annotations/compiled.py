@@ -22,6 +22,10 @@ Validation (:func:`validate_rules_table`), with the policy for each problem:
 
 Errors name the rule id and say what to do; all problems are reported at once
 (:class:`RulesTableError`), or, with ``errors="skip"``, the bad rules are dropped and reported.
+
+The field checks (:func:`check_polygon`, :func:`parse_year_range`, :func:`basis_of_record_name`) are
+also the rule model's (``model.py``), so a rule is read the same way when it is saved and when it is
+applied.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pyarrow as pa
 import shapely
 
 from gbifdl_assets.annotations.vocabulary import normalize_label
+from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.gbif import vocabulary as gbif_vocabulary
 
 __all__ = [
@@ -44,8 +49,11 @@ __all__ = [
     "RULE_SOURCES",
     "VERTEX_LIMIT_SOURCES",
     "RulesTableError",
+    "basis_of_record_name",
+    "check_polygon",
     "count_vertices",
     "empty_rules_table",
+    "format_year_range",
     "parse_year_range",
     "rules_table_from_records",
     "validate_rules_table",
@@ -95,7 +103,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class RulesTableError(ValueError):
+class RulesTableError(GbifdlError, ValueError):
     """One or more rules cannot be applied; ``problems`` lists ``(rule_id, message)`` pairs."""
 
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
@@ -115,26 +123,104 @@ def count_vertices(wkt: str) -> int:
 def parse_year_range(text: str | None) -> tuple[int | None, int | None] | None:
     """``"1900,1950"`` → (1900, 1950); ``"*,1950"`` → (None, 1950); ``"1950"`` → (1950, 1950).
 
-    ``None``/empty means no year filter. ``ValueError`` says what is wrong.
+    ``None``/empty means no year filter. ``ValueError`` says what is wrong (the caller names the field).
+    The one reading of GBIF's ``yearRange``: the rule model, this table and the engine all use it.
     """
     if text is None or not str(text).strip():
         return None
     m = _YEAR_RE.match(str(text))
     if not m:
         raise ValueError(
-            f"yearRange {text!r} is not a year range: use 'a,b', '*,b', 'a,*' or a single year "
-            "(e.g. '1900,1950')"
+            f"{text!r} is not a year range: use 'a,b', '*,b', 'a,*' or a single year (e.g. '1900,1950')"
         )
     lo_s, hi_s = m.group(1), m.group(2)
     if hi_s is None:  # a single year (gbifrules accepts it): that year only
-        if lo_s == "*":
-            return None, None
         hi_s = lo_s
     lo = None if lo_s == "*" else int(lo_s)
     hi = None if hi_s == "*" else int(hi_s)
     if lo is not None and hi is not None and lo > hi:
-        raise ValueError(f"yearRange {text!r} starts after it ends: write the earlier year first")
+        raise ValueError(f"{text!r} starts after it ends: write the earlier year first ('{hi},{lo}')")
     return lo, hi
+
+
+def format_year_range(years: tuple[int | None, int | None] | None) -> str | None:
+    """The canonical ``"a,b"`` text (``*`` for an open end); None when nothing is filtered (``*,*``)."""
+    if years is None or years == (None, None):
+        return None
+    lo, hi = years
+    return f"{'*' if lo is None else lo},{'*' if hi is None else hi}"
+
+
+def basis_of_record_name(raw: str) -> str:
+    """GBIF's upper-snake spelling: ``PreservedSpecimen``, ``preserved specimen`` → ``PRESERVED_SPECIMEN``."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", raw.strip()).upper().replace("-", "_").replace(" ", "_")
+
+
+def check_polygon(
+    wkt: Any, *, max_vertices: int | None = None, max_wkt_length: int | None = None, repair: bool = False
+) -> tuple[str, str | None]:
+    """Check a rule's polygon; return (the WKT to keep, why it was repaired or None).
+
+    One check for a rule being saved (the model: with GBIF's limits, refusing invalid polygons unless
+    told to repair) and a rule being applied (this table: limits and repair depend on the source).
+    ``ValueError`` says what is wrong and what to do; its message starts with what the polygon "is",
+    "has" or "reaches", so the caller puts the field name in front.
+    """
+    if not isinstance(wkt, str) or not wkt.strip():
+        raise ValueError("is empty: give a WKT POLYGON or MULTIPOLYGON in lon/lat degrees")
+    text = wkt.strip()
+    if max_wkt_length is not None and len(text) > max_wkt_length:
+        raise ValueError(
+            f"has {len(text):,} WKT characters; GBIF allows at most {max_wkt_length:,}: "
+            "simplify it (e.g. shapely's simplify(0.01))"
+        )
+    if max_vertices is not None and (n := count_vertices(text)) > max_vertices:
+        raise ValueError(
+            f"has {n:,} vertices; GBIF allows at most {max_vertices:,}: "
+            "simplify it (e.g. shapely's simplify(0.01)) or split the rule"
+        )
+    try:
+        geom = shapely.from_wkt(text)
+    except (shapely.errors.GEOSException, ValueError) as exc:
+        reason = str(exc).replace("ParseException: ", "").replace("IllegalArgumentException: ", "")
+        clipped = text if len(text) <= 80 else text[:79] + "…"
+        raise ValueError(f"is not valid WKT ({reason}): {clipped}") from None
+    if geom is None or geom.geom_type not in ("Polygon", "MultiPolygon"):
+        kind = "nothing" if geom is None else geom.geom_type.upper()
+        raise ValueError(f"is a {kind}; a rule needs a POLYGON or MULTIPOLYGON (lon/lat degrees)")
+    if geom.is_empty:
+        raise ValueError("is an empty polygon; give the area's outline")
+    if shapely.has_z(geom):
+        raise ValueError("has Z coordinates; give 2-D lon/lat coordinates")
+    minx, miny, maxx, maxy = geom.bounds
+    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+        raise ValueError(
+            f"reaches outside lon -180..180 / lat -90..90 (bounds {minx:g} {miny:g} {maxx:g} {maxy:g}): "
+            "give WGS84 longitude/latitude, longitude first"
+        )
+    if geom.is_valid:
+        return text, None
+    reason = shapely.is_valid_reason(geom)
+    if not repair:
+        raise ValueError(
+            f"is not a valid polygon ({reason}); refused rather than guessed: fix the outline "
+            "(or repair it with shapely.make_valid and check the result)"
+        )
+    polys = _polygonal_part(shapely.make_valid(geom))
+    if polys is None:
+        raise ValueError(f"is not a valid polygon ({reason}) and repairing it leaves no area")
+    return shapely.to_wkt(polys, rounding_precision=-1), reason
+
+
+def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry | None:
+    """The Polygon/MultiPolygon part of a make_valid result (which may add stray lines or points)."""
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return None if geom.is_empty else geom
+    parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
+    if not parts:
+        return None
+    union = shapely.union_all(parts)
+    return None if union.is_empty else union
 
 
 def empty_rules_table() -> pa.Table:
@@ -190,47 +276,18 @@ def _conform(table: pa.Table) -> pa.Table:
 
 
 def _check_geometry(wkt: Any, source: str, max_vertices: int | None) -> tuple[str, str | None]:
-    """Return (WKT to keep, repair note or None); ``ValueError`` with the problem otherwise."""
-    if not isinstance(wkt, str) or not wkt.strip():
+    """Return (WKT to keep, repair note or None); the policy for ``source`` is in the module docstring."""
+    if not isinstance(wkt, str) or not wkt.strip():  # a null or blank cell of the geometry column
         raise ValueError("has no geometry: give a WKT POLYGON or MULTIPOLYGON in lon/lat degrees")
-    text = wkt.strip()
-    if max_vertices is not None and source in VERTEX_LIMIT_SOURCES:
-        n = count_vertices(text)
-        if n > max_vertices:
-            raise ValueError(
-                f"has {n:,} vertices; GBIF allows at most {max_vertices:,}: simplify the polygon "
-                "(e.g. shapely.simplify(geom, 0.01, preserve_topology=True)) or split the rule"
-            )
     try:
-        geom = shapely.from_wkt(text)
-    except (shapely.errors.GEOSException, ValueError) as exc:
-        reason = str(exc).replace("ParseException: ", "").replace("IllegalArgumentException: ", "")
-        raise ValueError(f"geometry is not valid WKT ({reason}): {text[:80]}") from None
-    if geom is None or geom.geom_type not in ("Polygon", "MultiPolygon"):
-        kind = "nothing" if geom is None else geom.geom_type.upper()
-        raise ValueError(f"geometry is a {kind}; a rule needs a POLYGON or MULTIPOLYGON (lon/lat degrees)")
-    if geom.is_empty:
-        raise ValueError("geometry is an empty polygon; give the area's outline")
-    minx, miny, maxx, maxy = geom.bounds
-    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
-        raise ValueError(
-            f"geometry reaches outside lon -180..180 / lat -90..90 (bounds {minx:g} {miny:g} {maxx:g} "
-            f"{maxy:g}): give WGS84 longitude first, then latitude"
+        text, repaired = check_polygon(
+            wkt,
+            max_vertices=max_vertices if source in VERTEX_LIMIT_SOURCES else None,
+            repair=source in REPAIR_SOURCES,
         )
-    if geom.is_valid:
-        return text, None
-    reason = shapely.is_valid_reason(geom)
-    if source not in REPAIR_SOURCES:
-        raise ValueError(
-            f"geometry is not a valid polygon ({reason}); refused rather than guessed: fix the "
-            "outline so that no edges cross (or repair it with shapely.make_valid and check the result)"
-        )
-    fixed = shapely.make_valid(geom)
-    parts = [p for p in shapely.get_parts(fixed) if p.geom_type in ("Polygon", "MultiPolygon")]
-    polys = shapely.union_all(parts) if parts else None
-    if polys is None or polys.is_empty:
-        raise ValueError(f"geometry is not a valid polygon ({reason}) and repairing it leaves no area")
-    return shapely.to_wkt(polys, rounding_precision=-1), f"[geometry repaired: {reason}]"
+    except ValueError as exc:
+        raise ValueError(f"geometry {exc}") from None
+    return text, None if repaired is None else f"[geometry repaired: {repaired}]"
 
 
 def validate_rules_table(
@@ -290,19 +347,14 @@ def validate_rules_table(
         except ValueError as exc:
             msgs.append(str(exc))
         try:
-            years = parse_year_range(data["yearRange"][i])
-            if years is None or years == (None, None):
-                data["yearRange"][i] = None
-            else:
-                lo, hi = years
-                data["yearRange"][i] = f"{'*' if lo is None else lo},{'*' if hi is None else hi}"
+            data["yearRange"][i] = format_year_range(parse_year_range(data["yearRange"][i]))
         except ValueError as exc:
-            msgs.append(str(exc))
+            msgs.append(f"yearRange {exc}")
         bor = data["basisOfRecord"][i]
         if bor is not None:
             names = []
             for raw in bor:
-                norm = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", (raw or "").strip()).upper()
+                norm = basis_of_record_name(raw or "")
                 if norm not in BASIS_OF_RECORD:
                     msgs.append(
                         f"unknown basisOfRecord {raw!r}: use GBIF names ({', '.join(BASIS_OF_RECORD)})"

@@ -205,7 +205,7 @@ def _rule_arrays(rules: pa.Table) -> _RuleArrays:
         try:
             years.append(parse_year_range(text))
         except ValueError as exc:
-            problems.append(f"rule {rid}: {exc}")
+            problems.append(f"rule {rid}: yearRange {exc}")
             years.append(None)
     if problems:
         raise ValueError(

@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import shapely
@@ -45,6 +45,9 @@ from shapely.geometry import mapping, shape
 from gbifdl_assets.annotations.compiled import RULES_TABLE_SCHEMA, validate_rules_table
 from gbifdl_assets.annotations.model import Rule, RuleError, parse_rule
 from gbifdl_assets.annotations.rule_text import NameMatcher, parse_rule_text, resolve_taxon
+
+if TYPE_CHECKING:
+    from gbifdl_assets.annotations.store import AnnotationStore
 
 __all__ = [
     "FILE_SOURCE",
@@ -323,7 +326,7 @@ def rules_table_from_file(
 
 
 def import_rule_file(
-    store: Any,
+    store: AnnotationStore,
     path: str | Path,
     *,
     user: str,
@@ -351,7 +354,7 @@ def import_rule_file(
             rs = store.ensure_ruleset(
                 item.ruleset, user=user, project_id=projects.get(item.project) if item.project else None
             )
-            store.require_rule_writer(rs.id, user=user)
+            store.rulesets.require_rule_writer(rs.id, user=user)
             rulesets[rs_key] = rs
     items = []
     for item in rf.rules:
@@ -367,11 +370,11 @@ def import_rule_file(
                 votes=(item.rule.supportedBy, item.rule.contestedBy),
             )
         )
-    counts = store.upsert_mirrored_rules(items, source=FILE_SOURCE, origin=rf.origin)
+    counts = store.mirror.upsert_rules(items, source=FILE_SOURCE, origin=rf.origin)
     deleted = 0
     if sync:
         keep = [i.external_id for i in items]
-        deleted = store.retire_mirrored("rule", source=FILE_SOURCE, origin=rf.origin, keep=keep, who=user)
+        deleted = store.mirror.retire("rule", source=FILE_SOURCE, origin=rf.origin, keep=keep, who=user)
     return {
         "file": str(rf.path),
         "origin": rf.origin,
@@ -385,7 +388,9 @@ def import_rule_file(
 # ---------------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------------
-def export_store(store: Any, path: str | Path, *, rulesets: Sequence[str | int] | None = None) -> int:
+def export_store(
+    store: AnnotationStore, path: str | Path, *, rulesets: Sequence[str | int] | None = None
+) -> int:
     """Write the store's non-deleted rules (all, or of ``rulesets``) to ``path``; returns the count."""
     wanted = None
     if rulesets is not None:  # every ruleset of that name (local and mirrored), or by id

@@ -22,11 +22,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gbifdl_assets.annotations.model import Project, Rule, RuleError, Ruleset, parse_rule
 from gbifdl_assets.gbif.errors import GbifNotFound, GbifResponseError
 from gbifdl_assets.gbif.http import GbifHttp, parse_json
+
+if TYPE_CHECKING:
+    from gbifdl_assets.annotations.store import AnnotationStore
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +226,7 @@ class PullSummary:
 
 
 def pull_from_gbif(
-    store: Any,
+    store: AnnotationStore,
     url: str | GbifAnnotationApi,
     *,
     project_id: int | None = None,
@@ -245,7 +248,7 @@ def pull_from_gbif(
         except ValueError as exc:
             summary.skipped.append((f"project {raw.get('id')}", str(exc).splitlines()[0]))
             continue
-        local, outcome = store.upsert_mirrored_project(
+        local, outcome = store.mirror.upsert_project(
             project, source=GBIF_SOURCE, origin=origin, external_id=str(raw["id"])
         )
         project_map[int(raw["id"])] = local
@@ -262,7 +265,7 @@ def pull_from_gbif(
         except ValueError as exc:
             summary.skipped.append((f"ruleset {raw.get('id')}", str(exc).splitlines()[0]))
             continue
-        local, outcome = store.upsert_mirrored_ruleset(
+        local, outcome = store.mirror.upsert_ruleset(
             ruleset,
             source=GBIF_SOURCE,
             origin=origin,
@@ -277,7 +280,7 @@ def pull_from_gbif(
     items: list[Any] = []
     seen_rules: list[str] = []
     # rules this store pushed there are local rules already: mirroring them would count them twice
-    pushed_here = set(store.remote_links(origin).values())
+    pushed_here = set(store.mirror.remote_links(origin).values())
     filters = {"projectId": project_id} if project_id is not None else {}
     for raw in api.iter_rules(**filters):
         rid = raw.get("id")
@@ -311,21 +314,21 @@ def pull_from_gbif(
                 votes=(rule.supportedBy, rule.contestedBy),
             )
         )
-    summary.rules = store.upsert_mirrored_rules(items, source=GBIF_SOURCE, origin=origin)
+    summary.rules = store.mirror.upsert_rules(items, source=GBIF_SOURCE, origin=origin)
 
     if sync:
         if project_id is None:
-            summary.deleted += store.retire_mirrored(
+            summary.deleted += store.mirror.retire(
                 "rule", source=GBIF_SOURCE, origin=origin, keep=seen_rules, who=SYNC_USER
             )
-            summary.deleted += store.retire_mirrored(
+            summary.deleted += store.mirror.retire(
                 "ruleset", source=GBIF_SOURCE, origin=origin, keep=seen_rulesets, who=SYNC_USER
             )
-            summary.deleted += store.retire_mirrored(
+            summary.deleted += store.mirror.retire(
                 "project", source=GBIF_SOURCE, origin=origin, keep=seen_projects, who=SYNC_USER
             )
         elif project_id in project_map:
-            summary.deleted += store.retire_mirrored(
+            summary.deleted += store.mirror.retire(
                 "rule",
                 source=GBIF_SOURCE,
                 origin=origin,
@@ -349,7 +352,7 @@ def pull_from_gbif(
 # push
 # ---------------------------------------------------------------------------------------------------
 def push_to_gbif(
-    store: Any,
+    store: AnnotationStore,
     api: GbifAnnotationApi,
     *,
     rulesets: Sequence[str | int] | None = None,
@@ -358,7 +361,7 @@ def push_to_gbif(
 ) -> dict[str, Any]:
     """POST the store's local rules (all, or of ``rulesets``; of ``created_by``) not pushed there yet."""
     wanted = None if rulesets is None else {store.find_ruleset(r, source="local").id for r in rulesets}
-    done = store.remote_links(api.base_url)
+    done = store.mirror.remote_links(api.base_url)
     pushed, skipped = [], 0
     for rule in store.iter_rules(source="local", createdBy=created_by):
         if wanted is not None and rule.rulesetId not in wanted:
@@ -370,6 +373,6 @@ def push_to_gbif(
             pushed.append({"local": rule.id, "remote": None})
             continue
         created = api.create_rule(rule)
-        store.link_remote(rule.id, api.base_url, str(created["id"]))
+        store.mirror.link_remote(rule.id, api.base_url, str(created["id"]))
         pushed.append({"local": rule.id, "remote": created["id"]})
     return {"url": api.base_url, "pushed": len(pushed), "already_pushed": skipped, "rules": pushed[:50]}

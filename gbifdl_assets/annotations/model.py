@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import shapely
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -40,8 +39,17 @@ from pydantic import (
     field_validator,
 )
 
-from gbifdl_assets.annotations.compiled import BASIS_OF_RECORD, MAX_POLYGON_VERTICES, count_vertices
+from gbifdl_assets.annotations.compiled import (
+    BASIS_OF_RECORD,
+    MAX_POLYGON_VERTICES,
+    basis_of_record_name,
+    check_polygon,
+    count_vertices,
+    format_year_range,
+    parse_year_range,
+)
 from gbifdl_assets.annotations.vocabulary import LABELS, normalize_label
+from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.suggestions import close_matches
 
 __all__ = [
@@ -67,10 +75,8 @@ __all__ = [
 #: limit, GBIF's vertex count and the BasisOfRecord names are shared with the compiled rules table.
 MAX_WKT_LENGTH = 125_000
 
-_YEAR_RE = re.compile(r"^\s*(\*|-?\d{1,4})\s*(?:,\s*(\*|-?\d{1,4})\s*)?$")
 
-
-class RuleError(ValueError):
+class RuleError(GbifdlError, ValueError):
     """A rule (or ruleset, project, comment) that cannot be accepted; the message names it."""
 
 
@@ -89,82 +95,16 @@ def format_timestamp(value: dt.datetime | None) -> str | None:
 def check_geometry(wkt: Any, *, repair: bool = False, enforce_limits: bool = True) -> str:
     """Validate a rule geometry and return the WKT to store (repaired when ``repair`` and invalid).
 
-    Raises ValueError with the problem and what to do about it.
+    GBIF's WKT-length and vertex limits apply unless ``enforce_limits`` is off (GBIF's admins are
+    exempt). Raises ValueError with the problem and what to do about it (:func:`compiled.check_polygon`).
     """
-    if not isinstance(wkt, str) or not wkt.strip():
-        raise ValueError("is empty: give a WKT POLYGON or MULTIPOLYGON in lon/lat degrees")
-    text = wkt.strip()
-    if enforce_limits and len(text) > MAX_WKT_LENGTH:
-        raise ValueError(
-            f"has {len(text):,} WKT characters; GBIF allows at most {MAX_WKT_LENGTH:,}: "
-            "simplify it (e.g. shapely's simplify(0.01))"
-        )
-    if enforce_limits and (n := count_vertices(text)) > MAX_POLYGON_VERTICES:
-        raise ValueError(
-            f"has {n:,} vertices; GBIF allows at most {MAX_POLYGON_VERTICES:,}: "
-            "simplify it (e.g. shapely's simplify(0.01))"
-        )
-    try:
-        geom = shapely.from_wkt(text)
-    except (shapely.errors.GEOSException, ValueError) as exc:
-        reason = str(exc).replace("ParseException: ", "").replace("IllegalArgumentException: ", "")
-        raise ValueError(f"is not valid WKT ({reason}): {_clip(text)}") from None
-    if geom is None or geom.geom_type not in ("Polygon", "MultiPolygon"):
-        kind = "nothing" if geom is None else geom.geom_type.upper()
-        raise ValueError(f"is a {kind}; a rule needs a POLYGON or MULTIPOLYGON (lon/lat degrees)")
-    if geom.is_empty:
-        raise ValueError("is an empty polygon; give the area's outline")
-    if shapely.has_z(geom):
-        raise ValueError("has Z coordinates; give 2-D lon/lat coordinates")
-    minx, miny, maxx, maxy = geom.bounds
-    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
-        raise ValueError(
-            f"reaches outside lon -180..180 / lat -90..90 (bounds {minx:g} {miny:g} {maxx:g} {maxy:g}): "
-            "give WGS84 longitude/latitude, longitude first"
-        )
-    if not geom.is_valid:
-        reason = shapely.is_valid_reason(geom)
-        if not repair:
-            raise ValueError(
-                f"is not a valid polygon ({reason}); refused rather than guessed: fix the outline "
-                "(or repair it with shapely.make_valid and check the result)"
-            )
-        fixed = shapely.make_valid(geom)
-        polys = _polygonal_part(fixed)
-        if polys is None:
-            raise ValueError(f"is not a valid polygon ({reason}) and repairing it leaves no area")
-        return shapely.to_wkt(polys, rounding_precision=-1)
+    text, _ = check_polygon(
+        wkt,
+        max_vertices=MAX_POLYGON_VERTICES if enforce_limits else None,
+        max_wkt_length=MAX_WKT_LENGTH if enforce_limits else None,
+        repair=repair,
+    )
     return text
-
-
-def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry | None:
-    """The Polygon/MultiPolygon part of a make_valid result (which may add stray lines or points)."""
-    if geom.geom_type in ("Polygon", "MultiPolygon"):
-        return None if geom.is_empty else geom
-    parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
-    if not parts:
-        return None
-    union = shapely.union_all(parts)
-    return None if union.is_empty else union
-
-
-def parse_year_range(text: str | None) -> tuple[int | None, int | None] | None:
-    """``"1900,1950"`` → (1900, 1950); ``"*,1950"`` → (None, 1950); ``"1950"`` → (1950, 1950)."""
-    if text is None:
-        return None
-    m = _YEAR_RE.match(str(text))
-    if not m:
-        raise ValueError(
-            f"{text!r} is not a year range: use 'a,b', '*,b', 'a,*' or a single year (e.g. '1900,1950')"
-        )
-    lo_s, hi_s = m.group(1), m.group(2)
-    if hi_s is None:  # a single year (gbifrules accepts it): that year only
-        hi_s = lo_s
-    lo = None if lo_s == "*" else int(lo_s)
-    hi = None if hi_s == "*" else int(hi_s)
-    if lo is not None and hi is not None and lo > hi:
-        raise ValueError(f"{text!r} starts after it ends: write the earlier year first ('{hi},{lo}')")
-    return lo, hi
 
 
 def normalize_year_range(value: Any) -> str | None:
@@ -179,12 +119,7 @@ def normalize_year_range(value: Any) -> str | None:
         if len(value) != 2:
             raise ValueError(f"{value!r} is not a year range: give two years (use '*' or null for open)")
         value = ",".join("*" if v is None else str(v) for v in value)
-    parsed = parse_year_range(str(value))
-    assert parsed is not None
-    lo, hi = parsed
-    if lo is None and hi is None:
-        return None  # "*,*" filters nothing
-    return f"{'*' if lo is None else lo},{'*' if hi is None else hi}"
+    return format_year_range(parse_year_range(str(value)))  # "*,*" filters nothing: None
 
 
 def normalize_basis_of_record(values: Any) -> list[str] | None:
@@ -199,7 +134,7 @@ def normalize_basis_of_record(values: Any) -> list[str] | None:
     for raw in values:
         if not isinstance(raw, str) or not raw.strip():
             raise ValueError(f"{raw!r} is not a basisOfRecord name")
-        name = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", raw.strip()).upper().replace("-", "_").replace(" ", "_")
+        name = basis_of_record_name(raw)
         if name not in BASIS_OF_RECORD:
             raise ValueError(f"unknown basisOfRecord {raw!r}{_suggest(name, BASIS_OF_RECORD)}")
         if name not in out:
@@ -222,10 +157,6 @@ def normalize_annotation(value: Any) -> str:
 def _suggest(value: str, choices: tuple[str, ...] | list[str]) -> str:
     close = close_matches(value, choices, n=3)
     return f" (did you mean {' or '.join(close)}?)" if close else f"; use one of {', '.join(choices)}"
-
-
-def _clip(text: str, n: int = 80) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _usernames(value: Any, what: str) -> list[str]:

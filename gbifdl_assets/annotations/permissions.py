@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gbifdl_assets.errors import GbifdlError
+
 __all__ = [
     "Actor",
     "PermissionDenied",
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 
-class PermissionDenied(PermissionError):
+class PermissionDenied(GbifdlError, PermissionError):
     """The acting user may not do this; the message says who may."""
 
 

@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from gbifdl_assets.annotations.permissions import Actor
+from gbifdl_assets.errors import GbifdlError
 
 __all__ = ["AuthError", "Authenticator", "Credentials", "parse_basic"]
 
@@ -38,7 +39,7 @@ FAILURE_WINDOW = 600.0
 REALM = "GBIF annotations"
 
 
-class AuthError(Exception):
+class AuthError(GbifdlError):
     """Authentication failed; ``status`` is 401 (bad or missing credentials) or 429 (throttled)."""
 
     def __init__(self, message: str, status: int = 401):

@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gbifdl_assets.errors import GbifdlError
+
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "ApiError",
@@ -37,7 +39,7 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-class ApiError(Exception):
+class ApiError(GbifdlError):
     """An error answer: ``status`` and the one-line ``message`` the client sees."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):

@@ -23,28 +23,22 @@ them at the source). :meth:`compile` turns the non-deleted rules into the engine
 :meth:`version` changes with every change that can alter that table, so Dagster can tell when the
 compiled rules are stale.
 
-The store is one class, :class:`AnnotationStore`, assembled from one module per concern:
-
-* :mod:`.settings`, :mod:`.errors`, :mod:`.records`: defaults and limits, exceptions, plain records;
-* :mod:`.schema` (tables), :mod:`.connection` (engines per backend, schema creation), :mod:`.base`
-  (engine, change counter, provenance checks);
-* :mod:`.users` with :mod:`.passwords`; :mod:`.projects`; :mod:`.rulesets`; :mod:`.rules` with
-  :mod:`.rule_filters`; :mod:`.votes`; :mod:`.comments`; :mod:`.metrics`; :mod:`.mirror` (GBIF and
-  rule-file sync, push links); :mod:`.compile_rules`;
-* shared helpers: :mod:`.params` (GBIF's parameter conventions), :mod:`.queries` (query shapes several
-  tables share), :mod:`.lists` (ordered child lists: members, basisOfRecord, votes), :mod:`.rows`
-  (rows ↔ models).
+The store is a few classes, one per responsibility, that :class:`AnnotationStore` (:mod:`.annotation_store`)
+wires together and calls: :mod:`.database` (engine, change counter, provenance checks; engines per backend
+in :mod:`.connection`), :mod:`.accounts` (users, with :mod:`.passwords`), :mod:`.projects`,
+:mod:`.rulesets`, :mod:`.rules` (with GBIF's filters in :mod:`.rule_filters`), :mod:`.votes`,
+:mod:`.comments`, :mod:`.mirror` (GBIF and rule-file sync, push links) and :mod:`.compiler` (the engine's
+rules table). What they share: :mod:`.settings`, :mod:`.errors`, :mod:`.records` (defaults and limits,
+exceptions, plain records), :mod:`.schema` (tables and the clock), :mod:`.params` (GBIF's parameter
+conventions), :mod:`.queries` (query shapes several tables share), :mod:`.lists` (ordered child lists:
+members, basisOfRecord, votes) and :mod:`.rows` (rows ↔ models).
 """
 
 from __future__ import annotations
 
 from gbifdl_assets.annotations.permissions import PermissionDenied
-from gbifdl_assets.annotations.store.comments import CommentsMixin
-from gbifdl_assets.annotations.store.compile_rules import CompileMixin
-from gbifdl_assets.annotations.store.connection import redact_url
+from gbifdl_assets.annotations.store.annotation_store import AnnotationStore
 from gbifdl_assets.annotations.store.errors import Conflict, NotFound, StoreError
-from gbifdl_assets.annotations.store.metrics import MetricsMixin
-from gbifdl_assets.annotations.store.mirror import MirrorMixin
 from gbifdl_assets.annotations.store.passwords import check_password, hash_password
 from gbifdl_assets.annotations.store.records import MirroredRule, RuleInfo, UserInfo
 from gbifdl_assets.annotations.store.rule_filters import RULE_FILTERS
@@ -56,7 +50,6 @@ from gbifdl_assets.annotations.store.settings import (
     SCHEMA_VERSION,
     default_store_url,
 )
-from gbifdl_assets.annotations.store.votes import VotesMixin
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -77,10 +70,3 @@ __all__ = [
     "default_store_url",
     "hash_password",
 ]
-
-
-class AnnotationStore(VotesMixin, CommentsMixin, MetricsMixin, MirrorMixin, CompileMixin):
-    """Projects, rulesets, rules, votes, comments and users in one SQL database (module docstring)."""
-
-    def __repr__(self) -> str:
-        return f"AnnotationStore({redact_url(self.url)!r})"

@@ -1,12 +1,15 @@
 """The store's errors (besides :class:`~gbifdl_assets.annotations.model.RuleError` and
-:class:`~gbifdl_assets.annotations.permissions.PermissionDenied`)."""
+:class:`~gbifdl_assets.annotations.permissions.PermissionDenied`); like every user-facing error of the
+library they derive from :class:`~gbifdl_assets.errors.GbifdlError`."""
 
 from __future__ import annotations
+
+from gbifdl_assets.errors import GbifdlError
 
 __all__ = ["Conflict", "NotFound", "StoreError"]
 
 
-class StoreError(Exception):
+class StoreError(GbifdlError):
     """Base of the store's errors (besides :class:`RuleError` and :class:`PermissionDenied`)."""
 
 

@@ -13,6 +13,8 @@ from sqlalchemy.engine import Connection
 
 from gbifdl_assets.annotations.store.schema import rule_bor_t, votes_t
 
+__all__ = ["bor_lists", "members_of", "set_bor", "set_members", "vote_lists", "with_first"]
+
 
 def _set_list(
     conn: Connection, table: sa.Table, fk: str, obj_id: int, column: str, values: Iterable[str]
@@ -41,28 +43,28 @@ def _read_lists(
     return out
 
 
-def _with_first(first: str, others: Iterable[str]) -> list[str]:
+def with_first(first: str, others: Iterable[str]) -> list[str]:
     return list(dict.fromkeys([first, *others]))
 
 
-def _set_members(conn: Connection, table: sa.Table, fk: str, obj_id: int, members: Sequence[str]) -> None:
+def set_members(conn: Connection, table: sa.Table, fk: str, obj_id: int, members: Sequence[str]) -> None:
     _set_list(conn, table, fk, obj_id, "username", dict.fromkeys(members))
 
 
-def _members(conn: Connection, table: sa.Table, fk: str, ids: Sequence[int]) -> dict[int, list[str]]:
+def members_of(conn: Connection, table: sa.Table, fk: str, ids: Sequence[int]) -> dict[int, list[str]]:
     return _read_lists(conn, table, fk, "username", ids)
 
 
-def _set_bor(conn: Connection, rule_id: int, values: Sequence[str] | None) -> None:
+def set_bor(conn: Connection, rule_id: int, values: Sequence[str] | None) -> None:
     _set_list(conn, rule_bor_t, "rule_id", rule_id, "value", values or ())
 
 
-def _bor_lists(conn: Connection, ids: Sequence[int]) -> dict[int, list[str]]:
+def bor_lists(conn: Connection, ids: Sequence[int]) -> dict[int, list[str]]:
     """rule id → basisOfRecord values; a rule without any is left out (its basisOfRecord is None)."""
     return _read_lists(conn, rule_bor_t, "rule_id", "value", ids)
 
 
-def _vote_lists(
+def vote_lists(
     conn: Connection, ids: Sequence[int], origin: str | None = None
 ) -> dict[int, tuple[list[str], list[str]]]:
     """rule id → (supportedBy, contestedBy), oldest vote first (GBIF appends to its arrays)."""

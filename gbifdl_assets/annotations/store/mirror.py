@@ -12,40 +12,53 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gbifdl_assets.annotations.model import Project, Ruleset
-from gbifdl_assets.annotations.store.lists import _bor_lists, _members, _set_bor, _set_members, _vote_lists
+from gbifdl_assets.annotations.store.database import Database
+from gbifdl_assets.annotations.store.lists import bor_lists, members_of, set_bor, set_members, vote_lists
+from gbifdl_assets.annotations.store.projects import Projects
 from gbifdl_assets.annotations.store.records import MirroredRule
-from gbifdl_assets.annotations.store.rows import _rule_values
-from gbifdl_assets.annotations.store.rules import RulesMixin
+from gbifdl_assets.annotations.store.rows import rule_values
+from gbifdl_assets.annotations.store.rules import Rules
+from gbifdl_assets.annotations.store.rulesets import Rulesets
 from gbifdl_assets.annotations.store.schema import (
     MIRRORED_TABLES,
-    _now,
     project_members_t,
     projects_t,
     rule_links_t,
     rules_t,
     ruleset_members_t,
     rulesets_t,
+    utc_now,
     votes_t,
 )
 from gbifdl_assets.annotations.store.settings import LOCAL_SOURCE
 
+__all__ = ["Mirror"]
 
-class MirrorMixin(RulesMixin):
-    def upsert_mirrored_project(
+
+class Mirror:
+    """Objects from elsewhere, matched by (source, origin, external id); read-only everywhere else."""
+
+    def __init__(self, db: Database, projects: Projects, rulesets: Rulesets, rules: Rules) -> None:
+        self.db = db
+        self.projects = projects
+        self.rulesets = rulesets
+        self.rules = rules
+
+    def upsert_project(
         self, project: Project, *, source: str, origin: str, external_id: str
     ) -> tuple[int, str]:
         """Create or update a project mirrored from ``source``; returns (local id, created|updated|unchanged)."""
-        with self.engine.begin() as conn:
-            return self._upsert_mirrored_group(
+        with self.db.begin() as conn:
+            return self._upsert_group(
                 conn, projects_t, project_members_t, "project_id", project, {}, source, origin, external_id
             )
 
-    def upsert_mirrored_ruleset(
+    def upsert_ruleset(
         self, ruleset: Ruleset, *, source: str, origin: str, external_id: str, project_id: int | None
     ) -> tuple[int, str]:
-        """As :meth:`upsert_mirrored_project`; ``project_id`` is the local id of its project."""
-        with self.engine.begin() as conn:
-            return self._upsert_mirrored_group(
+        """As :meth:`upsert_project`; ``project_id`` is the local id of its project."""
+        with self.db.begin() as conn:
+            return self._upsert_group(
                 conn,
                 rulesets_t,
                 ruleset_members_t,
@@ -57,7 +70,7 @@ class MirrorMixin(RulesMixin):
                 external_id,
             )
 
-    def _upsert_mirrored_group(
+    def _upsert_group(
         self,
         conn: Connection,
         table: sa.Table,
@@ -74,7 +87,7 @@ class MirrorMixin(RulesMixin):
         values = {
             "name": obj.name,
             "description": obj.description,
-            "created": obj.created or _now(),
+            "created": obj.created or utc_now(),
             "created_by": obj.createdBy,
             "modified": obj.modified,
             "modified_by": obj.modifiedBy,
@@ -93,20 +106,20 @@ class MirrorMixin(RulesMixin):
             new_id = conn.execute(
                 sa.insert(table).values(**values, source=source, origin=origin, external_id=external_id)
             ).inserted_primary_key[0]
-            _set_members(conn, members_table, fk, new_id, obj.members)
+            set_members(conn, members_table, fk, new_id, obj.members)
             return int(new_id), "created"
-        old_members = _members(conn, members_table, fk, [row.id]).get(row.id, [])
+        old_members = members_of(conn, members_table, fk, [row.id]).get(row.id, [])
         changed = any(getattr(row, k) != v for k, v in values.items()) or old_members != obj.members
         if changed:
             conn.execute(sa.update(table).where(table.c.id == row.id).values(**values))
-            _set_members(conn, members_table, fk, row.id, obj.members)
+            set_members(conn, members_table, fk, row.id, obj.members)
             if table is rulesets_t:
-                self._touch_rules(conn, rules_t.c.ruleset_id == row.id)
+                self.db.touch_rules(conn, rules_t.c.ruleset_id == row.id)
             elif table is projects_t:
-                self._touch_rules(conn, rules_t.c.project_id == row.id)
+                self.db.touch_rules(conn, rules_t.c.project_id == row.id)
         return int(row.id), "updated" if changed else "unchanged"
 
-    def upsert_mirrored_rules(
+    def upsert_rules(
         self, items: Iterable[MirroredRule], *, source: str, origin: str, batch: int = 500
     ) -> dict[str, int]:
         """Create or update rules mirrored from ``source``/``origin`` by external id (idempotent).
@@ -130,7 +143,7 @@ class MirrorMixin(RulesMixin):
     def _upsert_rule_batch(
         self, items: list[MirroredRule], source: str, origin: str, counts: dict[str, int]
     ) -> None:
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             ext_ids = [i.external_id for i in items]
             existing = {
                 r.external_id: r
@@ -142,17 +155,17 @@ class MirrorMixin(RulesMixin):
                     )
                 ).all()
             }
-            bor = _bor_lists(conn, [r.id for r in existing.values()])
-            votes = _vote_lists(conn, [r.id for r in existing.values()], origin=source)
+            bor = bor_lists(conn, [r.id for r in existing.values()])
+            votes = vote_lists(conn, [r.id for r in existing.values()], origin=source)
             seq: int | None = None
             for item in items:
                 r = item.rule
                 values = {
-                    **_rule_values(r),
+                    **rule_values(r),
                     "ruleset_id": item.ruleset_id,
                     "project_id": item.project_id,
                     "description": item.description,
-                    "created": item.created or r.created or _now(),
+                    "created": item.created or r.created or utc_now(),
                     "created_by": item.created_by or r.createdBy,
                     "deleted": r.deleted,
                     "deleted_by": r.deletedBy,
@@ -162,13 +175,13 @@ class MirrorMixin(RulesMixin):
                     values["created"] = row.created  # the source has no date: keep the first import's
                 new_votes = item.votes
                 if row is None:
-                    seq = seq or self._bump(conn)
+                    seq = seq or self.db.bump(conn)
                     rid = conn.execute(
                         sa.insert(rules_t).values(
                             **values, seq=seq, source=source, origin=origin, external_id=item.external_id
                         )
                     ).inserted_primary_key[0]
-                    _set_bor(conn, rid, r.basisOfRecord)
+                    set_bor(conn, rid, r.basisOfRecord)
                     if new_votes:
                         _mirror_votes(conn, rid, new_votes, source)
                     counts["created"] += 1
@@ -184,14 +197,14 @@ class MirrorMixin(RulesMixin):
                 if same:
                     counts["unchanged"] += 1
                     continue
-                seq = seq or self._bump(conn)
+                seq = seq or self.db.bump(conn)
                 conn.execute(sa.update(rules_t).where(rules_t.c.id == row.id).values(**values, seq=seq))
-                _set_bor(conn, row.id, r.basisOfRecord)
+                set_bor(conn, row.id, r.basisOfRecord)
                 if new_votes is not None:
                     _mirror_votes(conn, row.id, new_votes, source)
                 counts["updated"] += 1
 
-    def retire_mirrored(
+    def retire(
         self,
         kind: str,
         *,
@@ -211,23 +224,23 @@ class MirrorMixin(RulesMixin):
         conds = [table.c.source == source, table.c.origin == origin, table.c.deleted.is_(None)]
         for col, value in (where or {}).items():
             conds.append(table.c[col] == value)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             rows = conn.execute(sa.select(table.c.id, table.c.external_id).where(*conds)).all()
             gone = [r.id for r in rows if r.external_id not in keep]
             if not gone:
                 return 0
             for obj_id in gone:
                 if kind == "rule":
-                    self._soft_delete_rule(conn, obj_id, who)
+                    self.rules.soft_delete(conn, obj_id, who)
                 elif kind == "ruleset":
-                    self._soft_delete_ruleset(conn, obj_id, who)
+                    self.rulesets.soft_delete(conn, obj_id, who)
                 else:
-                    self._soft_delete_project(conn, obj_id, who)
+                    self.projects.soft_delete(conn, obj_id, who)
         return len(gone)
 
     # ------------------------------------------------------------------------------ push links
     def link_remote(self, rule_id: int, remote_url: str, remote_id: str) -> None:
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(
                 sa.delete(rule_links_t).where(
                     rule_links_t.c.rule_id == rule_id, rule_links_t.c.remote_url == remote_url
@@ -235,13 +248,13 @@ class MirrorMixin(RulesMixin):
             )
             conn.execute(
                 sa.insert(rule_links_t).values(
-                    rule_id=rule_id, remote_url=remote_url, remote_id=str(remote_id), pushed=_now()
+                    rule_id=rule_id, remote_url=remote_url, remote_id=str(remote_id), pushed=utc_now()
                 )
             )
 
     def remote_links(self, remote_url: str) -> dict[int, str]:
         """local rule id → remote id of rules already pushed to ``remote_url``."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 sa.select(rule_links_t.c.rule_id, rule_links_t.c.remote_id).where(
                     rule_links_t.c.remote_url == remote_url
@@ -257,7 +270,7 @@ def _mirror_votes(
     conn.execute(sa.delete(votes_t).where(votes_t.c.rule_id == rule_id, votes_t.c.origin == origin))
     both = set(supported) & set(contested)  # GBIF keeps them exclusive; if not, the contest wins
     rows = []
-    base = _now()
+    base = utc_now()
     for i, name in enumerate(supported):
         if name not in both:
             rows.append(("support", name, i))

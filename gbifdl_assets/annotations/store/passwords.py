@@ -9,7 +9,7 @@ import secrets
 
 from gbifdl_assets.annotations.model import RuleError
 
-__all__ = ["check_password", "hash_password"]
+__all__ = ["check_password", "dummy_hash", "hash_password"]
 
 #: scrypt cost (about 0.1 s and 32 MiB per hash on the CI machines); stored in each hash, so it can rise
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
@@ -57,7 +57,7 @@ def check_password(password: str, stored: str) -> bool:
 _DUMMY_HASH: str | None = None
 
 
-def _dummy_hash() -> str:
+def dummy_hash() -> str:
     """Checked against for unknown users, so a login takes as long whether or not the user exists."""
     global _DUMMY_HASH
     if _DUMMY_HASH is None:

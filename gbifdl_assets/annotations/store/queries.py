@@ -11,11 +11,13 @@ from sqlalchemy.engine import Connection
 from gbifdl_assets.annotations.store.errors import NotFound
 from gbifdl_assets.annotations.store.schema import projects_t, rules_t, rulesets_t
 
+__all__ = ["has_member", "id_chunks", "newest_first", "row_by_id", "select_rules_with_names"]
+
 #: ids per ``IN (…)`` list when many rules are read at once, so one statement stays bounded
 _ID_CHUNK = 5000
 
 
-def _row_by_id(conn: Connection, table: sa.Table, obj_id: int, what: str) -> Any:
+def row_by_id(conn: Connection, table: sa.Table, obj_id: int, what: str) -> Any:
     """The row with this id, deleted or not; NotFound names ``what`` (project, ruleset, rule, comment)."""
     row = conn.execute(sa.select(table).where(table.c.id == int(obj_id))).first()
     if row is None:
@@ -23,22 +25,22 @@ def _row_by_id(conn: Connection, table: sa.Table, obj_id: int, what: str) -> Any
     return row
 
 
-def _newest_first(table: sa.Table) -> tuple[Any, Any]:
+def newest_first(table: sa.Table) -> tuple[Any, Any]:
     """GBIF's list order: ``created`` DESC, then id DESC."""
     return table.c.created.desc(), table.c.id.desc()
 
 
-def _has_member(members_table: sa.Table, fk: str, table: sa.Table, username: str) -> Any:
+def has_member(members_table: sa.Table, fk: str, table: sa.Table, username: str) -> Any:
     """The condition that ``username`` is a member of the row of ``table`` (a project or ruleset)."""
     return sa.exists().where(members_table.c[fk] == table.c.id, members_table.c.username == username)
 
 
-def _id_chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+def id_chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
     for start in range(0, len(ids), _ID_CHUNK):
         yield ids[start : start + _ID_CHUNK]
 
 
-def _select_rules_with_names(*columns: Any) -> sa.Select:
+def select_rules_with_names(*columns: Any) -> sa.Select:
     """``columns`` of rules plus the names of their ruleset and project (None outside one)."""
     return sa.select(
         *columns,

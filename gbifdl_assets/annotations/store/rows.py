@@ -10,8 +10,19 @@ import shapely
 from gbifdl_assets.annotations.model import Comment, Project, Rule, RuleError, Ruleset, parse_rule
 from gbifdl_assets.annotations.store.settings import LOCAL_SOURCE
 
+__all__ = [
+    "as_model",
+    "comment_model",
+    "compiled_id",
+    "project_model",
+    "rule_input",
+    "rule_model",
+    "rule_values",
+    "ruleset_model",
+]
 
-def _as_model(cls: type, value: Any, what: str) -> Any:
+
+def as_model(cls: type, value: Any, what: str) -> Any:
     from pydantic import ValidationError
 
     from gbifdl_assets.annotations.model import format_validation_error
@@ -26,7 +37,7 @@ def _as_model(cls: type, value: Any, what: str) -> Any:
         raise RuleError(format_validation_error(exc, what)) from None
 
 
-def _rule_input(rule: Rule | Mapping[str, Any], *, repair: bool) -> Rule:
+def rule_input(rule: Rule | Mapping[str, Any], *, repair: bool) -> Rule:
     """Validate user input; server-managed fields (as GBIF) are ignored."""
     data = rule.model_dump() if isinstance(rule, Rule) else dict(rule)
     name = f"rule {data['id']}" if data.get("id") is not None else None
@@ -35,7 +46,7 @@ def _rule_input(rule: Rule | Mapping[str, Any], *, repair: bool) -> Rule:
     return parse_rule(data, name=name, repair=repair)
 
 
-def _rule_values(r: Rule) -> dict[str, Any]:
+def rule_values(r: Rule) -> dict[str, Any]:
     geom = shapely.from_wkt(r.geometry)
     minx, miny, maxx, maxy = geom.bounds
     return {
@@ -52,7 +63,7 @@ def _rule_values(r: Rule) -> dict[str, Any]:
     }
 
 
-def _rule_model(row: Any, bor: list[str] | None, supported: list[str], contested: list[str]) -> Rule:
+def rule_model(row: Any, bor: list[str] | None, supported: list[str], contested: list[str]) -> Rule:
     # built without re-validation: stored rules were validated on the way in
     return Rule.model_construct(
         id=row.id,
@@ -90,15 +101,15 @@ def _group_fields(row: Any, members: list[str]) -> dict[str, Any]:
     }
 
 
-def _project_model(row: Any, members: list[str]) -> Project:
+def project_model(row: Any, members: list[str]) -> Project:
     return Project.model_construct(**_group_fields(row, members))
 
 
-def _ruleset_model(row: Any, members: list[str]) -> Ruleset:
+def ruleset_model(row: Any, members: list[str]) -> Ruleset:
     return Ruleset.model_construct(projectId=row.project_id, **_group_fields(row, members))
 
 
-def _comment_model(row: Any) -> Comment:
+def comment_model(row: Any) -> Comment:
     return Comment.model_construct(
         id=row.id,
         ruleId=row.rule_id,
@@ -110,7 +121,7 @@ def _comment_model(row: Any) -> Comment:
     )
 
 
-def _compiled_id(rule_id: int, source: str, external_id: str | None) -> str:
+def compiled_id(rule_id: int, source: str, external_id: str | None) -> str:
     if source == LOCAL_SOURCE or not external_id:
         return f"{LOCAL_SOURCE}:{rule_id}"
     return f"{source}:{external_id}"

@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gbifdl_assets.annotations.model import RuleError
-from gbifdl_assets.annotations.store.params import _int_filter, _is_null, _listify
+from gbifdl_assets.annotations.store.params import int_filter, is_null, listify
 from gbifdl_assets.annotations.store.schema import comments_t, rule_bor_t, rules_t, votes_t
 
-__all__ = ["RULE_FILTERS"]
+__all__ = ["RULE_FILTERS", "ids_intersecting", "rule_conditions"]
 
 #: GBIF's ``GET /rule`` query filters (besides ``geometry``, which is an intersects test), in GBIF's order.
 RULE_FILTERS = (
@@ -32,7 +32,7 @@ RULE_FILTERS = (
 )
 
 
-def _rule_conditions(filters: Mapping[str, Any]) -> list[Any]:
+def rule_conditions(filters: Mapping[str, Any]) -> list[Any]:
     """GBIF's ``GET /rule`` filters as SQL conditions (geometry is handled separately)."""
     known = {*RULE_FILTERS, "source"}
     unknown = sorted(set(filters) - known)
@@ -48,19 +48,19 @@ def _rule_conditions(filters: Mapping[str, Any]) -> list[Any]:
         value = filters.get(name)
         if value is None:
             continue
-        conds.append(column.is_(None) if _is_null(value) else column == _int_filter(value, name))
+        conds.append(column.is_(None) if is_null(value) else column == int_filter(value, name))
     for name, column in (("datasetKey", c.dataset_key), ("yearRange", c.year_range)):
         if (value := filters.get(name)) is not None:
-            conds.append(column.is_(None) if _is_null(value) else column == str(value).strip())
+            conds.append(column.is_(None) if is_null(value) else column == str(value).strip())
     if (value := filters.get("annotation")) is not None:
         conds.append(sa.func.upper(c.annotation) == str(value).strip().upper())
     if (value := filters.get("basisOfRecordNegated")) is not None:
         flag = value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes")
         conds.append(c.basis_of_record_negated == flag)
     if (value := filters.get("basisOfRecord")) is not None:
-        values = _listify(value)
+        values = listify(value)
         has_bor = sa.exists().where(rule_bor_t.c.rule_id == c.id)
-        if any(_is_null(v) for v in values):
+        if any(is_null(v) for v in values):
             conds.append(~has_bor)
         elif values:
             names = [v.upper() for v in values]
@@ -87,7 +87,7 @@ def _rule_conditions(filters: Mapping[str, Any]) -> list[Any]:
     return conds
 
 
-def _ids_intersecting(
+def ids_intersecting(
     conn: Connection, wkt: str, conds: list[Any], order: tuple, limit: int, offset: int
 ) -> list[int]:
     """Ids of rules matching ``conds`` whose polygon intersects ``wkt``, paged over true matches.

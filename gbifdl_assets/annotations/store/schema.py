@@ -23,6 +23,7 @@ __all__ = [
     "rulesets_t",
     "state_t",
     "users_t",
+    "utc_now",
     "votes_t",
 ]
 
@@ -48,7 +49,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value.astimezone(dt.UTC)
 
 
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     """UTC now at millisecond precision: what GBIF's JSON carries, so values round-trip exactly."""
     now = dt.datetime.now(dt.UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)

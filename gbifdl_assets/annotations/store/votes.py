@@ -6,12 +6,23 @@ import sqlalchemy as sa
 
 from gbifdl_assets.annotations.model import Rule, RuleError
 from gbifdl_assets.annotations.permissions import Actor, require_user
-from gbifdl_assets.annotations.store.rules import RulesMixin
-from gbifdl_assets.annotations.store.schema import _now, rules_t, votes_t
+from gbifdl_assets.annotations.store.accounts import Accounts
+from gbifdl_assets.annotations.store.database import Database
+from gbifdl_assets.annotations.store.rules import Rules
+from gbifdl_assets.annotations.store.schema import rules_t, utc_now, votes_t
 from gbifdl_assets.annotations.store.settings import LOCAL_SOURCE
 
+__all__ = ["Votes"]
 
-class VotesMixin(RulesMixin):
+
+class Votes:
+    """Support and contest of rules; a vote changes the compiled table, so it advances the version."""
+
+    def __init__(self, db: Database, accounts: Accounts, rules: Rules) -> None:
+        self.db = db
+        self.accounts = accounts
+        self.rules = rules
+
     def vote(self, rule_id: int, vote: str, *, user: str | Actor) -> Rule:
         """``support``, ``contest`` or ``remove`` (also ``removeSupport``/``removeContest``); idempotent.
 
@@ -20,10 +31,10 @@ class VotesMixin(RulesMixin):
         kind = str(vote).strip().lower().replace("_", "").replace("-", "")
         if kind not in ("support", "contest", "remove", "removesupport", "removecontest"):
             raise RuleError(f"vote {vote!r}: use support, contest or remove")
-        actor = self.actor(user)
+        actor = self.accounts.actor(user)
         who = require_user(actor, f"{kind} a rule")
-        with self.engine.begin() as conn:
-            self._live_rule_row(conn, rule_id, "vote on")
+        with self.db.begin() as conn:
+            self.rules.live_row(conn, rule_id, "vote on")
             current = conn.execute(
                 sa.select(votes_t.c.vote).where(votes_t.c.rule_id == rule_id, votes_t.c.username == who)
             ).scalar_one_or_none()
@@ -36,27 +47,15 @@ class VotesMixin(RulesMixin):
                 target = kind.removeprefix("remove")
                 wanted = None if current == target else current
             if wanted != current:
-                seq = self._bump(conn)
+                seq = self.db.bump(conn)
                 conn.execute(
                     sa.delete(votes_t).where(votes_t.c.rule_id == rule_id, votes_t.c.username == who)
                 )
                 if wanted is not None:
                     conn.execute(
                         sa.insert(votes_t).values(
-                            rule_id=rule_id, username=who, vote=wanted, created=_now(), origin=LOCAL_SOURCE
+                            rule_id=rule_id, username=who, vote=wanted, created=utc_now(), origin=LOCAL_SOURCE
                         )
                     )
                 conn.execute(sa.update(rules_t).where(rules_t.c.id == rule_id).values(seq=seq))
-            return self._rules(conn, [rule_id])[0]
-
-    def support(self, rule_id: int, *, user: str | Actor) -> Rule:
-        return self.vote(rule_id, "support", user=user)
-
-    def contest(self, rule_id: int, *, user: str | Actor) -> Rule:
-        return self.vote(rule_id, "contest", user=user)
-
-    def remove_support(self, rule_id: int, *, user: str | Actor) -> Rule:
-        return self.vote(rule_id, "removeSupport", user=user)
-
-    def remove_contest(self, rule_id: int, *, user: str | Actor) -> Rule:
-        return self.vote(rule_id, "removeContest", user=user)
+            return self.rules.load(conn, [rule_id])[0]

@@ -9,15 +9,22 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gbifdl_assets.annotations.store.base import StoreBase
+from gbifdl_assets.annotations.store.database import Database
 from gbifdl_assets.annotations.store.errors import NotFound
-from gbifdl_assets.annotations.store.lists import _bor_lists
-from gbifdl_assets.annotations.store.queries import _id_chunks, _select_rules_with_names
-from gbifdl_assets.annotations.store.rows import _compiled_id
+from gbifdl_assets.annotations.store.lists import bor_lists
+from gbifdl_assets.annotations.store.queries import id_chunks, select_rules_with_names
+from gbifdl_assets.annotations.store.rows import compiled_id
 from gbifdl_assets.annotations.store.schema import rules_t, rulesets_t, votes_t
 
+__all__ = ["RuleCompiler"]
 
-class CompileMixin(StoreBase):
+
+class RuleCompiler:
+    """Turns the store into the one input the apply engine reads: a validated Arrow rules table."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def compile(self, rulesets: Sequence[str | int] | None = None) -> pa.Table:
         """The non-deleted rules as the engine's rules table (``compiled.RULES_TABLE_SCHEMA``).
 
@@ -30,7 +37,7 @@ class CompileMixin(StoreBase):
 
         c = rules_t.c
         q = (
-            _select_rules_with_names(
+            select_rules_with_names(
                 c.id,
                 c.source,
                 c.external_id,
@@ -47,15 +54,15 @@ class CompileMixin(StoreBase):
             .where(c.deleted.is_(None))
             .order_by(c.id)
         )
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(q).all()
             if rulesets is not None:
                 rows = self._select_rulesets(conn, rows, rulesets)
             ids = [r.id for r in rows]
             bor: dict[int, list[str] | None] = {}
             counts: dict[int, dict[str, int]] = {}
-            for part in _id_chunks(ids):
-                bor.update(_bor_lists(conn, part))
+            for part in id_chunks(ids):
+                bor.update(bor_lists(conn, part))
                 for rid, vote, n in conn.execute(
                     sa.select(votes_t.c.rule_id, votes_t.c.vote, sa.func.count())
                     .where(votes_t.c.rule_id.in_(part))
@@ -121,7 +128,7 @@ class CompileMixin(StoreBase):
 
 def _unique_compiled_ids(rows: Sequence[Any]) -> list[str]:
     """Compiled ids, made unique if two origins of one source reuse an external id."""
-    ids = [_compiled_id(r.id, r.source, r.external_id) for r in rows]
+    ids = [compiled_id(r.id, r.source, r.external_id) for r in rows]
     seen: set[str] = set()
     out = []
     for cid, r in zip(ids, rows, strict=True):
