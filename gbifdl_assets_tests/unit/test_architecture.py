@@ -129,7 +129,6 @@ def test_the_sandbox_imports_only_the_shared_vocabulary():
     assert not offenders, "\n".join(offenders)
 
 
-@NOT_YET
 def test_no_module_imports_another_modules_private_names():
     offenders = []
     for module in _modules():
