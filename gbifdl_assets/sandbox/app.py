@@ -32,6 +32,7 @@ from .faults import FaultState, body_429
 from .filters import BadRequest
 from .media import ERROR_HTML, FAULTS, hidden_fault, media_body
 from .records import render_record
+from .registry_api import registry_routes
 from .search import SearchIndex, parse_query
 from .species_api import match_v1, match_v2, name_usage, search_usage, species_search
 from .taxonomy import NAMED_SPECIES
@@ -662,6 +663,8 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
     ]
     # GBIF's rule-based annotation API (/v1/occurrence/experimental/annotation/...)
     routes += annotation_routes(state)
+    # GBIF's registry: /v1/dataset/{key}, /v1/organization/{key}
+    routes += registry_routes(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

@@ -32,6 +32,7 @@ from .config import DOWNLOAD_FAULT_STATUSES, SandboxConfig
 from .dwca import Stopped, write_archive
 from .filters import BadRequest
 from .predicates import echo, evaluate
+from .registry import dataset_citation, dataset_doi
 from .vocab import LICENSE_URLS
 from .world import World
 
@@ -341,8 +342,8 @@ class DownloadService:
                         "downloadKey": d.key,
                         "datasetKey": ds.key,
                         "datasetTitle": ds.title,
-                        "datasetDOI": f"10.15468/{ds.key[:6]}",
-                        "datasetCitation": f"{ds.title}. Occurrence dataset.",
+                        "datasetDOI": dataset_doi(self.world, ds),
+                        "datasetCitation": dataset_citation(self.world, ds),
                         "numberRecords": int(bc[ds.idx]),
                     }
                 )

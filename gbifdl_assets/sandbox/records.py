@@ -277,5 +277,5 @@ def world_install_key(world: World, publisher: int) -> str:
 
 @lru_cache(maxsize=1024)
 def _install_key(seed: int, publisher: int) -> str:
-    # installations are not modelled; a stable UUID per publisher is enough for clients to carry
+    # installations are not modelled; a stable UUID per publisher (the registry says the same)
     return stable_uuid(seed, f"installation/{publisher}")
