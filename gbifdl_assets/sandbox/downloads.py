@@ -78,8 +78,6 @@ class Download:
     description: str | None = None
     total_records: int = 0
     number_datasets: int = 0
-    number_organizations: int = 0
-    number_countries: int = 0
     license: str = "unspecified"
     cancelled_at: float | None = None
     path: Path | None = None
@@ -244,9 +242,6 @@ class DownloadService:
         d.total_records = int(len(rows))
         ds = np.unique(occ.dataset[rows]) if len(rows) else np.zeros(0, dtype=np.int64)
         d.number_datasets = int(len(ds))
-        pubs = {self.world.datasets[int(i)].publisher for i in ds}
-        d.number_organizations = len(pubs)
-        d.number_countries = len({self.world.publishers[p].country for p in pubs})
         if len(rows):
             d.license = LICENSE_URLS[int(occ.license[rows].max())]  # enum order = restrictiveness
 
@@ -321,10 +316,8 @@ class DownloadService:
         out["size"] = d.size if status in ("SUCCEEDED", "FILE_ERASED") else 0
         out["totalRecords"] = d.total_records
         out["numberDatasets"] = d.number_datasets if status in ("SUCCEEDED", "FILE_ERASED") else 0
-        if status in ("SUCCEEDED", "FILE_ERASED"):
-            out["numberOrganizations"] = d.number_organizations
-            out["numberPublishingCountries"] = d.number_countries
-        out["source"] = "gbifdl-sandbox"
+        # numberOrganizations, numberPublishingCountries and source exist in GBIF's model but no
+        # recorded status carries them (null fields are omitted), so neither does the sandbox's
         return out
 
     def citation(self, d: Download) -> str:
