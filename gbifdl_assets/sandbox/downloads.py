@@ -76,6 +76,7 @@ class Download:
     final_status: str
     media_base: str
     description: str | None = None
+    api_url: str | None = None
     total_records: int = 0
     number_datasets: int = 0
     license: str = "unspecified"
@@ -146,7 +147,7 @@ class DownloadService:
         )
 
     # ----------------------------------------------------------------------------- requests
-    def request(self, user: str, body: dict[str, Any], media_base: str) -> str:
+    def request(self, user: str, body: dict[str, Any], media_base: str, api_url: str | None = None) -> str:
         if not isinstance(body, dict):
             raise BadRequest("The download request must be a JSON object with a 'predicate'")
         creator = body.get("creator") or user
@@ -218,6 +219,7 @@ class DownloadService:
                 final_status=final,
                 media_base=media_base,
                 description=description,
+                api_url=api_url,
             )
             rows = np.flatnonzero(mask)
             self._summarise(d, rows)
@@ -259,6 +261,9 @@ class DownloadService:
                 fmt=d.format,
                 media_base=d.media_base,
                 should_stop=lambda: d.cancelled_at is not None,
+                real_columns=self.config.real_dwca_columns,
+                creator=d.creator,
+                download_url=f"{d.api_url or d.media_base + '/v1'}/occurrence/download/request/{d.key}.zip",
             )
             d.path = path
         except Stopped:
