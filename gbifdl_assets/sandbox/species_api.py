@@ -267,9 +267,8 @@ def _v2_usage(t: Taxon) -> dict[str, Any]:
         "code": "BOTANICAL" if t.kingdom in ("Plantae", "Fungi") else "ZOOLOGICAL",
         "status": "SYNONYM" if t.is_synonym else t.status,
     }
-    if t.rank in ("GENUS", "SPECIES", "SUBSPECIES"):
+    if len(parts) > 1:  # GBIF names the genus part of binomials only (a genus usage has none)
         u["genericName"] = parts[0]
-    if len(parts) > 1:
         u["specificEpithet"] = parts[1]
     if len(parts) > 2:
         u["infraspecificEpithet"] = parts[2]

@@ -147,17 +147,15 @@ def test_download_lifecycle_and_archive_match_the_search_api(sb, http):
     assert core.get("fieldsTerminatedBy") == "\\t"
     fields = core.findall(f"{DWC_TEXT}field")
     assert fields[0].get("term") == "http://rs.gbif.org/terms/1.0/gbifID"
-    extensions = meta.findall(f"{DWC_TEXT}extension")
-    # as in real downloads: verbatim.txt (a second Occurrence file), then multimedia.txt
-    assert [e.get("rowType") for e in extensions] == [
-        "http://rs.tdwg.org/dwc/terms/Occurrence",
-        "http://rs.gbif.org/terms/1.0/Multimedia",
-    ]
-    assert [e.find(f"{DWC_TEXT}files/{DWC_TEXT}location").text for e in extensions] == [
-        "verbatim.txt",
-        "multimedia.txt",
-    ]
-    assert all(e.find(f"{DWC_TEXT}coreid").get("index") == "0" for e in extensions)
+    # as in real downloads: verbatim.txt (a second Occurrence file) and multimedia.txt, in either order
+    extensions = {
+        e.find(f"{DWC_TEXT}files/{DWC_TEXT}location").text: e for e in meta.findall(f"{DWC_TEXT}extension")
+    }
+    assert {name: e.get("rowType") for name, e in extensions.items()} == {
+        "verbatim.txt": "http://rs.tdwg.org/dwc/terms/Occurrence",
+        "multimedia.txt": "http://rs.gbif.org/terms/1.0/Multimedia",
+    }
+    assert all(e.find(f"{DWC_TEXT}coreid").get("index") == "0" for e in extensions.values())
 
     occ_rows = read_tsv(zf, "occurrence.txt")
     header = zf.read("occurrence.txt").split(b"\n", 1)[0].decode().split("\t")
@@ -180,7 +178,7 @@ def test_download_lifecycle_and_archive_match_the_search_api(sb, http):
         assert row["publishingOrgKey"] == rec["publishingOrgKey"]  # sandbox-only column, by default
 
     verbatim_rows = read_tsv(zf, "verbatim.txt")
-    verbatim_fields = extensions[0].findall(f"{DWC_TEXT}field")
+    verbatim_fields = extensions["verbatim.txt"].findall(f"{DWC_TEXT}field")
     assert list(verbatim_rows[0]) == [f.get("term").rsplit("/", 1)[1] for f in verbatim_fields]
     assert [r["gbifID"] for r in verbatim_rows] == [r["gbifID"] for r in occ_rows]
     for row, rec in zip(verbatim_rows, expected, strict=True):
