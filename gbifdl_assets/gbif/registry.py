@@ -338,6 +338,27 @@ class RegistryReport:
                     out[outcome] = out.get(outcome, 0) + n
         return out
 
+    def gaps(self, table: pa.Table) -> dict[str, str]:
+        """Registry columns of an enriched ``table`` with empty rows, each with how many and why.
+
+        For summaries that must say which columns stayed empty: ``{"datasetTitle": "12 of 40 rows
+        empty (registry: 2 unreachable)"}``. Columns filled in every row are left out.
+        """
+        why = ", ".join(
+            f"{n} {o}" for o, n in sorted(self.missing().items(), key=lambda x: OUTCOMES.index(x[0]))
+        )
+        out = {}
+        for name in REGISTRY_COLUMNS:
+            if name not in table.column_names:
+                out[name] = "column missing"
+                continue
+            nulls = table.column(name).null_count
+            if nulls:
+                out[name] = f"{nulls} of {table.num_rows} rows empty" + (
+                    f" (registry: {why})" if why else " (no registry value, or no datasetKey)"
+                )
+        return out
+
     def summary(self) -> str:
         """One line for logs and CLI summaries."""
 

@@ -276,6 +276,10 @@ def test_offline_uses_the_cache_and_says_why_the_rest_is_empty(tmp_path: Path):
     assert report.datasets == {"ok": 1, "offline": 1} and report.requests == 0
     assert out.column("publishingOrgKey").to_pylist() == [ORG1, None]
     assert out.column("publishingCountry").to_pylist() == ["US", None]
+    gaps = report.gaps(out)
+    assert set(gaps) == set(REGISTRY_COLUMNS)
+    assert gaps["datasetTitle"] == "1 of 2 rows empty (registry: 1 offline)"
+    assert report.gaps(out.filter(pa.array([True, False]))) == {}
 
 
 def test_an_unreadable_cache_is_reported_and_refetched(tmp_path: Path):
