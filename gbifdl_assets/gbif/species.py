@@ -13,6 +13,7 @@ Dagster asset check can fail loudly and the user sees what to fix.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -187,7 +188,11 @@ class SpeciesResolver:
         if taxon.key is not None:
             return self._resolve_key(int(taxon.key))
         assert taxon.name, "a TaxonRef has a name or a key"
-        return self._resolve_name(taxon.name, taxon.kingdom or self.default_kingdom, taxon.expand_to)
+        # a rank narrows GBIF's match like a kingdom does; used when the input carries one
+        rank = getattr(taxon, "rank", None)
+        return self._resolve_name(
+            taxon.name, taxon.kingdom or self.default_kingdom, taxon.expand_to, rank=rank
+        )
 
     def _resolve_key(self, key: int) -> SpeciesRow:
         label = str(key)
@@ -213,17 +218,17 @@ class SpeciesResolver:
             else "",
         )
 
-    def _resolve_name(self, name: str, kingdom: str | None, expand_to: str | None) -> SpeciesRow:
-        match: NameMatch = self.client.match_name(name, kingdom=kingdom)
+    def _resolve_name(
+        self, name: str, kingdom: str | None, expand_to: str | None, *, rank: str | None = None
+    ) -> SpeciesRow:
+        match: NameMatch = self.client.match_name(name, kingdom=kingdom, rank=rank)
         if match.usage_key is None or match.match_type == "NONE":
             return SpeciesRow(
                 input=name,
                 input_kind="name",
                 match_type="NONE",
                 confidence=match.confidence,
-                note=f"GBIF found no match for '{name}'"
-                + (f" in kingdom {kingdom}" if kingdom else "")
-                + "; check the spelling or give the GBIF taxon key",
+                note=no_match_note(name, match, kingdom=kingdom),
             )
         if match.match_type == "HIGHERRANK" and not expand_to:
             # A misspelt species that only matched its genus must not turn into the whole genus.
@@ -243,7 +248,7 @@ class SpeciesResolver:
                 input_kind="name",
                 match_type="NONE",
                 usage_key=match.usage_key,
-                note=f"'{name}' is ambiguous in GBIF (several taxa share it); give a kingdom or the taxon key",
+                note=f"'{name}' is ambiguous in GBIF (several taxa share it); {_NARROW_DOWN}",
             )
         accepted_key = match.accepted_key or match.usage_key
         usage = self.client.get_species(accepted_key)
@@ -293,6 +298,34 @@ class SpeciesResolver:
         if not children:
             parent.note = _join(parent.note, f"has no accepted {rank.lower()} below it")
         return children
+
+
+#: what resolves a name GBIF cannot pin down (it is not the spelling)
+_NARROW_DOWN = "give the kingdom (kingdom: in the taxon entry), the rank, or the GBIF taxon key"
+#: GBIF's note for a name several taxa share equally (v1 ``note``, v2 ``diagnostics.note``)
+_AMBIGUOUS_NOTE = re.compile(r"\bmultiple equal matches\b", re.IGNORECASE)
+
+
+def gbif_match_note(match: NameMatch) -> str | None:
+    """GBIF's own explanation of a match (``note`` in /v1, ``diagnostics.note`` in /v2), if any."""
+    raw = match.raw or {}
+    diagnostics = raw.get("diagnostics")
+    note = raw.get("note") or (diagnostics.get("note") if isinstance(diagnostics, dict) else None)
+    return " ".join(str(note).split()) if note else None
+
+
+def no_match_note(name: str, match: NameMatch, *, kingdom: str | None = None) -> str:
+    """The species list's note for a name GBIF did not match: GBIF's note kept, and advice that fits it.
+
+    An ambiguous name ("Multiple equal matches for Calopteryx") is spelt right; it needs a kingdom,
+    a rank or a key. Anything else may be a typo as well as a homonym, so both are offered.
+    """
+    gbif = gbif_match_note(match)
+    where = f" in kingdom {kingdom}" if kingdom else ""
+    said = f' (GBIF: "{gbif}")' if gbif else ""
+    if gbif and _AMBIGUOUS_NOTE.search(gbif):
+        return f"'{name}' is ambiguous in GBIF{where}{said}: several taxa share this name; {_NARROW_DOWN}"
+    return f"GBIF found no match for '{name}'{where}{said}; check the spelling, or {_NARROW_DOWN}"
 
 
 def _join(note: str, more: str) -> str:

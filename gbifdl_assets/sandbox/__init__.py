@@ -20,6 +20,12 @@ Endpoints (GBIF's shapes and errors; see ``app.py``):
   ``max_running_downloads``), ``GET /v1/occurrence/download/{key|doi}[/citation|/datasets]``,
   ``GET|DELETE /v1/occurrence/download/request/{key}[.zip]`` (302 to the archive / 204 cancel),
   ``GET /v1/occurrence/download/user/{user}`` (Basic auth, newest first)
+- ``/v1/dataset/{key}``, ``/v1/organization/{key}`` (the registry: GBIF's Dataset and Organization
+  objects of the generated datasets and publishers; 404 JSON for an unknown key)
+
+DWCA downloads have the layout of real GBIF downloads (``dwca_text``); ``SandboxConfig.real_dwca_columns``
+drops the sandbox-only ``publishingOrgKey`` column from ``occurrence.txt``, as real downloads have none.
+``gbifdl_assets_tests/integration/test_sandbox_conformance.py`` holds all of this against recorded GBIF.
 - ``/media/{occurrenceKey}/{item}.{jpg|png|…}[?fault=…]`` (see :mod:`.media` for fault names)
 - ``/sandbox/info``, ``/sandbox/health``, ``GET|POST|DELETE /sandbox/faults``
   (``{"api_429_every": N, "api_503_every": N, "retry_after": s, "api_latency": s,

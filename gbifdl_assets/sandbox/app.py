@@ -32,9 +32,11 @@ from .faults import FaultState, body_429
 from .filters import BadRequest
 from .media import ERROR_HTML, FAULTS, hidden_fault, media_body
 from .records import render_record
+from .registry_api import registry_routes
 from .search import SearchIndex, parse_query
 from .species_api import match_v1, match_v2, name_usage, search_usage, species_search
 from .taxonomy import NAMED_SPECIES
+from .verbatim import verbatim_terms
 from .world import World, get_world, media_items
 
 log = logging.getLogger(__name__)
@@ -206,30 +208,24 @@ def occurrence_verbatim(request: Request) -> Response:
     if i is None:
         return _not_found_json(request)
     r = render_record(st.world, i, _media_base(request))
-    dwc = "http://rs.tdwg.org/dwc/terms/"
     out: dict[str, Any] = {
-        "key": r["key"],
-        "datasetKey": r["datasetKey"],
-        "publishingOrgKey": r["publishingOrgKey"],
-        "lastCrawled": r["lastCrawled"],
+        k: r[k]
+        for k in (
+            "key",
+            "datasetKey",
+            "publishingOrgKey",
+            "installationKey",
+            "publishingCountry",
+            "protocol",
+            "lastCrawled",
+            "lastParsed",
+            "crawlId",
+        )
     }
-    for term in (
-        "scientificName",
-        "basisOfRecord",
-        "eventDate",
-        "decimalLatitude",
-        "decimalLongitude",
-        "countryCode",
-        "recordedBy",
-        "catalogNumber",
-        "occurrenceID",
-        "institutionCode",
-        "collectionCode",
-    ):
-        if term in r:
-            out[dwc + term] = str(r[term])
-    out["http://purl.org/dc/terms/license"] = r["license"].replace("/legalcode", "/")
     out["extensions"] = {}
+    if "publishedByGbifRegion" in r:
+        out["publishedByGbifRegion"] = r["publishedByGbifRegion"]
+    out.update(verbatim_terms(st.world, i, r))
     return _json(out)
 
 
@@ -324,7 +320,7 @@ async def download_request(request: Request) -> Response:
         return _text(f"Invalid JSON in download request: {exc}", 400)
     api_url = _base(request) + "/v1"
     try:
-        key = await run_in_threadpool(st.downloads.request, user, body, _media_base(request))
+        key = await run_in_threadpool(st.downloads.request, user, body, _media_base(request), api_url)
     except BadRequest as exc:
         return _text(str(exc), 400)
     except PermissionError as exc:
@@ -662,6 +658,8 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
     ]
     # GBIF's rule-based annotation API (/v1/occurrence/experimental/annotation/...)
     routes += annotation_routes(state)
+    # GBIF's registry: /v1/dataset/{key}, /v1/organization/{key}
+    routes += registry_routes(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

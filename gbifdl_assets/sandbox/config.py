@@ -41,6 +41,12 @@ class SandboxConfig:
     dedupe_downloads: bool = True
     #: where archives are written; None = a temporary directory removed when the process exits.
     work_dir: str | None = None
+    #: DWCA ``occurrence.txt`` with exactly the columns of real GBIF downloads. Real downloads have
+    #: no ``publishingOrgKey`` (reference real-world.md; snapshots must take the publisher from the
+    #: registry, ``gbifdl_assets.gbif.registry``). False keeps the sandbox's extra
+    #: ``publishingOrgKey`` column until the snapshot layer enriches downloads from the registry;
+    #: then flip the default to True. SIMPLE_CSV always has the column, as GBIF's does.
+    real_dwca_columns: bool = False
 
     # --- media ------------------------------------------------------------------------------------
     #: base URL written into media identifiers; None = the URL the request came in on.

@@ -32,6 +32,7 @@ from .config import DOWNLOAD_FAULT_STATUSES, SandboxConfig
 from .dwca import Stopped, write_archive
 from .filters import BadRequest
 from .predicates import echo, evaluate
+from .registry import dataset_citation, dataset_doi
 from .vocab import LICENSE_URLS
 from .world import World
 
@@ -75,10 +76,9 @@ class Download:
     final_status: str
     media_base: str
     description: str | None = None
+    api_url: str | None = None
     total_records: int = 0
     number_datasets: int = 0
-    number_organizations: int = 0
-    number_countries: int = 0
     license: str = "unspecified"
     cancelled_at: float | None = None
     path: Path | None = None
@@ -147,7 +147,7 @@ class DownloadService:
         )
 
     # ----------------------------------------------------------------------------- requests
-    def request(self, user: str, body: dict[str, Any], media_base: str) -> str:
+    def request(self, user: str, body: dict[str, Any], media_base: str, api_url: str | None = None) -> str:
         if not isinstance(body, dict):
             raise BadRequest("The download request must be a JSON object with a 'predicate'")
         creator = body.get("creator") or user
@@ -219,6 +219,7 @@ class DownloadService:
                 final_status=final,
                 media_base=media_base,
                 description=description,
+                api_url=api_url,
             )
             rows = np.flatnonzero(mask)
             self._summarise(d, rows)
@@ -243,9 +244,6 @@ class DownloadService:
         d.total_records = int(len(rows))
         ds = np.unique(occ.dataset[rows]) if len(rows) else np.zeros(0, dtype=np.int64)
         d.number_datasets = int(len(ds))
-        pubs = {self.world.datasets[int(i)].publisher for i in ds}
-        d.number_organizations = len(pubs)
-        d.number_countries = len({self.world.publishers[p].country for p in pubs})
         if len(rows):
             d.license = LICENSE_URLS[int(occ.license[rows].max())]  # enum order = restrictiveness
 
@@ -263,6 +261,9 @@ class DownloadService:
                 fmt=d.format,
                 media_base=d.media_base,
                 should_stop=lambda: d.cancelled_at is not None,
+                real_columns=self.config.real_dwca_columns,
+                creator=d.creator,
+                download_url=f"{d.api_url or d.media_base + '/v1'}/occurrence/download/request/{d.key}.zip",
             )
             d.path = path
         except Stopped:
@@ -320,10 +321,8 @@ class DownloadService:
         out["size"] = d.size if status in ("SUCCEEDED", "FILE_ERASED") else 0
         out["totalRecords"] = d.total_records
         out["numberDatasets"] = d.number_datasets if status in ("SUCCEEDED", "FILE_ERASED") else 0
-        if status in ("SUCCEEDED", "FILE_ERASED"):
-            out["numberOrganizations"] = d.number_organizations
-            out["numberPublishingCountries"] = d.number_countries
-        out["source"] = "gbifdl-sandbox"
+        # numberOrganizations, numberPublishingCountries and source exist in GBIF's model but no
+        # recorded status carries them (null fields are omitted), so neither does the sandbox's
         return out
 
     def citation(self, d: Download) -> str:
@@ -341,8 +340,8 @@ class DownloadService:
                         "downloadKey": d.key,
                         "datasetKey": ds.key,
                         "datasetTitle": ds.title,
-                        "datasetDOI": f"10.15468/{ds.key[:6]}",
-                        "datasetCitation": f"{ds.title}. Occurrence dataset.",
+                        "datasetDOI": dataset_doi(self.world, ds),
+                        "datasetCitation": dataset_citation(self.world, ds),
                         "numberRecords": int(bc[ds.idx]),
                     }
                 )

@@ -6,6 +6,8 @@ from the same dicts, so a record looks the same in search results and in a downl
 
 from __future__ import annotations
 
+import calendar
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -106,6 +108,46 @@ def media_license(world: World, key: int, item: int, record_license: int) -> str
 
 def _two(n: int) -> str:
     return f"{n:02d}"
+
+
+_COUNTRY_ROW = {c[0]: c for c in COUNTRIES}
+#: continents whose countries all lie in one GBIF region (the Americas are split below)
+_REGION_OF_CONTINENT = {"SOUTH_AMERICA": "LATIN_AMERICA"}
+
+
+def gbif_region(country_code: str) -> str | None:
+    """GBIF's region of a country (``gbifRegion``/``publishedByGbifRegion``): the Americas are split
+    into NORTH_AMERICA (US, CA) and LATIN_AMERICA, other continents are regions of their own."""
+    row = _COUNTRY_ROW.get(country_code)
+    if row is None:
+        return None
+    if row[2] == "NORTH_AMERICA":
+        return "NORTH_AMERICA" if country_code in ("US", "CA") else "LATIN_AMERICA"
+    return _REGION_OF_CONTINENT.get(row[2], row[2])
+
+
+def _day_of_year(y: int, m: int, d: int) -> int:
+    return date(y, m, d).timetuple().tm_yday
+
+
+def day_of_year_range(world: World, i: int) -> tuple[int, int] | None:
+    """GBIF's ``startDayOfYear``/``endDayOfYear`` of record ``i``: the span its eventDate covers."""
+    occ = world.occ
+    form = int(occ.date_form[i])
+    y, m, d = int(occ.year[i]), int(occ.month[i]), int(occ.day[i])
+    if form == DF_NONE or not y:
+        return None
+    if form == DF_YEAR:
+        return 1, _day_of_year(y, 12, 31)
+    if form == DF_YEAR_MONTH:
+        return _day_of_year(y, m, 1), _day_of_year(y, m, calendar.monthrange(y, m)[1])
+    if form == DF_INTERVAL:
+        key = int(occ.key[i])
+        start = 1 + int(world.unit(key, SALT_INTERVAL) * 20)
+        end = start + 1 + int(world.unit(key, SALT_INTERVAL + 100) * 7)
+        return _day_of_year(y, m, start), _day_of_year(y, m, end)
+    doy = _day_of_year(y, m, d)
+    return doy, doy
 
 
 def event_date(world: World, i: int) -> str | None:
@@ -225,6 +267,7 @@ def render_record(world: World, i: int, base: str) -> dict[str, Any]:
     c = int(occ.country[i])
     if c != NO_COUNTRY:
         r["continent"] = COUNTRIES[c][2]
+    r["gadm"] = {}  # GADM areas are not modelled; GBIF sends {} where it has none
     y = int(occ.year[i])
     if y:
         r["year"] = y
@@ -235,14 +278,22 @@ def render_record(world: World, i: int, base: str) -> dict[str, Any]:
     ev = event_date(world, i)
     if ev is not None:
         r["eventDate"] = ev
+        span = day_of_year_range(world, i)
+        if span is not None:
+            r["startDayOfYear"], r["endDayOfYear"] = span
     bits = int(occ.issues[i])
     r["issues"] = [name for b, name in enumerate(ISSUE_NAMES) if bits >> b & 1]
     r["modified"] = _TS
     r["lastInterpreted"] = _TS
     r["license"] = LICENSE_URLS[int(occ.license[i])]
+    r["isSequenced"] = False
+    catalog = f"{ds.collection_code}-{int(world.unit(key, SALT_CATALOG) * 10_000_000):07d}"
+    identifier = str(key) if ds.kind == "citizen" else catalog
+    r["identifiers"] = [{"identifier": identifier}]
     r["media"] = render_media(world, i, base)
     r["facts"] = []
     r["relations"] = []
+    r["isInCluster"] = False
     recorder = person(world, key, SALT_RECORDER)
     r["recordedBy"] = recorder
     r["identifiedBy"] = (
@@ -250,15 +301,26 @@ def render_record(world: World, i: int, base: str) -> dict[str, Any]:
     )
     if world.unit(key, SALT_COUNT) < 0.5:
         r["individualCount"] = 1 + int(world.unit(key, SALT_COUNT + 1) * 5) ** 2
+    r["dnaSequenceID"] = []
     if "class" in r:
         r["class"] = r.pop("class")  # GBIF writes "class" late in the object
     if c != NO_COUNTRY:
         r["countryCode"] = COUNTRIES[c][0]
+    r["recordedByIDs"] = []
+    r["identifiedByIDs"] = []
+    if c != NO_COUNTRY:
+        region = gbif_region(COUNTRIES[c][0])
+        if region:
+            r["gbifRegion"] = region
         r["country"] = COUNTRIES[c][1]
+    published_by = gbif_region(pub.country)
+    if published_by:
+        r["publishedByGbifRegion"] = published_by
+    r["identifier"] = identifier
     r["gbifID"] = str(key)
     r["institutionCode"] = ds.institution_code
     r["collectionCode"] = ds.collection_code
-    r["catalogNumber"] = f"{ds.collection_code}-{int(world.unit(key, SALT_CATALOG) * 10_000_000):07d}"
+    r["catalogNumber"] = catalog
     if ds.kind == "citizen":
         r["occurrenceID"] = f"https://observations.sandbox.invalid/{key}"
         r["references"] = f"https://observations.sandbox.invalid/{key}"
@@ -277,5 +339,5 @@ def world_install_key(world: World, publisher: int) -> str:
 
 @lru_cache(maxsize=1024)
 def _install_key(seed: int, publisher: int) -> str:
-    # installations are not modelled; a stable UUID per publisher is enough for clients to carry
+    # installations are not modelled; a stable UUID per publisher (the registry says the same)
     return stable_uuid(seed, f"installation/{publisher}")

@@ -267,9 +267,8 @@ def _v2_usage(t: Taxon) -> dict[str, Any]:
         "code": "BOTANICAL" if t.kingdom in ("Plantae", "Fungi") else "ZOOLOGICAL",
         "status": "SYNONYM" if t.is_synonym else t.status,
     }
-    if t.rank in ("GENUS", "SPECIES", "SUBSPECIES"):
+    if len(parts) > 1:  # GBIF names the genus part of binomials only (a genus usage has none)
         u["genericName"] = parts[0]
-    if len(parts) > 1:
         u["specificEpithet"] = parts[1]
     if len(parts) > 2:
         u["infraspecificEpithet"] = parts[2]
@@ -292,10 +291,14 @@ def match_v2(tax: Taxonomy, params: dict[str, str]) -> dict[str, Any]:
         higher=higher,
     )
     t: Taxon | None = res["usage"]
-    diagnostics: dict[str, Any] = {"matchType": res["match_type"], "confidence": res["confidence"]}
+    diagnostics: dict[str, Any] = {"matchType": res["match_type"]}
+    if t is None:
+        diagnostics["issues"] = []  # GBIF lists its name issues on a non-match (none here)
+    diagnostics["confidence"] = res["confidence"]
     if res.get("note"):
         diagnostics["note"] = res["note"]
     diagnostics["timeTaken"] = 1
+    diagnostics["timings"] = {"sciNameMatch": 1}  # as GBIF: per-stage milliseconds
     if t is None:
         return {"diagnostics": diagnostics, "synonym": False}
     out: dict[str, Any] = {"usage": _v2_usage(t)}

@@ -130,6 +130,7 @@ def test_download_lifecycle_and_archive_match_the_search_api(sb, http):
         "meta.xml",
         "metadata.xml",
         "occurrence.txt",
+        "verbatim.txt",
         "multimedia.txt",
         "citations.txt",
         "rights.txt",
@@ -146,10 +147,15 @@ def test_download_lifecycle_and_archive_match_the_search_api(sb, http):
     assert core.get("fieldsTerminatedBy") == "\\t"
     fields = core.findall(f"{DWC_TEXT}field")
     assert fields[0].get("term") == "http://rs.gbif.org/terms/1.0/gbifID"
-    ext = meta.find(f"{DWC_TEXT}extension")
-    assert ext.get("rowType") == "http://rs.gbif.org/terms/1.0/Multimedia"
-    assert ext.find(f"{DWC_TEXT}files/{DWC_TEXT}location").text == "multimedia.txt"
-    assert ext.find(f"{DWC_TEXT}coreid").get("index") == "0"
+    # as in real downloads: verbatim.txt (a second Occurrence file) and multimedia.txt, in either order
+    extensions = {
+        e.find(f"{DWC_TEXT}files/{DWC_TEXT}location").text: e for e in meta.findall(f"{DWC_TEXT}extension")
+    }
+    assert {name: e.get("rowType") for name, e in extensions.items()} == {
+        "verbatim.txt": "http://rs.tdwg.org/dwc/terms/Occurrence",
+        "multimedia.txt": "http://rs.gbif.org/terms/1.0/Multimedia",
+    }
+    assert all(e.find(f"{DWC_TEXT}coreid").get("index") == "0" for e in extensions.values())
 
     occ_rows = read_tsv(zf, "occurrence.txt")
     header = zf.read("occurrence.txt").split(b"\n", 1)[0].decode().split("\t")
@@ -169,6 +175,17 @@ def test_download_lifecycle_and_archive_match_the_search_api(sb, http):
         assert row["countryCode"] == rec["countryCode"]
         assert "StillImage" in row["mediaType"].split(";")
         assert row["eventDate"] == rec.get("eventDate", "")
+        assert row["publishingOrgKey"] == rec["publishingOrgKey"]  # sandbox-only column, by default
+
+    verbatim_rows = read_tsv(zf, "verbatim.txt")
+    verbatim_fields = extensions["verbatim.txt"].findall(f"{DWC_TEXT}field")
+    assert list(verbatim_rows[0]) == [f.get("term").rsplit("/", 1)[1] for f in verbatim_fields]
+    assert [r["gbifID"] for r in verbatim_rows] == [r["gbifID"] for r in occ_rows]
+    for row, rec in zip(verbatim_rows, expected, strict=True):
+        verbatim = http.get(f"{sb.api_url}/occurrence/{rec['key']}/verbatim").json()
+        for field in verbatim_fields:
+            assert row[field.get("term").rsplit("/", 1)[1]] == verbatim.get(field.get("term"), "")
+        assert row["scientificName"].startswith(rec["scientificName"].split(" ")[0])
 
     media_rows = read_tsv(zf, "multimedia.txt")
     expected_media = [
@@ -195,10 +212,26 @@ def test_download_lifecycle_and_archive_match_the_search_api(sb, http):
 
     eml = zf.read("metadata.xml").decode()
     assert f'packageId="{final["doi"]}"' in eml and key in eml
-    assert final["doi"] in zf.read("citations.txt").decode()
+    assert f'<url function="download">{final["downloadLink"]}</url>' in eml
     datasets = {e["datasetKey"] for e in expected}
     assert {n for n in names if n.startswith("dataset/")} == {f"dataset/{d}.xml" for d in datasets}
     assert final["numberDatasets"] == len(datasets)
+    citations = zf.read("citations.txt").decode()
+    rights = zf.read("rights.txt").decode()
+    abstract = ET.fromstring(zf.read("metadata.xml")).find("dataset/abstract/para").text
+    assert f"includes {len(expected)} records from {len(datasets)} constituent datasets" in abstract
+    assert final["doi"] in citations
+    for dataset_key in datasets:
+        registry = http.get(f"{sb.api_url}/dataset/{dataset_key}").json()
+        assert registry["citation"]["text"] in citations.splitlines()
+        assert f"Dataset: {registry['title']}\nRights as supplied: {registry['license']}\n" in rights
+        n = sum(1 for e in expected if e["datasetKey"] == dataset_key)
+        assert f"{n} records from {registry['title']}." in abstract.splitlines()
+        ds_eml = ET.fromstring(zf.read(f"dataset/{dataset_key}.xml"))
+        assert ds_eml.get("packageId") == dataset_key
+        assert ds_eml.find("dataset/title").text == registry["title"]
+        assert registry["doi"] in [a.text for a in ds_eml.findall("dataset/alternateIdentifier")]
+        assert registry["publishingOrganizationKey"] not in zf.read(f"dataset/{dataset_key}.xml").decode()
 
 
 def test_status_by_doi_citation_listing_and_dedup(sb, http):
