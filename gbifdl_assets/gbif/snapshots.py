@@ -56,7 +56,7 @@ from gbifdl_assets.gbif.dwca import (
     license_enum_names,
     raw_media_table,
 )
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
 from gbifdl_assets.storage import Storage, staging_name
 
 log = logging.getLogger("gbifdl_assets.gbif.snapshots")

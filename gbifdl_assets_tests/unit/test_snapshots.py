@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
 from gbifdl_assets.gbif.snapshots import (
     SnapshotNotFound,
     get_snapshot,
