@@ -24,7 +24,7 @@ from gbifdl_assets.defs.metadata import markdown_table
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import AnnotationSources, SpecCatalog, StorageResource
 from gbifdl_assets.defs.snapshots import occurrence_snapshot
-from gbifdl_assets.gbif.snapshots import latest_snapshot
+from gbifdl_assets.occurrences.snapshots import latest_snapshot
 from gbifdl_assets.storage import Storage
 
 RULES_PREFIX = "annotations/rulesets"

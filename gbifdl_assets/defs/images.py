@@ -23,11 +23,11 @@ from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION, training_set_p
 from gbifdl_assets.defs.resources import SpecCatalog, StorageResource
 from gbifdl_assets.defs.retries import final_attempt_says_why
 from gbifdl_assets.export.layout import export_training_set
-from gbifdl_assets.gbif.snapshots import latest_snapshot
 from gbifdl_assets.media.download import DownloadConfig, download_images
 from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.media.ledger import attribution_table, completeness_table, load_ledger, summarize_ledger
 from gbifdl_assets.media.validate import ValidationOptions
+from gbifdl_assets.occurrences.snapshots import latest_snapshot
 
 DEFAULT_SHARDS = 8
 

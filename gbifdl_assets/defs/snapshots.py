@@ -19,17 +19,16 @@ from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResource
 from gbifdl_assets.defs.retries import step_failure
 from gbifdl_assets.defs.species import species_list, species_list_key
-from gbifdl_assets.gbif.downloads import RUNNING_STATUSES
+from gbifdl_assets.gbif.downloads import DEAD_STATUSES, RUNNING_STATUSES
 from gbifdl_assets.gbif.dwca import DwcaError
 from gbifdl_assets.gbif.errors import GbifError, GbifRateLimited, GbifUnavailable
-from gbifdl_assets.gbif.snapshots import write_snapshot_from_dwca, write_snapshot_from_search
-from gbifdl_assets.gbif.sources import (
-    DEAD_STATUSES,
+from gbifdl_assets.occurrences.snapshots import write_snapshot_from_dwca, write_snapshot_from_search
+from gbifdl_assets.occurrences.sources import (
     DownloadRecord,
     citation_for,
     plan_source,
     record_spec_download,
-    request_download,
+    request_spec_download,
 )
 from gbifdl_assets.storage import Storage
 
@@ -84,7 +83,7 @@ def gbif_download(
                 metadata={"source": "search", "reason": plan.reason, "records": plan.count or 0}
             )
         if plan.type == "download":
-            record = request_download(spec, client, taxon_keys_of(store, training_set), store)
+            record = request_spec_download(spec, client, taxon_keys_of(store, training_set), store)
         else:
             record = record_spec_download(spec, client, store)
         status = client.download_status(record.key)
@@ -155,7 +154,7 @@ def occurrence_snapshot(
                 record = (
                     record_spec_download(spec, client, store)
                     if plan.type != "download"
-                    else request_download(spec, client, keys, store)
+                    else request_spec_download(spec, client, keys, store)
                 )
             status = _wait_for(context, client, record.key, config)
             with tempfile.TemporaryDirectory(prefix="gbifdl-dwca-") as tmp:

@@ -48,6 +48,8 @@ FORMATS = (
 )
 RUNNING_STATUSES = frozenset({"PREPARING", "RUNNING", "SUSPENDED"})
 FAILED_STATUSES = frozenset({"CANCELLED", "KILLED", "FAILED"})
+#: Terminal states that will never give an archive: failed, or its file erased (kept ~6 months).
+DEAD_STATUSES = FAILED_STATUSES | {"FILE_ERASED"}
 DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:")
 _DOI = re.compile(r"^10\.\d{4,9}/\S+$")
 _KEY = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{2,63}$")
@@ -211,8 +213,9 @@ def wait_for_download(
 ) -> dict:
     """Poll until the download leaves PREPARING/RUNNING/SUSPENDED; returns the final status.
 
-    For library use; the Dagster layer polls from a sensor instead of blocking a run.
-    Raises :class:`GbifDownloadNotReady` when it ends CANCELLED/KILLED/FAILED or times out.
+    The one wait for a download: the snapshot stage waits here too (for a few minutes; the Dagster
+    sensor does the long waiting). Raises :class:`GbifDownloadNotReady` when it ends in one of
+    :data:`DEAD_STATUSES` (CANCELLED/KILLED/FAILED/FILE_ERASED) or times out.
     """
     waited = 0.0
     while True:
@@ -221,7 +224,7 @@ def wait_for_download(
             on_status(status)
         state = str(status.get("status", "")).upper()
         if state not in RUNNING_STATUSES:
-            if state in FAILED_STATUSES:
+            if state in DEAD_STATUSES:
                 raise GbifDownloadNotReady(str(status["key"]), state)
             return status
         if timeout_seconds is not None and waited >= timeout_seconds:

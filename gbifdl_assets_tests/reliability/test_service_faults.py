@@ -20,8 +20,8 @@ import requests
 
 from gbifdl_assets.defs.images import ImageFetchResource, ledger_name, shard_of
 from gbifdl_assets.defs.manifest import read_latest_manifest
-from gbifdl_assets.gbif.snapshots import list_snapshots
 from gbifdl_assets.media.ledger import load_ledger
+from gbifdl_assets.occurrences.snapshots import list_snapshots
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets.storage import open_storage
 from gbifdl_assets_tests.reliability.project import image_partition
