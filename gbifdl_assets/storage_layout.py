@@ -188,6 +188,11 @@ def manifests(training_set: str) -> OutputFolder:
     return OutputFolder(f"{MANIFESTS_PREFIX}/{training_set}", MANIFEST_FILE, pointer="commit_key")
 
 
+def manifest_prefix(training_set: str) -> str:
+    """``manifests/<training_set>``: the folder of a training set's manifests."""
+    return manifests(training_set).prefix
+
+
 def complete_outputs(storage: Storage, folder: OutputFolder) -> list[str]:
     """Ids of the outputs whose commit file exists, sorted."""
     base = folder.prefix + "/"
