@@ -45,7 +45,6 @@ def run_demo(
 ) -> dict[str, Any]:
     import dagster as dg
 
-    from gbifdl_assets import storage_layout as layout
     from gbifdl_assets.defs.annotations import annotation_rulesets
     from gbifdl_assets.defs.assets import ALL_ASSETS, TRAINING_SET_STAGES
     from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
@@ -60,7 +59,7 @@ def run_demo(
     )
     from gbifdl_assets.defs.snapshots import occurrence_snapshot
     from gbifdl_assets.specs import example_specs_dir, load_spec
-    from gbifdl_assets.storage import open_storage
+    from gbifdl_assets.storage import layout, open_storage
 
     spec_path = spec_path or example_specs_dir() / DEMO_SPEC
     spec = load_spec(spec_path)

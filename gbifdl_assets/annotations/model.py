@@ -24,7 +24,6 @@ Use :func:`parse_rule` for input a user wrote: its :class:`RuleError` names the 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 import uuid
 from collections.abc import Mapping
@@ -43,6 +42,7 @@ from pydantic import (
 
 from gbifdl_assets.annotations.compiled import BASIS_OF_RECORD, MAX_POLYGON_VERTICES, count_vertices
 from gbifdl_assets.annotations.vocabulary import LABELS, normalize_label
+from gbifdl_assets.suggestions import close_matches
 
 __all__ = [
     "BASIS_OF_RECORD",
@@ -220,7 +220,7 @@ def normalize_annotation(value: Any) -> str:
 
 
 def _suggest(value: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(value.upper(), list(choices), n=3, cutoff=0.6)
+    close = close_matches(value, choices, n=3)
     return f" (did you mean {' or '.join(close)}?)" if close else f"; use one of {', '.join(choices)}"
 
 

@@ -3,23 +3,22 @@
 GBIF's annotation API (reference annotations.md §5) accepts the terms case-insensitively and, on
 its ``dev`` branch, stores them as sent; we always store the upper-case spelling so that a filter
 on ``"SUSPICIOUS"`` finds every suspicious rule, whatever case the author typed (GBIF bug §8.7).
+
+The terms themselves live in :mod:`gbifdl_assets.vocabulary` (shared with the spec and the sandbox);
+this module adds the normalisation the annotation code applies to them.
 """
 
 from __future__ import annotations
 
+from gbifdl_assets.vocabulary import ANNOTATION_LABEL_DESCRIPTIONS, ANNOTATION_LABELS
+
+__all__ = ["DESCRIPTIONS", "LABELS", "normalize_label"]
+
 #: Labels in GBIF's order (the order of its enum and of its default vocabulary).
-LABELS: tuple[str, ...] = ("NATIVE", "INTRODUCED", "MANAGED", "FORMER", "VAGRANT", "SUSPICIOUS", "OTHER")
+LABELS: tuple[str, ...] = ANNOTATION_LABELS
 
 #: One line per label, as GBIF's default vocabulary describes it.
-DESCRIPTIONS: dict[str, str] = {
-    "NATIVE": "Native to the area",
-    "INTRODUCED": "Introduced to the area",
-    "MANAGED": "Managed population (captive, zoo, garden, cultivated)",
-    "FORMER": "Formerly present (fossil, extinct, historic records)",
-    "VAGRANT": "Vagrant occurrence",
-    "SUSPICIOUS": "Suspicious or questionable: occurrences in the area might be in error",
-    "OTHER": "Other annotation type",
-}
+DESCRIPTIONS: dict[str, str] = ANNOTATION_LABEL_DESCRIPTIONS
 
 _BY_UPPER = {label: label for label in LABELS}
 

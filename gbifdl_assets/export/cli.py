@@ -106,19 +106,19 @@ def cmd_export(args: argparse.Namespace) -> int:
                 "give the snapshot's media Parquet or leave --coordinates out"
             )
     try:
-        images = open_storage(args.images, endpoint_url=args.endpoint_url)
+        image_storage = open_storage(args.images, endpoint_url=args.endpoint_url)
         out = open_storage(args.out, endpoint_url=args.endpoint_url)
-        ledger = load_ledger(images, args.ledger)
+        ledger = load_ledger(image_storage, args.ledger)
         if ledger.num_rows == 0:
-            known = list_ledgers(images)
+            known = list_ledgers(image_storage)
             return _fail(
-                f"the image store {images.uri} has no ledger {args.ledger!r} (it has {known or 'none'}): "
+                f"the image store {image_storage.uri} has no ledger {args.ledger!r} (it has {known or 'none'}): "
                 "pass --ledger with one of those, or download the images first"
             )
         summary = export_training_set(
             manifest,
             ledger,
-            images,
+            image_storage,
             out,
             training_set=args.training_set or args.manifest.stem,
             formats=args.format or ("imagefolder", "webdataset"),

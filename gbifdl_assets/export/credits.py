@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from gbifdl_assets.gbif.licenses import license_label, license_url
+from gbifdl_assets.export.license_display import license_label_or_code, license_url_or_blank
 from gbifdl_assets.storage import Storage
 
 __all__ = ["CREDIT_COLUMNS", "citation_markdown", "credit_rows", "write_citation", "write_credits"]
@@ -46,20 +46,6 @@ DATASET_PAGE = "https://www.gbif.org/dataset/{}"
 DERIVED_DATASET_PAGE = "https://www.gbif.org/derived-dataset/register"
 
 
-def _label(lic: str | None) -> str:
-    try:
-        return license_label(lic or "UNKNOWN")
-    except ValueError:
-        return lic or "Unknown licence"
-
-
-def _url(lic: str | None) -> str:
-    try:
-        return license_url(lic or "UNKNOWN") or ""
-    except ValueError:
-        return ""
-
-
 def credit_rows(table: pa.Table) -> list[dict[str, Any]]:
     """One attribution row per exported image, in the export's order."""
     rows = []
@@ -77,8 +63,8 @@ def credit_rows(table: pa.Table) -> list[dict[str, Any]]:
                 "creator": r.get("creator") or "",
                 "rightsHolder": r.get("rightsHolder") or "",
                 "license": r["license"],
-                "license_label": _label(r["license"]),
-                "license_url": _url(r["license"]),
+                "license_label": license_label_or_code(r["license"]),
+                "license_url": license_url_or_blank(r["license"]),
                 "source_url": source,
                 "image_url": r.get("url") or "",
                 "datasetKey": r.get("datasetKey") or "",

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
-from gbifdl_assets.export.credits import _label as license_label_safe
+from gbifdl_assets.export.license_display import license_label_or_code
 from gbifdl_assets.storage import Storage
 
 __all__ = ["CHART_KEY", "MAP_KEY", "class_chart_png", "occurrence_map_png", "write_datacard"]
@@ -172,7 +172,7 @@ def write_datacard(
     class_head = ["index", "taxon key", "name", *split_names, "total"]
     split_rows = [[s, splits[s], f"{100 * splits[s] / n:.1f}%"] for s in split_names]
     lic_rows = [
-        [license_label_safe(k), k, v, f"{100 * v / n:.1f}%"]
+        [license_label_or_code(k), k, v, f"{100 * v / n:.1f}%"]
         for k, v in sorted(licenses.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
     map_note = (

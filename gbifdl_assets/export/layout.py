@@ -39,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.storage import TMP_PREFIX, LocalStorage, Storage
 
 __all__ = [
@@ -78,7 +79,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _EXTS = {"JPEG": "jpg", "JPG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
-class ExportError(ValueError):
+class ExportError(GbifdlError, ValueError):
     """A user-caused problem with the export's inputs (message says which input and the fix)."""
 
 

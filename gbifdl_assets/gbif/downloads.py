@@ -28,6 +28,7 @@ from gbifdl_assets.gbif.errors import (
     GbifUnavailable,
 )
 from gbifdl_assets.gbif.http import RETRYABLE_EXCEPTIONS, display_url
+from gbifdl_assets.vocabulary import DEAD_STATUSES, FAILED_STATUSES, RUNNING_STATUSES
 
 if TYPE_CHECKING:
     from gbifdl_assets.gbif.client import GbifClient
@@ -46,10 +47,6 @@ FORMATS = (
     "SIMPLE_AVRO",
     "MAP_OF_LIFE",
 )
-RUNNING_STATUSES = frozenset({"PREPARING", "RUNNING", "SUSPENDED"})
-FAILED_STATUSES = frozenset({"CANCELLED", "KILLED", "FAILED"})
-#: Terminal states that will never give an archive: failed, or its file erased (kept ~6 months).
-DEAD_STATUSES = FAILED_STATUSES | {"FILE_ERASED"}
 DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:")
 _DOI = re.compile(r"^10\.\d{4,9}/\S+$")
 _KEY = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{2,63}$")

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from gbifdl_assets.errors import GbifdlError
+from gbifdl_assets.vocabulary import RUNNING_STATUSES
+
 
 def strip_credentials(url: str) -> str:
     """Remove ``user:password@`` from a URL so it can be logged and shown."""
@@ -30,7 +33,7 @@ def _shorten(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class GbifError(Exception):
+class GbifError(GbifdlError):
     """Base class; ``str()`` is a one-line message meant for the user."""
 
 
@@ -150,7 +153,7 @@ class GbifDownloadNotReady(GbifError):
         self.key = key
         self.status = status
         if message is None:
-            if status in ("PREPARING", "RUNNING", "SUSPENDED"):
+            if status in RUNNING_STATUSES:
                 message = (
                     f"GBIF download {key} is {status}, its file is not ready yet; "
                     "wait until its status is SUCCEEDED (the download sensor does this)"

@@ -9,18 +9,18 @@ Each retry is logged at WARNING (never with auth headers); errors become the cla
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from gbifdl_assets import http_headers
 from gbifdl_assets.gbif.errors import (
     GbifAuthError,
     GbifBadRequest,
@@ -145,24 +145,9 @@ def error_for(response: requests.Response, *, method: str, url: str) -> GbifHTTP
 
 
 def parse_retry_after(value: str | None, *, now: Callable[[], datetime] | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now() if now else datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
+    """Seconds to wait from a ``Retry-After`` header (one reading for every client:
+    :func:`gbifdl_assets.http_headers.parse_retry_after`); ``now`` is a clock returning aware datetimes."""
+    return http_headers.parse_retry_after(value, now=now().timestamp() if now else None)
 
 
 def is_retryable_status(status: int) -> bool:

@@ -31,7 +31,9 @@ _fail = functools.partial(fail, command="dwca ingest")
 
 def default_training_set(archive: Path) -> str:
     """A folder-safe training-set name from the archive (its download key when it has one)."""
-    key = re.search(r"(?<!\d)(\d{7}-\d{15})(?!\d)", archive.name)
+    from gbifdl_assets.gbif.dwca.meta import DOWNLOAD_KEY  # here: the reader loads pyarrow
+
+    key = DOWNLOAD_KEY.search(archive.name)
     if key:
         return key.group(1)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", archive.stem).strip("-._")

@@ -1,18 +1,9 @@
-"""GBIF enumerations that several parts of the package validate against (one list each)."""
+"""GBIF's BasisOfRecord lists, re-exported from :mod:`gbifdl_assets.vocabulary` (their one home).
 
-#: GBIF's BasisOfRecord enumeration, in GBIF's order (the sandbox stores records by index into it).
-BASIS_OF_RECORD: tuple[str, ...] = (
-    "PRESERVED_SPECIMEN",
-    "FOSSIL_SPECIMEN",
-    "LIVING_SPECIMEN",
-    "OBSERVATION",
-    "HUMAN_OBSERVATION",
-    "MACHINE_OBSERVATION",
-    "MATERIAL_SAMPLE",
-    "LITERATURE",
-    "MATERIAL_CITATION",
-    "OCCURRENCE",
-)
+Kept so that ``from gbifdl_assets.gbif.vocabulary import BASIS_OF_RECORD`` keeps working while its
+last importers move to ``gbifdl_assets.vocabulary``.
+"""
 
-#: Values GBIF no longer issues but that old annotation rules still carry.
-DEPRECATED_BASIS_OF_RECORD: tuple[str, ...] = ("UNKNOWN",)
+from gbifdl_assets.vocabulary import BASIS_OF_RECORD, DEPRECATED_BASIS_OF_RECORD
+
+__all__ = ["BASIS_OF_RECORD", "DEPRECATED_BASIS_OF_RECORD"]

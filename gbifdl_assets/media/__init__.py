@@ -7,6 +7,13 @@ Modules (none imports dagster):
 * :mod:`.validate`: Pillow decode, decompression-bomb guard, minimum side, optional resize/re-encode;
 * :mod:`.store`: the content-addressed image store over :class:`gbifdl_assets.storage.Storage`;
 * :mod:`.ledger`: the per-image status log kept with the store (append-only Parquet segments);
-* :mod:`.download`: the concurrent pipeline tying them together (:func:`.download.download_images`);
-* :mod:`.cli`: ``gbifdl images fetch`` and ``gbifdl images retry-failed``.
+* :mod:`.rows`: manifest rows read in batches, and the content key (``sha256(url)``) of each;
+* :mod:`.download`: the concurrent pipeline tying them together (:func:`.download.download_images`),
+  with :mod:`.work` (the per-image steps) and :mod:`.pool` (the same steps in worker processes);
+* :mod:`.cli`: ``gbifdl images fetch``, ``gbifdl images retry-failed`` and ``gbifdl images verify``.
+
+Names: "store" means three things in this project (the storage backend, this package's image store,
+the annotation store). Here ``store`` is always an :class:`~.store.ImageStore` and ``storage`` the
+:class:`~gbifdl_assets.storage.Storage` it writes through (``store.storage``); functions that take
+either accept an ``ImageStore`` or a ``Storage`` and say so in their annotation.
 """

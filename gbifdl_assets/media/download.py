@@ -41,12 +41,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -56,6 +55,7 @@ import pyarrow.compute as pc
 
 from gbifdl_assets.media.fetch import FetchConfig, Fetcher
 from gbifdl_assets.media.ledger import LedgerWriter, compact_ledger, ledger_files, list_ledgers, load_ledger
+from gbifdl_assets.media.rows import Row, content_key_of, row_batches, row_count
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.media.work import entry, fetch_one, now_ms, relaxed_gc, resolve_io_threads, run_loop
@@ -70,7 +70,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Row = Mapping[str, Any]
 _INDEX_COLUMNS = [
     "content_key",
     "stored",
@@ -176,55 +175,6 @@ class DownloadSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ------------------------------------------------------------------------------------- rows
-def _row_batches(rows: Any, size: int = 1024) -> Iterator[list[dict[str, Any]]]:
-    """Rows as lists of dicts, from a Table, RecordBatch(es), a RecordBatchReader or dicts."""
-    if isinstance(rows, pa.Table):
-        for batch in rows.to_batches(size):
-            yield batch.to_pylist()
-        return
-    if isinstance(rows, pa.RecordBatch):
-        rows = [rows]
-    chunk: list[dict[str, Any]] = []
-    for item in rows:
-        if isinstance(item, pa.RecordBatch):
-            if chunk:
-                yield chunk
-                chunk = []
-            for start in range(0, item.num_rows, size):
-                yield item.slice(start, size).to_pylist()
-            continue
-        chunk.append(item if isinstance(item, dict) else dict(item))
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _total(rows: Any) -> int | None:
-    if isinstance(rows, (pa.Table, pa.RecordBatch)):
-        return rows.num_rows
-    try:
-        return len(rows)
-    except TypeError:
-        return None
-
-
-def _content_key(row: Row) -> tuple[str | None, str | None, str | None]:
-    """(content_key, url, problem) of a row; content_key is computed when the row lacks it."""
-    url = row.get("url")
-    if not isinstance(url, str) or not url:
-        return row.get("content_key"), None, "row has no url"
-    expected = hashlib.sha256(url.encode("utf-8")).hexdigest()
-    given = row.get("content_key")
-    if given is None:
-        return expected, url, None
-    if given != expected:
-        return given, url, f"content_key {given} is not sha256(url) = {expected}"
-    return given, url, None
 
 
 # ---------------------------------------------------------------------------------- indexes
@@ -388,9 +338,9 @@ def _jobs(
     cfg = run.config
     stored_before, failed_before, missing = own.stored, own.failed, own.missing
     seen: set[str] = set()
-    for batch in _row_batches(rows):
+    for batch in row_batches(rows):
         for row in batch:
-            ck, url, problem = _content_key(row)
+            ck, url, problem = content_key_of(row)
             if ck is None:
                 run.count_only("no_content_key")
                 continue
@@ -557,7 +507,7 @@ def download_images(
     options = options or ValidationOptions()
     if not isinstance(store, ImageStore):
         store = ImageStore(store, retry_seconds=config.store_retry_seconds)
-    processes = _processes(config, _total(rows), on_result)
+    processes = _processes(config, row_count(rows), on_result)
     workers = None
     if processes > 1:
         from gbifdl_assets.media.pool import Workers
@@ -599,7 +549,7 @@ def _download(
         index = _verify_stored(store, ledger, own, index)
         verify_seconds = time.monotonic() - checked
     own.stored_keys = None  # not needed any more; may be large
-    run = _Run(store, writer, options, config, _total(rows), progress, on_result)
+    run = _Run(store, writer, options, config, row_count(rows), progress, on_result)
     retries_before = store.retries
 
     if workers is not None:

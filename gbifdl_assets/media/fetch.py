@@ -56,7 +56,6 @@ unexpected, with the exception in the error column).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import re
 import socket
@@ -69,6 +68,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httptools
 
+from gbifdl_assets.http_headers import parse_retry_after
 from gbifdl_assets.media.ssrf import (
     AddressPolicy,
     BadUrl,
@@ -78,7 +78,7 @@ from gbifdl_assets.media.ssrf import (
     literal_ip,
 )
 
-__all__ = ["DEFAULT_USER_AGENT", "FetchConfig", "FetchResult", "Fetcher", "parse_retry_after"]
+__all__ = ["DEFAULT_USER_AGENT", "FetchConfig", "FetchResult", "Fetcher"]
 
 DEFAULT_USER_AGENT = "gbifdl-assets/0.1 (image training sets from GBIF-mediated media; polite downloader)"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -144,22 +144,6 @@ class FetchResult:
     attempts: int = 0
     reason: str | None = None
     error: str | None = None
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), None if absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class _Failure(Exception):

@@ -56,6 +56,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.media.store import IMAGES_PREFIX, LEDGERS_PREFIX, ImageStore
 from gbifdl_assets.storage import Storage, validate_key
 
@@ -110,7 +111,7 @@ def _prefix(name: str) -> str:
     return f"{LEDGERS_PREFIX}/{name}/"
 
 
-def _storage(where: Storage | ImageStore) -> Storage:
+def _storage_of(where: Storage | ImageStore) -> Storage:
     return where.storage if isinstance(where, ImageStore) else where
 
 
@@ -126,7 +127,7 @@ class LedgerFiles:
 
 
 def ledger_files(storage: Storage | ImageStore, name: str) -> LedgerFiles:
-    storage = _storage(storage)
+    storage = _storage_of(storage)
     prefix = _prefix(name)
     bases: list[tuple[int, str]] = []
     segments: list[tuple[int, str]] = []
@@ -147,7 +148,7 @@ def ledger_files(storage: Storage | ImageStore, name: str) -> LedgerFiles:
 
 def list_ledgers(storage: Storage | ImageStore) -> list[str]:
     """Names of the ledgers in a store (``ledgers/<name>/`` folders holding ledger files)."""
-    storage = _storage(storage)
+    storage = _storage_of(storage)
     names = set()
     root = f"{LEDGERS_PREFIX}/"
     for key in storage.list(root):
@@ -169,7 +170,7 @@ def load_ledger_history(
     storage: Storage | ImageStore, name: str, *, columns: list[str] | None = None
 ) -> pa.Table:
     """Every entry still on file (the compacted base first, then segments in write order)."""
-    storage = _storage(storage)
+    storage = _storage_of(storage)
     files = ledger_files(storage, name)
     if columns is not None and "content_key" not in columns:
         columns = ["content_key", *columns]
@@ -203,7 +204,7 @@ def load_ledger(storage: Storage | ImageStore, name: str, *, columns: list[str] 
 
 def compact_ledger(storage: Storage | ImageStore, name: str, *, store: ImageStore | None = None) -> int:
     """Fold the segments into one base file; return how many files it replaced (0: nothing to do)."""
-    storage = _storage(storage)
+    storage = _storage_of(storage)
     files = ledger_files(storage, name)
     if not files.segments:
         _delete_stale(storage, files.stale)
@@ -211,8 +212,8 @@ def compact_ledger(storage: Storage | ImageStore, name: str, *, store: ImageStor
     table = load_ledger(storage, name)
     last_seq = int(_FILE_RE.match(files.segments[-1].rsplit("/", 1)[1]).group(2))  # type: ignore[union-attr]
     key = f"{_prefix(name)}base-{last_seq:012d}-{uuid.uuid4().hex[:8]}.parquet"
-    writer = store or ImageStore(storage)
-    writer.with_retries(lambda: storage.write_parquet(key, table), what=f"compacting ledger {name!r}")
+    retrying = store or ImageStore(storage)  # the image store's retries of transient storage errors
+    retrying.with_retries(lambda: storage.write_parquet(key, table), what=f"compacting ledger {name!r}")
     # Only now is it safe to delete: readers already prefer the new base.
     replaced = [k for k in (files.base, *files.segments) if k]
     _delete_stale(storage, (*files.stale, *replaced))
@@ -385,7 +386,7 @@ def attribution_table(manifest: pa.Table, ledger: pa.Table) -> pa.Table:
 
 
 # ------------------------------------------------------------------------------ verification
-class UnknownLedgerError(ValueError):
+class UnknownLedgerError(GbifdlError, ValueError):
     """``verify_store(ledger=...)`` named a ledger the store does not have."""
 
 

@@ -30,6 +30,8 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gbifdl_assets.errors import GbifdlError
+
 __all__ = [
     "AddressPolicy",
     "BlockedAddress",
@@ -48,13 +50,13 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")  # neither private nor global in 
 _ALLOWED_SCHEMES = ("http", "https")
 
 
-class BadUrl(ValueError):
+class BadUrl(GbifdlError, ValueError):
     """A URL that cannot be fetched at all (scheme, missing host, unparsable). Reason ``bad_url``."""
 
     reason = "bad_url"
 
 
-class BlockedAddress(OSError):
+class BlockedAddress(GbifdlError, OSError):
     """The host resolves only to addresses the policy refuses. Reason ``blocked_address``.
 
     An OSError, so connection code that handles connect failures handles it too; :mod:`.fetch`

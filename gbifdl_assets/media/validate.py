@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gbifdl_assets.errors import GbifdlError
+
 if TYPE_CHECKING:
     from gbifdl_assets.specs import ImageOptions
 
@@ -65,7 +67,7 @@ _MIME = {
 _TEXT_TYPES = ("text/", "application/json", "application/ld+json", "application/xhtml", "application/xml")
 
 
-class InvalidImage(Exception):
+class InvalidImage(GbifdlError):
     """The body is not a usable image; ``reason`` goes to the ledger, ``str()`` to its error column."""
 
     def __init__(self, reason: str, detail: str) -> None:

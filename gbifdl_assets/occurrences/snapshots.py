@@ -2,7 +2,7 @@
 
 A snapshot is one training set's occurrences with images at one time, from the search API or a GBIF
 download, as one row per image (:data:`~gbifdl_assets.gbif.media_schema.SNAPSHOT_SCHEMA`). Its keys
-and the rule that finds the newest one are those of :mod:`gbifdl_assets.storage_layout`
+and the rule that finds the newest one are those of :mod:`gbifdl_assets.storage.layout`
 (``snapshots/<training_set>/<snapshot_id>/``, ``media.parquet`` and the commit file ``snapshot.json``).
 
 Snapshots are immutable. ``snapshot_id`` is ``<UTC time, ms>Z-<first 12 hex of the Parquet
@@ -37,7 +37,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from gbifdl_assets import storage_layout as layout
 from gbifdl_assets.gbif.dwca import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_MEDIA_MEMORY_BUDGET,
@@ -49,7 +48,7 @@ from gbifdl_assets.gbif.dwca import (
 )
 from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
 from gbifdl_assets.occurrences.search_records import records_to_snapshot_table
-from gbifdl_assets.storage import Storage, staging_name
+from gbifdl_assets.storage import Storage, layout, staging_name
 
 log = logging.getLogger("gbifdl_assets.occurrences.snapshots")
 

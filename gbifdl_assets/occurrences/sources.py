@@ -20,13 +20,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gbifdl_assets import storage_layout as layout
 from gbifdl_assets.gbif.client import GbifClient
-from gbifdl_assets.gbif.downloads import RUNNING_STATUSES
 from gbifdl_assets.gbif.errors import GbifRateLimited
 from gbifdl_assets.gbif.predicates import predicate_from_filters
 from gbifdl_assets.specs import TrainingSetSpec
-from gbifdl_assets.storage import Storage
+from gbifdl_assets.storage import Storage, layout
+from gbifdl_assets.vocabulary import RUNNING_STATUSES
 
 log = logging.getLogger(__name__)
 

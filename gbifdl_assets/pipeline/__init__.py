@@ -15,5 +15,5 @@ materialization. Nothing here imports Dagster, so every stage runs and is tested
 
 Around them: ``spec_folder`` (the folder of specs: the partitions), ``refresh`` (which specs' refresh
 cron fired), ``image_shards`` (how images are spread over shards) and ``errors`` (:class:`StageError`).
-Where each stage keeps its output, and which output is the newest, is :mod:`gbifdl_assets.storage_layout`.
+Where each stage keeps its output, and which output is the newest, is :mod:`gbifdl_assets.storage.layout`.
 """

@@ -14,13 +14,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gbifdl_assets import storage_layout as layout
 from gbifdl_assets.annotations.engine import apply_rules
 from gbifdl_assets.occurrences.snapshots import latest_snapshot
 from gbifdl_assets.pipeline.annotation_rulesets import newest_rules
 from gbifdl_assets.pipeline.errors import StageError
 from gbifdl_assets.specs import TrainingSetSpec
-from gbifdl_assets.storage import Storage
+from gbifdl_assets.storage import Storage, layout
 
 PREVIEW_COLUMNS = ("gbifID", "species", "countryCode", "annotation_labels")
 PREVIEW_ROWS = 15

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from gbifdl_assets import storage_layout as layout
 from gbifdl_assets.annotations.compiled import RULES_TABLE_SCHEMA, validate_rules_table
 from gbifdl_assets.annotations.files import rules_table_from_file
 from gbifdl_assets.annotations.gbif_api import pull_from_gbif
 from gbifdl_assets.annotations.seeds import coordinate_cleaner_rules
 from gbifdl_assets.annotations.store import AnnotationStore
-from gbifdl_assets.annotations.vocabulary import LABELS
 from gbifdl_assets.pipeline.errors import StageError
-from gbifdl_assets.storage import Storage
+from gbifdl_assets.storage import Storage, layout
+from gbifdl_assets.vocabulary import ANNOTATION_LABELS
 
 _log = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ def compile_rulesets(sources: RuleSources, storage: Storage, *, log: logging.Log
         rules=table.num_rows,
         store_version=store.version(),
         rule_files=len(files),
-        by_label={label: by_label.get(label, 0) for label in LABELS},
+        by_label={label: by_label.get(label, 0) for label in ANNOTATION_LABELS},
         by_source=count_by(table, "source"),
         gbif_pull=str(pulled) if pulled else None,
     )

@@ -15,10 +15,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from gbifdl_assets import storage_layout as layout
 from gbifdl_assets.pipeline.annotated_occurrences import newest_annotated
 from gbifdl_assets.pipeline.errors import StageError
-from gbifdl_assets.sampling.filters import SamplingError
+from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.manifest import (
     ManifestResult,
     build_manifest,
@@ -29,7 +28,7 @@ from gbifdl_assets.sampling.manifest import (
     check_unique_urls,
 )
 from gbifdl_assets.specs import TrainingSetSpec
-from gbifdl_assets.storage import Storage
+from gbifdl_assets.storage import Storage, layout
 
 _log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from gbifdl_assets import storage_layout as layout
 from gbifdl_assets.media.download import DownloadConfig, DownloadSummary, download_images
 from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.media.ledger import attribution_table, completeness_table, load_ledger, summarize_ledger
@@ -22,7 +21,7 @@ from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
 from gbifdl_assets.pipeline.image_shards import shard_of
 from gbifdl_assets.specs import TrainingSetSpec
-from gbifdl_assets.storage import Storage
+from gbifdl_assets.storage import Storage, layout
 
 _log = logging.getLogger(__name__)
 

@@ -11,13 +11,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gbifdl_assets import storage_layout as layout
 from gbifdl_assets.gbif.client import GbifClient
 from gbifdl_assets.gbif.errors import GbifError
 from gbifdl_assets.gbif.species import resolve_taxa
 from gbifdl_assets.pipeline.errors import service_failure
 from gbifdl_assets.specs import TrainingSetSpec
-from gbifdl_assets.storage import Storage
+from gbifdl_assets.storage import Storage, layout
 
 _log = logging.getLogger(__name__)
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from gbifdl_assets import storage_layout as layout
 from gbifdl_assets.export.layout import ExportSummary, export_training_set
 from gbifdl_assets.media.ledger import load_ledger
 from gbifdl_assets.occurrences.snapshots import latest_snapshot
 from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
 from gbifdl_assets.pipeline.image_shards import shard_keys
-from gbifdl_assets.storage import Storage
+from gbifdl_assets.storage import Storage, layout
 
 _log = logging.getLogger(__name__)
 

@@ -41,6 +41,14 @@ def combine_chunks(col: Column) -> pa.Array:
     return col.combine_chunks()
 
 
+def decoded(col: Column) -> pa.Array:
+    """One array with dictionary-encoded values decoded (what value-wise compute functions want)."""
+    arr = combine_chunks(col)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr
+
+
 def valid_mask(col: Column) -> np.ndarray:
     """True where the value is not null."""
     if col.null_count == 0:
@@ -108,9 +116,7 @@ def isin_mask(col: Column, values: Iterable[object], *, casefold: bool = False) 
 
 def numeric(col: Column) -> np.ndarray:
     """A float64 numpy array, NaN for null (numbers as text are parsed)."""
-    arr = combine_chunks(col)
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
+    arr = decoded(col)
     if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
         arr = pc.cast(arr, pa.float64())
     return pc.fill_null(arr.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)

@@ -45,13 +45,14 @@ order key in the low bits) and bincounts; no Python loop per row, per class or p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
 from gbifdl_assets.sampling.arrays import codes_of, combine_chunks, isin_mask
-from gbifdl_assets.sampling.filters import SamplingError
+from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.hashing import combine, hash_ints, hash_strings, mix64, seed_state
 from gbifdl_assets.specs import BalancingSpec
 
@@ -61,6 +62,7 @@ __all__ = [
     "grouped_rank",
     "largest_remainder",
     "order_keys",
+    "require_by_columns",
     "water_fill",
 ]
 
@@ -121,15 +123,20 @@ def grouped_rank(codes: np.ndarray, keys: np.ndarray) -> np.ndarray:
             order[pos] = sub[np.lexsort((keys[sub], comp[sub]))]
     else:
         order = np.lexsort((keys, codes))
-    sorted_codes = codes[order]
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = _positions_in_runs(codes[order])
+    return rank
+
+
+def _positions_in_runs(sorted_codes: np.ndarray) -> np.ndarray:
+    """0-based position of each element within its run of equal values (``sorted_codes`` is
+    non-empty and grouped: equal values stand together)."""
+    n = len(sorted_codes)
     first = np.empty(n, dtype=bool)
     first[0] = True
     first[1:] = sorted_codes[1:] != sorted_codes[:-1]
     idx = np.arange(n, dtype=np.int64)
-    start = np.maximum.accumulate(np.where(first, idx, 0))
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = idx - start
-    return rank
+    return idx - np.maximum.accumulate(np.where(first, idx, 0))
 
 
 def water_fill(group: np.ndarray, size: np.ndarray, budget: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
@@ -201,14 +208,8 @@ def largest_remainder(
     np.add.at(given, group, floor)
     left = np.minimum(budget, total) - given
     order = np.lexsort((np.asarray(tiebreak, np.uint64), -rem, group))
-    g_sorted = group[order]
-    first = np.empty(m, dtype=bool)
-    first[0] = True
-    first[1:] = g_sorted[1:] != g_sorted[:-1]
-    idx = np.arange(m, dtype=np.int64)
-    rank_sorted = idx - np.maximum.accumulate(np.where(first, idx, 0))
     rank = np.empty(m, dtype=np.int64)
-    rank[order] = rank_sorted
+    rank[order] = _positions_in_runs(group[order])
     return floor + (rank < left[group])
 
 
@@ -291,14 +292,19 @@ def _strata(table: pa.Table, by: list[str], rows: np.ndarray, seed: int) -> tupl
     return code, np.zeros(1, dtype=np.uint64)
 
 
-def _check_columns(table: pa.Table, label_col: str, by: list[str]) -> None:
-    missing = [c for c in by if c not in table.column_names]
+def require_by_columns(available: Sequence[str], by: Sequence[str]) -> None:
+    """SamplingError when a ``balancing.by`` column is not among the ``available`` ones."""
+    missing = [c for c in by if c not in available]
     if missing:
         raise SamplingError(
-            f"balancing.by names column{'s' if len(missing) > 1 else ''} {', '.join(missing)} that the input "
-            f"does not have; use columns of the snapshot such as publishingOrgKey, datasetKey, "
-            f"institutionCode, countryCode, recordedBy (present: {', '.join(table.column_names[:40])})"
+            f"balancing.by names column{'s' if len(missing) > 1 else ''} {', '.join(missing)} that the "
+            "input does not have; use snapshot columns such as publishingOrgKey, datasetKey, institutionCode, "
+            f"countryCode, recordedBy (present: {', '.join(available[:40])})"
         )
+
+
+def _check_columns(table: pa.Table, label_col: str, by: list[str]) -> None:
+    require_by_columns(table.column_names, by)
     typ = table.column(label_col).type
     if not pa.types.is_integer(typ):
         raise SamplingError(f"label column {label_col} must hold integer taxon keys, got {typ}")

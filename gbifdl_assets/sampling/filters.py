@@ -42,6 +42,7 @@ annotation columns (a plain snapshot) skips this filter and says so in ``FilterR
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +51,16 @@ import pyarrow.compute as pc
 
 from gbifdl_assets import specs
 from gbifdl_assets.gbif import licenses as lic
-from gbifdl_assets.sampling.arrays import codes_of, combine_chunks, isin_mask, numeric, take, valid_mask
+from gbifdl_assets.sampling.arrays import (
+    codes_of,
+    combine_chunks,
+    decoded,
+    isin_mask,
+    numeric,
+    take,
+    valid_mask,
+)
+from gbifdl_assets.sampling.errors import SamplingError  # also importable from here, as before
 from gbifdl_assets.sampling.hashing import hash_strings
 
 __all__ = [
@@ -59,6 +69,7 @@ __all__ = [
     "SamplingError",
     "apply_filters",
     "duplicate_candidates",
+    "require_columns",
     "resolve_duplicates",
     "label_column",
     "label_name_column",
@@ -79,10 +90,6 @@ _AT_SOURCE = {
 # kinds (specs.parameter_kind) whose text values are compared case-insensitively: GBIF matches
 # free-text parameters such as recordedBy or institutionCode without regard to case.
 _CASEFOLD_KINDS = ("str", "uuid")
-
-
-class SamplingError(ValueError):
-    """A problem with the input table or the spec that the user must fix (one clear message)."""
 
 
 def label_column(rank: str) -> str:
@@ -191,9 +198,7 @@ def _date_match(col: pa.ChunkedArray, values: list[str]) -> np.ndarray:
 
     An interval ``start/end`` (allowed in dwc:eventDate) is judged by its start.
     """
-    arr = combine_chunks(col)
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
+    arr = decoded(col)
     if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
         arr = pc.cast(arr, pa.string())
     start = pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"/.*$", ""))
@@ -373,13 +378,14 @@ def _duplicate_rows(table: pa.Table, rows: np.ndarray, url_hash: np.ndarray) -> 
 # ---------------------------------------------------------------------------------------------------
 # the whole chain
 # ---------------------------------------------------------------------------------------------------
-def _require(table: pa.Table, columns: list[str], why: str) -> None:
-    missing = [c for c in columns if c not in table.column_names]
+def require_columns(available: Sequence[str], columns: list[str], why: str) -> None:
+    """SamplingError naming the ``columns`` missing from ``available``, ``why`` they are needed, and
+    the columns present."""
+    missing = [c for c in columns if c not in available]
     if missing:
         raise SamplingError(
             f"the input lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)} ({why}); "
-            f"columns present: {', '.join(table.column_names[:40])}"
-            + (" ..." if table.num_columns > 40 else "")
+            f"columns present: {', '.join(available[:40])}" + (" ..." if len(available) > 40 else "")
         )
 
 
@@ -392,8 +398,8 @@ def apply_filters(
     removes them once over all batches, with :func:`duplicate_candidates`).
     """
     label_col = label_col or label_column(spec.balancing.label_rank)
-    _require(table, ["gbifID", "identifier"], "every snapshot row has them")
-    _require(table, [label_col], f"labels are taken at rank {spec.balancing.label_rank}")
+    require_columns(table.column_names, ["gbifID", "identifier"], "every snapshot row has them")
+    require_columns(table.column_names, [label_col], f"labels are taken at rank {spec.balancing.label_rank}")
     n = table.num_rows
     alive = np.ones(n, dtype=bool)
     dropped: dict[str, int] = {}

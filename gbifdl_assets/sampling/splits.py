@@ -24,6 +24,7 @@ groups (or a few very large ones) the realised image fractions, reported in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.sampling.arrays import combine_chunks, numeric, valid_mask
-from gbifdl_assets.sampling.filters import SamplingError
+from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.hashing import (
     combine,
     hash_ints,
@@ -42,7 +43,14 @@ from gbifdl_assets.sampling.hashing import (
 )
 from gbifdl_assets.specs import SplitSpec
 
-__all__ = ["GROUP_COLUMNS", "SPLIT_NAMES", "SplitResult", "assign_splits", "group_keys"]
+__all__ = [
+    "GROUP_COLUMNS",
+    "SPLIT_NAMES",
+    "SplitResult",
+    "assign_splits",
+    "group_keys",
+    "require_group_columns",
+]
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 #: the input columns each group_by option reads
@@ -78,15 +86,19 @@ def _prefixed(prefix: str, values: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(prefix, _text(values), "")
 
 
-def group_keys(table: pa.Table, splits: SplitSpec) -> tuple[np.ndarray, pa.Array, int]:
-    """(identity hash per row, group key text per row, rows that fell back to their occurrence)."""
-    needed = GROUP_COLUMNS[splits.group_by]
-    missing = [c for c in needed if c not in table.column_names]
+def require_group_columns(available: Sequence[str], splits: SplitSpec) -> None:
+    """SamplingError when the columns ``splits.group_by`` groups by are not among the ``available`` ones."""
+    missing = [c for c in GROUP_COLUMNS[splits.group_by] if c not in available]
     if missing:
         raise SamplingError(
             f"splits.group_by: {splits.group_by} needs column{'s' if len(missing) > 1 else ''} "
             f"{', '.join(missing)}, which the input lacks; choose another group_by or give a full snapshot"
         )
+
+
+def group_keys(table: pa.Table, splits: SplitSpec) -> tuple[np.ndarray, pa.Array, int]:
+    """(identity hash per row, group key text per row, rows that fell back to their occurrence)."""
+    require_group_columns(table.column_names, splits)
     gbif = combine_chunks(table.column("gbifID"))
     gbif_np = gbif.to_numpy(zero_copy_only=False).astype(np.int64)
     occ_hash = hash_ints(gbif_np, 0)

@@ -31,14 +31,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from gbifdl_assets.vocabulary import ANNOTATION_LABELS, MAX_GEOMETRY_VERTICES, MAX_WKT_CHARS
+
 from .vocab import COUNTRIES
 
 __all__ = ["ANNOTATION_PREFIX", "AnnotationSandbox", "annotation_routes", "seed_annotations"]
 
 ANNOTATION_PREFIX = "/v1/occurrence/experimental/annotation"
-LABELS = ("NATIVE", "INTRODUCED", "MANAGED", "FORMER", "VAGRANT", "SUSPICIOUS", "OTHER")
-MAX_POLYGON_VERTICES = 2500
-MAX_WKT_LENGTH = 125_000
 _VERTEX_RE = re.compile(r"-?\d+(?:\.\d+)?\s+-?\d+(?:\.\d+)?")
 _EPOCH = dt.datetime(2025, 11, 1, 8, 0, tzinfo=dt.UTC)
 
@@ -519,16 +518,16 @@ def _rule_matches(rule: dict, params: Any, comments: list[dict]) -> bool:
 def _check_new_rule(body: dict) -> str | None:
     """GBIF dev's checks on POST: the vocabulary and the geometry limits."""
     label = body.get("annotation")
-    if not isinstance(label, str) or label.upper() not in LABELS:
-        return f"Annotation {label!r} is not in the vocabulary: {', '.join(LABELS)}"
+    if not isinstance(label, str) or label.upper() not in ANNOTATION_LABELS:
+        return f"Annotation {label!r} is not in the vocabulary: {', '.join(ANNOTATION_LABELS)}"
     geometry = body.get("geometry")
     if not isinstance(geometry, str) or not geometry.strip():
         return "geometry is required"
-    if len(geometry) > MAX_WKT_LENGTH:
-        return f"Geometry WKT is too long ({len(geometry)} characters, maximum {MAX_WKT_LENGTH})"
+    if len(geometry) > MAX_WKT_CHARS:
+        return f"Geometry WKT is too long ({len(geometry)} characters, maximum {MAX_WKT_CHARS})"
     vertices = len(_VERTEX_RE.findall(geometry))
-    if vertices > MAX_POLYGON_VERTICES:
-        return f"Polygon has too many vertices ({vertices}, maximum {MAX_POLYGON_VERTICES})"
+    if vertices > MAX_GEOMETRY_VERTICES:
+        return f"Polygon has too many vertices ({vertices}, maximum {MAX_GEOMETRY_VERTICES})"
     return None
 
 

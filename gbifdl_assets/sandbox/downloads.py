@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from gbifdl_assets.vocabulary import RUNNING_STATUSES
+
 from . import hashing
 from .config import DOWNLOAD_FAULT_STATUSES, SandboxConfig
 from .dwca import Stopped, write_archive
@@ -35,7 +37,6 @@ from .world import World
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATES = ("PREPARING", "RUNNING", "SUSPENDED")
 SUPPORTED_FORMATS = ("DWCA", "SIMPLE_CSV")
 KNOWN_FORMATS = (
     "DWCA",
@@ -142,7 +143,7 @@ class DownloadService:
         return sum(
             1
             for d in self._downloads.values()
-            if d.creator == user and self.status_of(d, now) in RUNNING_STATES
+            if d.creator == user and self.status_of(d, now) in RUNNING_STATUSES
         )
 
     # ----------------------------------------------------------------------------- requests
@@ -280,7 +281,7 @@ class DownloadService:
         if d.creator != user:
             raise PermissionError(f"User {user} is not the creator of download {key}")
         with self._lock:
-            if self.status_of(d) in RUNNING_STATES:
+            if self.status_of(d) in RUNNING_STATUSES:
                 d.cancelled_at = time.time()
 
     # ----------------------------------------------------------------------------- reads

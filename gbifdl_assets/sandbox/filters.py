@@ -21,20 +21,16 @@ from datetime import date
 
 import numpy as np
 
-from .vocab import (
+from gbifdl_assets.vocabulary import (
     BASIS_OF_RECORD,
     CONTINENTS,
-    COUNTRIES,
-    COUNTRY_INDEX,
-    GEOSPATIAL_ISSUE_MASK,
-    ISSUE_NAMES,
     KEY_RANKS,
-    LICENSE_ENUM,
-    LICENSES,
     MEDIA_TYPES,
-    NO_COUNTRY,
-    OCCURRENCE_STATUS,
+    OCCURRENCE_STATUSES,
+    RECORD_LICENSES,
 )
+
+from .vocab import COUNTRIES, COUNTRY_INDEX, GEOSPATIAL_ISSUE_MASK, ISSUE_NAMES, LICENSES, NO_COUNTRY
 from .world import FLAG_ABSENT, World
 
 
@@ -100,14 +96,14 @@ FIELDS: tuple[Field, ...] = (
     Field("institutionCode", "INSTITUTION_CODE", "string", "dataset", _dataset_attr("institution_code")),
     Field("collectionCode", "COLLECTION_CODE", "string", "dataset", _dataset_attr("collection_code")),
     Field("basisOfRecord", "BASIS_OF_RECORD", "enum", "occ", lambda w: w.occ.basis, vocab=BASIS_OF_RECORD),
-    Field("license", "LICENSE", "enum", "occ", lambda w: w.occ.license, vocab=LICENSE_ENUM),
+    Field("license", "LICENSE", "enum", "occ", lambda w: w.occ.license, vocab=RECORD_LICENSES),
     Field(
         "occurrenceStatus",
-        "OCCURRENCE_STATUS",
+        "OCCURRENCE_STATUSES",
         "enum",
         "occ",
         lambda w: (w.occ.flags & FLAG_ABSENT).astype(np.uint8),
-        vocab=OCCURRENCE_STATUS,
+        vocab=OCCURRENCE_STATUSES,
     ),
     Field("country", "COUNTRY", "country", "occ", lambda w: w.occ.country, null=NO_COUNTRY),
     Field(

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from gbifdl_assets.vocabulary import BASIS_OF_RECORD, MEDIA_TYPES, OCCURRENCE_STATUSES
+
 from .vocab import (
-    BASIS_OF_RECORD,
     COUNTRIES,
     FAMILY_NAMES,
     GIVEN_NAMES,
@@ -20,9 +21,7 @@ from .vocab import (
     ISSUE_NAMES,
     LICENSE_URLS,
     MEDIA_LICENSE_TABLES,
-    MEDIA_TYPES,
     NO_COUNTRY,
-    OCCURRENCE_STATUS,
 )
 from .world import (
     DF_DATE,
@@ -198,7 +197,7 @@ def render_record(world: World, i: int, base: str) -> dict[str, Any]:
         "crawlId": 100 + ds.idx,
         "extensions": {},
         "basisOfRecord": BASIS_OF_RECORD[int(occ.basis[i])],
-        "occurrenceStatus": OCCURRENCE_STATUS[1 if int(occ.flags[i]) & FLAG_ABSENT else 0],
+        "occurrenceStatus": OCCURRENCE_STATUSES[1 if int(occ.flags[i]) & FLAG_ABSENT else 0],
         "taxonKey": t.key,
     }
     r.update(tax.cls_fields[t.idx])

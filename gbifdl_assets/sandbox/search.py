@@ -18,18 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gbifdl_assets.vocabulary import BASIS_OF_RECORD, CONTINENTS, KEY_RANKS, MEDIA_TYPES, OCCURRENCE_STATUSES
+
 from .filters import FIELDS, BadRequest, Field, lookup, norm, params_mask
-from .vocab import (
-    BASIS_OF_RECORD,
-    CONTINENTS,
-    COUNTRY_CODES,
-    ISSUE_NAMES,
-    KEY_RANKS,
-    LICENSES,
-    MEDIA_TYPES,
-    NO_COUNTRY,
-    OCCURRENCE_STATUS,
-)
+from .vocab import COUNTRY_CODES, ISSUE_NAMES, LICENSES, NO_COUNTRY
 from .world import FLAG_ABSENT, World
 
 #: matching-row arrays kept for paging (int32, so 1M rows cost 4 MB)
@@ -162,7 +154,7 @@ def facet_counts(world: World, f: Field, rows: np.ndarray) -> dict[str, int]:
     if name == "license":
         return _bincount_named(occ.license[rows], LICENSES)
     if name == "occurrenceStatus":
-        return _bincount_named((occ.flags[rows] & FLAG_ABSENT).astype(np.int64), OCCURRENCE_STATUS)
+        return _bincount_named((occ.flags[rows] & FLAG_ABSENT).astype(np.int64), OCCURRENCE_STATUSES)
     if name == "country":
         return _bincount_named(occ.country[rows], COUNTRY_CODES, skip=NO_COUNTRY)
     if name == "continent":

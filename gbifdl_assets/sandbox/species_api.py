@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from gbifdl_assets.vocabulary import BACKBONE_DATASET_KEY, KEY_RANKS
+
 from .taxonomy import Taxon, Taxonomy, normalize_name
-from .vocab import BACKBONE_DATASET_KEY, KEY_RANKS, RANK_FIELDS, RANKS
+from .vocab import RANK_FIELDS, RANKS
 
 _TS_CRAWLED = "2023-08-22T23:20:59.545+00:00"
 _TS_INTERP = "2023-08-22T22:11:51.237+00:00"

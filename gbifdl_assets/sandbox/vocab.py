@@ -1,43 +1,39 @@
-"""Fixed vocabularies of the sandbox: GBIF enums, countries, licences and name pools.
+"""Fixed tables of the sandbox's generated world: which GBIF values it uses, how often, and where.
 
-Enum orders matter: occurrence columns store the index into these tuples, so changing an order
-changes generated data (and the seed-determinism tests notice).
+GBIF's enums themselves (BasisOfRecord, MediaType, Continent, OccurrenceIssue names, country codes,
+licences, statuses) come from :mod:`gbifdl_assets.vocabulary`, the one copy the product checks
+against too; this module holds the sandbox's own choices among them: the subset it generates, with
+probabilities, coordinates and name pools.
+
+Orders matter: occurrence columns store the index into these tuples (and into the shared enums),
+so changing an order changes generated data (and the seed-determinism tests notice).
 """
 
 from __future__ import annotations
 
-from gbifdl_assets.gbif.vocabulary import BASIS_OF_RECORD  # noqa: F401  (re-exported: the sandbox indexes into it)
+from gbifdl_assets.vocabulary import BASIS_OF_RECORD, KEY_RANKS, RECORD_LICENSES
 
-BACKBONE_DATASET_KEY = "d7dddbf4-2cf0-4f39-9b2a-bb099caae36c"
-
-RANKS = ("KINGDOM", "PHYLUM", "CLASS", "ORDER", "FAMILY", "GENUS", "SPECIES", "SUBSPECIES")
-#: ranks that have a ``<rank>Key`` field in occurrence and name-usage JSON
-KEY_RANKS = RANKS[:7]
+#: the ranks of the generated taxonomy: every rank with a ``<rank>Key`` field, and subspecies
+RANKS = (*KEY_RANKS, "SUBSPECIES")
 RANK_FIELDS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
+#: the TaxonomicStatus values the generated taxonomy uses (index order of its status column)
 STATUSES = ("ACCEPTED", "DOUBTFUL", "SYNONYM", "HOMOTYPIC_SYNONYM", "HETEROTYPIC_SYNONYM")
 SYNONYM_STATUSES = frozenset(STATUSES[2:])
 
 BOR = {name: i for i, name in enumerate(BASIS_OF_RECORD)}
 
-#: record licences: enum name (search parameter, archive column) and legalcode URL (JSON)
-LICENSES = ("CC0_1_0", "CC_BY_4_0", "CC_BY_NC_4_0")
+#: record licences the sandbox generates: enum name (search parameter, archive column) and legalcode URL (JSON)
+LICENSES = RECORD_LICENSES[:3]
 LICENSE_URLS = (
     "http://creativecommons.org/publicdomain/zero/1.0/legalcode",
     "http://creativecommons.org/licenses/by/4.0/legalcode",
     "http://creativecommons.org/licenses/by-nc/4.0/legalcode",
 )
-#: accepted by the ``license`` parameter; UNSPECIFIED/UNSUPPORTED are valid but match nothing here
-LICENSE_ENUM = (*LICENSES, "UNSPECIFIED", "UNSUPPORTED")
-
-MEDIA_TYPES = ("StillImage", "MovingImage", "Sound", "InteractiveResource")
+#: file extension of a generated media item, by MediaType (same order as vocabulary.MEDIA_TYPES)
 MEDIA_EXT = ("jpg", "mp4", "mp3", "html")
 
-OCCURRENCE_STATUS = ("PRESENT", "ABSENT")
-
-CONTINENTS = ("AFRICA", "ANTARCTICA", "ASIA", "EUROPE", "NORTH_AMERICA", "OCEANIA", "SOUTH_AMERICA")
-
-#: (bit, name, probability, geospatial?) — issues flagged on generated records
+#: (name, probability, geospatial?) — the OccurrenceIssues flagged on generated records (index = bit)
 ISSUES = (
     ("COORDINATE_ROUNDED", 0.22, False),
     ("GEODETIC_DATUM_ASSUMED_WGS84", 0.30, False),

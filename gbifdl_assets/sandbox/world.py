@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gbifdl_assets.vocabulary import MEDIA_TYPES
+
 from . import hashing
 from .taxonomy import Taxonomy, build_taxonomy
 from .vocab import (
@@ -35,7 +37,6 @@ from .vocab import (
     ISSUE_BIT,
     ISSUES,
     LICENSES,
-    MEDIA_TYPES,
     NO_COUNTRY,
     PLACES,
     REGIONS,
@@ -218,7 +219,7 @@ class Occurrences:
     key: np.ndarray  # int64, ascending
     taxon: np.ndarray  # int32 index into Taxonomy.taxa (the usage the record was identified as)
     dataset: np.ndarray  # uint16
-    basis: np.ndarray  # uint8 index into vocab.BASIS_OF_RECORD
+    basis: np.ndarray  # uint8 index into gbifdl_assets.vocabulary.BASIS_OF_RECORD
     license: np.ndarray  # uint8 index into vocab.LICENSES
     country: np.ndarray  # uint8 index into vocab.COUNTRIES, NO_COUNTRY = missing
     lat: np.ndarray  # float32, NaN = missing
@@ -230,7 +231,7 @@ class Occurrences:
     date_form: np.ndarray  # uint8 DF_*
     issues: np.ndarray  # uint32 bit set over vocab.ISSUES
     media: np.ndarray  # uint8: n items (bits 0-1) | type of item i (2 bits each, from bit 2)
-    media_types: np.ndarray  # uint8 bit set over vocab.MEDIA_TYPES
+    media_types: np.ndarray  # uint8 bit set over gbifdl_assets.vocabulary.MEDIA_TYPES
     flags: np.ndarray  # uint8 FLAG_*
     _date_ordinal: np.ndarray | None = field(default=None, repr=False)
 

@@ -29,13 +29,13 @@ from gbifdl_assets.occurrences.snapshots import latest_snapshot
 from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
 from gbifdl_assets.pipeline.image_shards import shard_of
 from gbifdl_assets.storage import open_storage
-from gbifdl_assets.storage_layout import (
+from gbifdl_assets.storage.layout import (
     SNAPSHOT_MEDIA_FILE as MEDIA_FILE,
 )
-from gbifdl_assets.storage_layout import (
+from gbifdl_assets.storage.layout import (
     SNAPSHOT_META_FILE as META_FILE,
 )
-from gbifdl_assets.storage_layout import (
+from gbifdl_assets.storage.layout import (
     new_snapshot_id,
     snapshot_prefix,
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import gbifdl_assets.storage as storage_module
+import gbifdl_assets.storage.s3 as storage_module
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.occurrences.snapshots import list_snapshots, write_snapshot_from_search
 from gbifdl_assets.storage import STALE_AFTER_SECONDS, TMP_PREFIX, LocalStorage
@@ -56,9 +56,10 @@ images.put(sys.argv[2], b"JPEG image bytes")
 # A large S3 write (multipart, thresholds lowered) that stalls after its first part is uploaded.
 S3_WRITER = """
 import sys
-import gbifdl_assets.storage as s
+import gbifdl_assets.storage.s3 as s
+from gbifdl_assets.storage import open_storage
 s.MULTIPART_THRESHOLD = s.MULTIPART_PART_SIZE = 1024
-store = s.open_storage(sys.argv[1], endpoint_url=sys.argv[2])
+store = open_storage(sys.argv[1], endpoint_url=sys.argv[2])
 client = store._client()
 real_upload_part = client.upload_part
 def stall(**kwargs):

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pytest
 
-import gbifdl_assets.storage as storage_mod
+import gbifdl_assets.storage.s3 as storage_mod
 from gbifdl_assets.storage import (
     InvalidKeyError,
     LocalStorage,

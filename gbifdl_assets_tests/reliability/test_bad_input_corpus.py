@@ -27,7 +27,7 @@ from gbifdl_assets.pipeline.balanced_manifest import latest_manifest_key
 from gbifdl_assets.pipeline.image_shards import shard_of
 from gbifdl_assets.specs import SpecError, load_spec
 from gbifdl_assets.storage import LocalStorage
-from gbifdl_assets.storage_layout import ledger_name
+from gbifdl_assets.storage.layout import ledger_name
 from gbifdl_assets_tests.reliability.corpus.make_cases import generate
 from gbifdl_assets_tests.reliability.project import image_partition
 

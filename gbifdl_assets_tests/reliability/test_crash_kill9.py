@@ -20,7 +20,7 @@ from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
 from gbifdl_assets.pipeline.image_shards import shard_of
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets.storage import TMP_PREFIX
-from gbifdl_assets.storage_layout import ledger_name
+from gbifdl_assets.storage.layout import ledger_name
 from gbifdl_assets_tests.reliability.checks import assert_ledger_matches_store, leftover_temp_files
 from gbifdl_assets_tests.reliability.project import image_partition
 

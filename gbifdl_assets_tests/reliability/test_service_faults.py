@@ -25,7 +25,7 @@ from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
 from gbifdl_assets.pipeline.image_shards import shard_of
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets.storage import open_storage
-from gbifdl_assets.storage_layout import ledger_name
+from gbifdl_assets.storage.layout import ledger_name
 from gbifdl_assets_tests.reliability.project import image_partition
 
 CATS = "taxa: [Panthera leo, Panthera tigris]\nsource: search\nbalancing: {max_per_class: 20, min_per_class: 1}\n"
@@ -141,7 +141,7 @@ def test_s3_stopped_mid_image_store_then_restarted(project_factory, sandbox, s3_
     import pyarrow.compute as pc
 
     from gbifdl_assets.media.ledger import load_ledger_history
-    from gbifdl_assets.storage_layout import manifest_prefix
+    from gbifdl_assets.storage.layout import manifest_prefix
 
     project = project_factory(
         sandbox.api_url,

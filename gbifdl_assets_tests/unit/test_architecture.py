@@ -118,7 +118,6 @@ def test_gbif_never_imports_the_spec_model():
     assert not offenders, "\n".join(offenders)
 
 
-@NOT_YET
 def test_the_sandbox_imports_only_the_shared_vocabulary():
     offenders = [
         f"{module}:{line} imports {target}"
@@ -158,13 +157,7 @@ def test_no_tests_import_private_names_of_the_product():
     assert not offenders, "\n".join(offenders)
 
 
-#: Modules still over the limit while issue 15 splits them (strict xfail: remove a name once it is split).
-OVERSIZE_FOR_NOW = {"gbifdl_assets.specs", "gbifdl_assets.storage", "gbifdl_assets.sampling.manifest"}
-
-
-@pytest.mark.parametrize(
-    "module", [pytest.param(m, marks=NOT_YET) if m in OVERSIZE_FOR_NOW else m for m in sorted(_modules())]
-)
+@pytest.mark.parametrize("module", sorted(_modules()))
 def test_no_product_module_is_over_800_lines(module):
     lines = len(_modules()[module].read_text().splitlines())
     assert lines <= MAX_MODULE_LINES, f"{module} has {lines} lines; split it by topic"

@@ -1,4 +1,4 @@
-"""The DwC-A reader's parallel parse (parse._line_pieces + parse._parse_in_parallel) gives the same rows
+"""The DwC-A reader's parallel parse (parse.line_pieces + parse.parse_in_parallel) gives the same rows
 and the same ragged-line numbers as pyarrow's one-stream reader, across many pieces; < 1 s."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pyarrow.csv as pcsv
 import pytest
 
 from gbifdl_assets.gbif.dwca import DwcaError, parse
+from gbifdl_assets.gbif.dwca.problems import MAX_REPORTED_ROWS, RowProblems
 
 
 def _text(rows: int) -> bytes:
@@ -45,10 +46,10 @@ def test_same_rows_and_ragged_line_numbers_as_one_stream(monkeypatch, piece_byte
     ).read_all()
     monkeypatch.setattr(parse, "_PIECE_BYTES", piece_bytes)
     chunks = [data[i : i + 3001] for i in range(0, len(data), 3001)]  # chunk edges fall mid-line
-    problems = parse._RowProblems()
+    problems = RowProblems()
     batches = list(
-        parse._parse_in_parallel(
-            parse._line_pieces(chunks, 1, 1 << 20, "occurrence.txt"),
+        parse.parse_in_parallel(
+            parse.line_pieces(chunks, 1, 1 << 20, "occurrence.txt"),
             names, 1 << 20, 1, _options, convert, problems, "occurrence.txt",
         )
     )  # fmt: skip
@@ -57,18 +58,18 @@ def test_same_rows_and_ragged_line_numbers_as_one_stream(monkeypatch, piece_byte
     # 41 ragged rows; the first (row 13) is line 13: the header, then rows 0-12 less the empty rows 7, 8
     assert len(bad) == 41 and bad[0] == 13
     assert problems.bad_rows["occurrence.txt"] == len(bad)
-    assert problems.bad_row_numbers["occurrence.txt"] == bad[: parse.MAX_REPORTED_ROWS]
+    assert problems.bad_row_numbers["occurrence.txt"] == bad[:MAX_REPORTED_ROWS]
 
 
 def test_no_trailing_newline_and_header_only() -> None:
-    assert list(parse._line_pieces([b"a\tb\n1\t2\n3\t4"], 1, 1 << 20, "x")) == [memoryview(b"1\t2\n3\t4")]
-    assert list(parse._line_pieces([b"a\tb\n"], 1, 1 << 20, "x")) == []
+    assert list(parse.line_pieces([b"a\tb\n1\t2\n3\t4"], 1, 1 << 20, "x")) == [memoryview(b"1\t2\n3\t4")]
+    assert list(parse.line_pieces([b"a\tb\n"], 1, 1 << 20, "x")) == []
 
 
 def test_a_line_longer_than_the_block_is_refused_without_gathering_it() -> None:
     endless = (b"y" * 65536 for _ in range(100))  # 6.5 MB without a line end
     with pytest.raises(DwcaError, match="line longer than the CSV block of 1048576 bytes"):
-        list(parse._line_pieces(endless, 1, 1 << 20, "multimedia.txt in a.zip"))
+        list(parse.line_pieces(endless, 1, 1 << 20, "multimedia.txt in a.zip"))
 
 
 @pytest.mark.timeout(60)
@@ -97,14 +98,14 @@ def test_transform_waits_for_ready_then_every_piece_is_transformed_in_file_order
 
     def pieces():
         chunks = [data[i : i + 3001] for i in range(0, len(data), 3001)]
-        for i, piece in enumerate(parse._line_pieces(chunks, 1, 1 << 20, "occurrence.txt")):
+        for i, piece in enumerate(parse.line_pieces(chunks, 1, 1 << 20, "occurrence.txt")):
             if i == parse.PARSE_AHEAD // 2:  # the build finishes while pieces are parsed ahead
                 ready.set()
             yield piece
 
-    problems = parse._RowProblems()
+    problems = RowProblems()
     tables = list(
-        parse._parse_in_parallel(
+        parse.parse_in_parallel(
             pieces(), names, 1 << 20, 1, _options, convert, problems, "occurrence.txt", transform, ready,
         )
     )  # fmt: skip
@@ -117,10 +118,10 @@ def test_piece_buffers_are_reused_once_parsed(monkeypatch) -> None:
     """Pieces are gathered into buffers handed back after the parse, so a long file reuses a few
     buffers instead of touching fresh memory for every piece."""
     monkeypatch.setattr(parse, "_PIECE_BYTES", 64)
-    buffers = parse._PieceBuffers(keep=2)
+    buffers = parse.PieceBuffers(keep=2)
     chunks = [b"a\tb\n", *(b"%d\tx\n" % i for i in range(500))]
     seen, pieces = set(), []
-    for piece in parse._line_pieces(chunks, 1, 1 << 20, "x", buffers):
+    for piece in parse.line_pieces(chunks, 1, 1 << 20, "x", buffers):
         seen.add(id(piece.obj))
         pieces.append(bytes(piece))
         buffers.give(piece)

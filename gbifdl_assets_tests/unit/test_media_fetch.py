@@ -9,8 +9,11 @@ import time
 import pyarrow as pa
 import pytest
 
-from gbifdl_assets.media.download import Progress, _content_key, _row_batches
-from gbifdl_assets.media.fetch import FetchConfig, parse_retry_after
+from gbifdl_assets.http_headers import parse_retry_after
+from gbifdl_assets.media.download import Progress
+from gbifdl_assets.media.fetch import FetchConfig
+from gbifdl_assets.media.rows import content_key_of as _content_key
+from gbifdl_assets.media.rows import row_batches as _row_batches
 
 
 def test_parse_retry_after() -> None:

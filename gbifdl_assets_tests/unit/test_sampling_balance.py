@@ -18,7 +18,7 @@ from gbifdl_assets.sampling.balance import (
     order_keys,
     water_fill,
 )
-from gbifdl_assets.sampling.filters import SamplingError
+from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.hashing import hash_strings
 from gbifdl_assets.specs import BalancingSpec
 

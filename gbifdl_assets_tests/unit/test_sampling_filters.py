@@ -9,7 +9,8 @@ import pyarrow.compute as pc
 import pytest
 
 from gbifdl_assets.gbif.media_schema import conform
-from gbifdl_assets.sampling.filters import SamplingError, apply_filters, media_licenses
+from gbifdl_assets.sampling.errors import SamplingError
+from gbifdl_assets.sampling.filters import apply_filters, media_licenses
 from gbifdl_assets.specs import parse_spec
 
 PUB_A = "11111111-1111-4111-8111-111111111111"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gbifdl_assets import vocabulary
 from gbifdl_assets.sandbox import NAMED_SPECIES, build_world, get_world, hashing
+from gbifdl_assets.sandbox import vocab as sandbox_vocab
 from gbifdl_assets.sandbox.records import render_record
 from gbifdl_assets.sandbox.vocab import LICENSE_URLS, RANKS
+from gbifdl_assets.sandbox.world import KINDS
 
 BASE = "http://sandbox.test"
 
@@ -141,3 +144,16 @@ def test_the_occurrence_table_is_compact():
     # bytes per record of the columnar table; generation time is measured in the report, not here
     w = build_world(1, 50_000, 300)
     assert w.occ.nbytes / len(w.occ) < 48
+
+
+def test_the_sandbox_generates_only_values_of_gbifs_vocabularies():
+    # the sandbox picks its own subsets (with weights, coordinates, index orders), but every value
+    # comes from the shared vocabulary the product validates against
+    assert set(sandbox_vocab.ISSUE_NAMES) <= set(vocabulary.OCCURRENCE_ISSUES)
+    assert set(sandbox_vocab.COUNTRY_CODES) <= set(vocabulary.COUNTRY_CODES)
+    assert {c[2] for c in sandbox_vocab.COUNTRIES} <= set(vocabulary.CONTINENTS)
+    assert set(sandbox_vocab.STATUSES) <= set(vocabulary.TAXONOMIC_STATUSES)
+    assert set(RANKS) <= set(vocabulary.TAXON_RANKS)
+    assert set(sandbox_vocab.LICENSES) <= set(vocabulary.RECORD_LICENSES)
+    assert {b for kind in KINDS.values() for b in kind.basis} <= set(vocabulary.BASIS_OF_RECORD)
+    assert {v for _, codes in sandbox_vocab.REGIONS for v in codes} <= set(sandbox_vocab.COUNTRY_CODES)

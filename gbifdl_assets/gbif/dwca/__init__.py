@@ -34,11 +34,13 @@ Skips are counted by reason: ``no_url``, ``not_image``, ``orphan`` (no such occu
 
 Modules (each imports only modules above it in this list, so there are no cycles):
 
-* ``errors``: :class:`DwcaError` and the long-line retry signal.
+* ``errors``: :class:`DwcaError` and the long-line retry signal (:class:`~.errors.RowTooLong`).
 * ``meta``: meta.xml (:class:`TextFile`, :class:`TermField`, :func:`parse_meta_xml`), the
   vocabulary, and :class:`ArchiveMetadata`.
-* ``zipmembers``: safe member names, streaming inflate with CRC/size checks, read-ahead threads.
-* ``parse``: line-aligned pieces parsed in parallel, block sizes, ragged-row accounting.
+* ``zipmembers``: safe member names, streaming inflate with CRC/size checks.
+* ``streams``: a read-ahead thread over an iterator, a readable file over byte chunks.
+* ``problems``: ragged lines and replaced bytes, per file (:class:`~.problems.RowProblems`).
+* ``parse``: line-aligned pieces parsed in parallel, block sizes.
 * ``schema``: the occurrence and media halves of the snapshot schema and their archive columns.
 * ``convert``: raw text to typed columns (also used by the search-API path).
 * ``join``: which media rows are kept, :class:`MediaSide` and the join.
@@ -47,8 +49,10 @@ Modules (each imports only modules above it in this list, so there are no cycles
 * ``spill``: per-bucket temporary files of the partitioned join.
 * ``ingest``: :func:`convert_to_snapshot` and :class:`IngestReport`.
 
-Tuning constants (``PARSE_THREADS``, ``_PIECE_BYTES``, ...) are read from the module that defines
-them: patch them there, not on this package.
+Names without a leading underscore in these modules are the package's internal API (modules use
+each other's); this ``__init__`` exports what callers outside the reader use. Tuning constants
+(``PARSE_THREADS``, ``_PIECE_BYTES``, ...) are read from the module that defines them: patch them
+there, not on this package.
 """
 
 from __future__ import annotations

@@ -18,16 +18,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from gbifdl_assets.gbif.dwca.convert import convert_occurrences, parse_ids
-from gbifdl_assets.gbif.dwca.errors import DwcaError, _RowTooLong
+from gbifdl_assets.gbif.dwca.errors import DwcaError, RowTooLong
 from gbifdl_assets.gbif.dwca.meta import (
-    _MAX_XML_BYTES,
+    DOWNLOAD_KEY,
     GBIF,
+    MAX_XML_BYTES,
     MULTIMEDIA_ROW_TYPES,
     OCCURRENCE_ROW_TYPE,
     ArchiveMetadata,
     TermField,
     TextFile,
-    _local,
+    local_name,
     parse_meta_xml,
 )
 from gbifdl_assets.gbif.dwca.parse import (
@@ -35,19 +36,19 @@ from gbifdl_assets.gbif.dwca.parse import (
     DEFAULT_BLOCK_SIZE,
     MAX_BLOCK_SIZE,
     PARSE_THREADS,
-    _coalesce,
-    _line_pieces,
-    _parse_in_parallel,
-    _Piece,
-    _PieceBuffers,
-    _RowProblems,
+    Piece,
+    PieceBuffers,
+    coalesce_batches,
+    line_pieces,
+    parse_in_parallel,
 )
-from gbifdl_assets.gbif.dwca.schema import _GBIF_ALIASES, _OCCURRENCE_SOURCES
-from gbifdl_assets.gbif.dwca.zipmembers import _ChunkStream, _member_chunks, _Prefetch, _unsafe_reason
+from gbifdl_assets.gbif.dwca.problems import RowProblems
+from gbifdl_assets.gbif.dwca.schema import GBIF_ALIASES, OCCURRENCE_SOURCES
+from gbifdl_assets.gbif.dwca.streams import ChunkStream, Prefetch
+from gbifdl_assets.gbif.dwca.zipmembers import member_chunks, unsafe_reason
 
 log = logging.getLogger("gbifdl_assets.gbif.dwca")  # one logger name for the whole reader
 
-_DOWNLOAD_KEY = re.compile(r"(?<!\d)(\d{7}-\d{15})(?!\d)")
 _DOI = re.compile(r"(10\.\d{4,9}/[^\s\"<>]+)")
 
 
@@ -62,7 +63,7 @@ class DwcArchive:
         self.path = Path(path)
         self.name = self.path.name
         self.ignored_members: list[tuple[str, str]] = []
-        self.problems = _RowProblems()
+        self.problems = RowProblems()
         self.bad_ids = 0  # rows skipped by iter_occurrences for a gbifID that is not an integer
         if not self.path.is_file():
             raise DwcaError(f"archive {self.path} does not exist (or is not a file)")
@@ -81,7 +82,7 @@ class DwcArchive:
             name = info.filename
             if info.is_dir():
                 continue
-            reason = _unsafe_reason(name)
+            reason = unsafe_reason(name)
             if reason is None and (name.startswith("__MACOSX/") or PurePosixPath(name).name.startswith("._")):
                 reason = "macOS resource fork"
             if reason is not None:
@@ -126,7 +127,7 @@ class DwcArchive:
                 header_lines=1,
             )
             self.extensions = []
-            key = _DOWNLOAD_KEY.search(data[0])
+            key = DOWNLOAD_KEY.search(data[0])
             self.metadata = ArchiveMetadata(download_key=key.group(1) if key else None)
             return
         listed = ", ".join(sorted(self._members)[:8]) or "nothing"
@@ -143,7 +144,7 @@ class DwcArchive:
         return nested[0] if len(nested) == 1 else None
 
     def _resolve(self, location: str, *, must_exist: bool = True) -> str | None:
-        reason = _unsafe_reason(location)
+        reason = unsafe_reason(location)
         if reason is not None:
             raise DwcaError(
                 f"archive {self.name}: meta.xml points to the unsafe file name {location!r} ({reason})"
@@ -167,7 +168,7 @@ class DwcArchive:
                 name = self._resolve(candidate, must_exist=False) if candidate else None
             except DwcaError:
                 continue
-            if name is None or self._members[name].file_size > _MAX_XML_BYTES:
+            if name is None or self._members[name].file_size > MAX_XML_BYTES:
                 continue
             try:
                 root = ET.fromstring(self.read_member(name))
@@ -177,16 +178,16 @@ class DwcArchive:
             if m := _DOI.search(package):
                 meta.doi = m.group(1)
             for elem in root.iter():
-                tag = _local(elem.tag)
+                tag = local_name(elem.tag)
                 text = (elem.text or "").strip()
                 if tag == "alternateIdentifier" and text:
-                    if (k := _DOWNLOAD_KEY.fullmatch(text)) and not meta.download_key:
+                    if (k := DOWNLOAD_KEY.fullmatch(text)) and not meta.download_key:
                         meta.download_key = k.group(1)
                     elif (d := _DOI.match(text)) and not meta.doi:
                         meta.doi = d.group(1)
                 elif tag == "title" and text and not meta.title:
                     meta.title = text  # "GBIF Occurrence Download <key>"
-                    if (k := _DOWNLOAD_KEY.search(text)) and not meta.download_key:
+                    if (k := DOWNLOAD_KEY.search(text)) and not meta.download_key:
                         meta.download_key = k.group(1)
             break
         name = self._resolve("citations.txt", must_exist=False)
@@ -195,7 +196,7 @@ class DwcArchive:
                 if "GBIF.org" in line:
                     meta.citation = line.strip()
                     break
-        if not meta.download_key and (k := _DOWNLOAD_KEY.search(self.name)):
+        if not meta.download_key and (k := DOWNLOAD_KEY.search(self.name)):
             meta.download_key = k.group(1)
         self.metadata = meta
 
@@ -217,13 +218,13 @@ class DwcArchive:
 
     def read_member(self, name: str) -> bytes:
         info = self._members[name]
-        if info.file_size > _MAX_XML_BYTES:
+        if info.file_size > MAX_XML_BYTES:
             raise DwcaError(f"archive {self.name}: {name} is too large to read at once")
-        return b"".join(_member_chunks(self.path, info, f"{name} in {self.name}"))
+        return b"".join(member_chunks(self.path, info, f"{name} in {self.name}"))
 
     def _first_line(self, name: str, info: zipfile.ZipInfo, limit: int = MAX_BLOCK_SIZE) -> bytes:
         buf = bytearray()
-        chunks = _member_chunks(self.path, info, f"{name} in {self.name}")
+        chunks = member_chunks(self.path, info, f"{name} in {self.name}")
         try:
             for chunk in chunks:
                 cut = chunk.find(b"\n")
@@ -304,7 +305,7 @@ class DwcArchive:
         """snapshot occurrence column -> archive column name, for the columns the file has."""
         out = {"gbifID": self.gbif_id_column(tf, names)}
         present = set(names)
-        for target, candidates in _OCCURRENCE_SOURCES.items():
+        for target, candidates in OCCURRENCE_SOURCES.items():
             if target == "gbifID":
                 continue
             for cand in candidates:
@@ -313,7 +314,7 @@ class DwcArchive:
                     out[target] = cand  # a column, or a constant from a meta.xml default
                     break
             else:
-                alias = _GBIF_ALIASES.get(target)
+                alias = GBIF_ALIASES.get(target)
                 f = tf.field_by_term(alias) if alias else None
                 if f is not None and f.index is not None and f.index < len(names):
                     out[target] = names[f.index]
@@ -330,9 +331,9 @@ class DwcArchive:
         """
         for location in tf.locations:
             names = self.column_names(tf, location)
-            yield from self._read_location(tf, location, names, columns, block_size)
+            yield from self.read_location(tf, location, names, columns, block_size)
 
-    def _read_location(
+    def read_location(
         self,
         tf: TextFile,
         location: str,
@@ -345,7 +346,7 @@ class DwcArchive:
         """Raw batches of one data file or, with ``transform``, ``transform(table)`` per piece, in order.
 
         With ``transform`` the tables are line-aligned pieces of a few MiB transformed on the parse
-        threads (see :func:`_parse_in_parallel`), or about CHUNK_ROWS rows on the one-stream path
+        threads (see :func:`parse_in_parallel`), or about CHUNK_ROWS rows on the one-stream path
         (quoted or non-UTF-8 files). meta.xml defaults are applied before either. ``transform``
         waits for ``ready`` when given (pieces are parsed ahead meanwhile).
         """
@@ -379,9 +380,7 @@ class DwcArchive:
             table = with_defaults(table)
             return table if transform is None else transform(table)
 
-        chunks = _Prefetch(
-            _member_chunks(self.path, self._members[name], label), depth=6, name="dwca-inflate"
-        )
+        chunks = Prefetch(member_chunks(self.path, self._members[name], label), depth=6, name="dwca-inflate")
         encoding = _pyarrow_encoding(tf.encoding, self.name, location)
 
         def parse_options(handler: Callable[[Any], str]) -> pcsv.ParseOptions:
@@ -406,9 +405,9 @@ class DwcArchive:
         reader: Iterable[Any] = ()
         try:
             if encoding == "utf8" and not tf.quote_char:
-                buffers = _PieceBuffers(keep=PARSE_THREADS + 2)
-                reader = _parse_in_parallel(
-                    _line_pieces(chunks, tf.header_lines, block_size, label, buffers),
+                buffers = PieceBuffers(keep=PARSE_THREADS + 2)
+                reader = parse_in_parallel(
+                    line_pieces(chunks, tf.header_lines, block_size, label, buffers),
                     names,
                     block_size,
                     tf.header_lines,
@@ -427,8 +426,8 @@ class DwcArchive:
                         yield out
                 return
             # quoted values may hold newlines; other encodings cannot be cut at b"\n"
-            stream = _ChunkStream(chunks)
-            reader = _Prefetch(
+            stream = ChunkStream(chunks)
+            reader = Prefetch(
                 pcsv.open_csv(
                     stream,
                     read_options=pcsv.ReadOptions(
@@ -448,14 +447,14 @@ class DwcArchive:
                 for batch in reader:
                     yield with_defaults(batch)
             else:
-                for table in _coalesce(reader, CHUNK_ROWS):
+                for table in coalesce_batches(reader, CHUNK_ROWS):
                     if ready is not None:
                         ready.wait()
                     yield prepared(table)
         except pa.ArrowInvalid as exc:
             text = str(exc)
             if "straddl" in text or "block size" in text:
-                raise _RowTooLong.of(label, block_size) from None
+                raise RowTooLong.of(label, block_size) from None
             raise DwcaError(f"{label} cannot be parsed: {text}") from None
         finally:
             close = getattr(reader, "close", None)
@@ -477,7 +476,7 @@ class DwcArchive:
         self.bad_ids = 0
 
         def convert(
-            raw: pa.Table, ids: Any, valid: Any, sources: dict[str, str], where: str, piece: _Piece
+            raw: pa.Table, ids: Any, valid: Any, sources: dict[str, str], where: str, piece: Piece
         ) -> None:
             if piece.bad_ids:
                 raw = raw.filter(pa.array(valid))
@@ -500,26 +499,26 @@ class DwcArchive:
     def core_pieces(
         self,
         block_size: int,
-        transform: Callable[[pa.Table, Any, Any, dict[str, str], str, _Piece], None],
+        transform: Callable[[pa.Table, Any, Any, dict[str, str], str, Piece], None],
         ready: threading.Event | None = None,
-    ) -> Iterator[_Piece]:
+    ) -> Iterator[Piece]:
         """Every piece of the core, in file order, after ``transform(raw, ids, valid, sources,
         location, piece)`` ran on its parse thread: the gbifIDs are parsed and ``piece.rows`` and
         ``piece.bad_ids`` counted before it; what the transform counts in ``piece.problems`` is
-        merged into :attr:`problems` here. ``ready``: see :func:`_parse_in_parallel`."""
+        merged into :attr:`problems` here. ``ready``: see :func:`parse_in_parallel`."""
         for location in self.core.locations:
             names = self.column_names(self.core, location)
             sources = self.occurrence_sources(self.core, names)
 
-            def run(raw: pa.Table, sources: dict[str, str] = sources, where: str = location) -> _Piece:
-                piece = _Piece(rows=raw.num_rows)
+            def run(raw: pa.Table, sources: dict[str, str] = sources, where: str = location) -> Piece:
+                piece = Piece(rows=raw.num_rows)
                 ids, valid = parse_ids(raw.column(sources["gbifID"]))
                 piece.bad_ids = int((~valid).sum())
                 transform(raw, ids, valid, sources, where, piece)
                 return piece
 
             wanted = list(dict.fromkeys(sources.values()))
-            for piece in self._read_location(self.core, location, names, wanted, block_size, run, ready):
+            for piece in self.read_location(self.core, location, names, wanted, block_size, run, ready):
                 self.problems.merge(piece.problems)
                 yield piece
 

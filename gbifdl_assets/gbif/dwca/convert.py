@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gbifdl_assets.gbif.dwca.parse import _RowProblems
+from gbifdl_assets.gbif.dwca.problems import RowProblems
 from gbifdl_assets.gbif.dwca.schema import OCCURRENCE_SCHEMA
 from gbifdl_assets.gbif.licenses import (
     GBIF_LICENSE_ENUMS,
@@ -41,7 +41,7 @@ def _replace_invalid_utf8(chunk: pa.Array) -> tuple[pa.Array, int]:
     return pa.array(values, pa.string()), replaced
 
 
-def as_strings(arr: Column, problems: _RowProblems | None = None, where: str = "") -> Column:
+def as_strings(arr: Column, problems: RowProblems | None = None, where: str = "") -> Column:
     """binary -> string; invalid UTF-8 is replaced by U+FFFD and counted (per file) in ``problems``.
 
     Chunked columns stay chunked: combining chunks copies every byte, which costs more than the
@@ -100,7 +100,7 @@ def to_float(arr: Column) -> Column:
     return pc.cast(pc.if_else(numeric, trimmed, _NULL_STR), pa.float64())
 
 
-def _via_distinct(arr: Column, mapper: Callable[[pa.Array], pa.Array]) -> Column:
+def map_distinct(arr: Column, mapper: Callable[[pa.Array], pa.Array]) -> Column:
     """Apply ``mapper`` to the distinct values only and gather the results (columns such as the
     issue list or the licence repeat a few hundred values over millions of rows)."""
     encoded = pc.dictionary_encode(arr)
@@ -121,7 +121,7 @@ def _split_issues(values: pa.Array) -> pa.Array:
 def to_issue_lists(arr: Column) -> Column:
     """';'-joined issue names -> list<string>, empty list for none (as the search API has it)."""
     arr = as_strings(arr)
-    lists = _via_distinct(arr, _split_issues)
+    lists = map_distinct(arr, _split_issues)
     return (
         pc.if_else(pc.is_null(lists), pa.scalar([], pa.list_(pa.string())), lists)
         if lists.null_count
@@ -147,7 +147,7 @@ def license_enum_names(values: Column | Sequence[str | None]) -> Column:
     API gives legalcode URLs. Unreadable values become ``UNSUPPORTED``; missing ones stay null."""
     if not isinstance(values, pa.Array | pa.ChunkedArray):
         values = pa.array(values, pa.string())
-    return _via_distinct(as_strings(values), _license_enum_array)
+    return map_distinct(as_strings(values), _license_enum_array)
 
 
 def parse_ids(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +180,7 @@ def _converter(f: pa.Field) -> Callable[[pa.Array], pa.Array]:
 def convert_occurrences(
     raw: pa.Table | pa.RecordBatch,
     sources: dict[str, str],
-    problems: _RowProblems | None = None,
+    problems: RowProblems | None = None,
     where: str = "",
     *,
     ids: np.ndarray | None = None,

@@ -24,19 +24,19 @@ import pyarrow.compute as pc
 
 from gbifdl_assets.gbif.dwca.archive import DwcArchive, open_archive
 from gbifdl_assets.gbif.dwca.convert import convert_occurrences, parse_ids
-from gbifdl_assets.gbif.dwca.errors import DwcaError, _RowTooLong
+from gbifdl_assets.gbif.dwca.errors import DwcaError, RowTooLong
 from gbifdl_assets.gbif.dwca.join import (
     MediaSide,
-    _combine,
-    _members_of,
+    isin_sorted,
     join_indices,
     join_media,
     raw_media_table,
+    snapshot_rows,
 )
 from gbifdl_assets.gbif.dwca.meta import ArchiveMetadata, TextFile
-from gbifdl_assets.gbif.dwca.parse import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, _Piece
+from gbifdl_assets.gbif.dwca.parse import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, Piece
 from gbifdl_assets.gbif.dwca.schema import MEDIA_RAW_SCHEMA, MEDIA_SOURCE_COLUMNS, OCCURRENCE_SCHEMA
-from gbifdl_assets.gbif.dwca.spill import _Pending, _Spill
+from gbifdl_assets.gbif.dwca.spill import Spill, SpillBuffer
 from gbifdl_assets.gbif.dwca.writer import ROW_GROUP_ROWS, SnapshotParquetWriter
 
 log = logging.getLogger("gbifdl_assets.gbif.dwca")  # one logger name for the whole reader
@@ -113,7 +113,7 @@ def convert_to_snapshot(
     while True:
         try:
             return _convert(Path(archive_path), dest, media_memory_budget, size, tmp_dir)
-        except _RowTooLong as exc:
+        except RowTooLong as exc:
             if size >= max_block_size:
                 raise DwcaError(
                     f"{exc} (even at {size} bytes); GBIF strips line breaks from values, so this file is "
@@ -195,8 +195,8 @@ def _read_media(
                 "(http://purl.org/dc/terms/identifier), so there are no image URLs to fetch"
             )
 
-        def classify(raw: pa.Table, id_col: str = id_col, where: str = location) -> _Piece:
-            piece = _Piece(rows=raw.num_rows)
+        def classify(raw: pa.Table, id_col: str = id_col, where: str = location) -> Piece:
+            piece = Piece(rows=raw.num_rows)
             ids, valid = parse_ids(raw.column(id_col))
             rows = np.arange(raw.num_rows, dtype=np.int64)  # within the piece; made global in order
             piece.bad_ids = int((~valid).sum())
@@ -209,7 +209,7 @@ def _read_media(
             return piece
 
         wanted = [id_col, *MEDIA_SOURCE_COLUMNS]
-        for piece in archive._read_location(mm, location, names, wanted, block_size, classify):
+        for piece in archive.read_location(mm, location, names, wanted, block_size, classify):
             report.media_rows += piece.rows
             report.skipped["bad_id"] += piece.bad_ids
             report.skipped.update(piece.skipped)
@@ -226,9 +226,9 @@ def _core_pieces(
     archive: DwcArchive,
     report: IngestReport,
     block_size: int,
-    transform: Callable[[pa.Table, np.ndarray, np.ndarray, dict[str, str], str, _Piece], None],
+    transform: Callable[[pa.Table, np.ndarray, np.ndarray, dict[str, str], str, Piece], None],
     ready: threading.Event | None = None,
-) -> Iterator[_Piece]:
+) -> Iterator[Piece]:
     """:meth:`DwcArchive.core_pieces`, counting occurrences and bad ids in the report as they come."""
     for piece in archive.core_pieces(block_size, transform, ready):
         report.skipped["bad_id"] += piece.bad_ids
@@ -250,7 +250,7 @@ def _join_in_memory(
     builder.shutdown(wait=False)
 
     def join(
-        raw: pa.Table, ids: np.ndarray, valid: np.ndarray, sources: dict[str, str], where: str, piece: _Piece
+        raw: pa.Table, ids: np.ndarray, valid: np.ndarray, sources: dict[str, str], where: str, piece: Piece
     ) -> None:
         media = built.result()  # raises what the build raised
         occ_idx, media_idx = join_indices(ids, media, valid)
@@ -261,7 +261,7 @@ def _join_in_memory(
         # than filtering, converting, then gathering the converted rows again
         rows = raw.take(pa.array(occ_idx))
         occ = convert_occurrences(rows, sources, piece.problems, where, ids=ids[occ_idx])
-        piece.table = _combine(occ, media, media_idx)
+        piece.table = snapshot_rows(occ, media, media_idx)
 
     for piece in _core_pieces(archive, report, block_size, join, ready):
         for table in piece.tables():
@@ -279,9 +279,9 @@ def _join_partitioned(
     buckets: int,
     tmp: Path,
 ) -> None:
-    media_spill = _Spill(tmp, "media", buckets, MEDIA_RAW_SCHEMA)
+    media_spill = Spill(tmp, "media", buckets, MEDIA_RAW_SCHEMA)
     kept_ids = []
-    pending = _Pending(media_spill, buckets)
+    pending = SpillBuffer(media_spill, buckets)
     for kept, table in _read_media(archive, mm, report, block_size):
         kept_ids.append(kept)
         pending.add(table, table.column("gbifID").to_numpy())
@@ -289,12 +289,12 @@ def _join_partitioned(
     media_spill.finish()
     all_ids = np.unique(np.concatenate(kept_ids)) if kept_ids else np.empty(0, np.int64)
     del kept_ids
-    occ_spill = _Spill(tmp, "occ", buckets, OCCURRENCE_SCHEMA)
+    occ_spill = Spill(tmp, "occ", buckets, OCCURRENCE_SCHEMA)
 
     def convert(
-        raw: pa.Table, ids: np.ndarray, valid: np.ndarray, sources: dict[str, str], where: str, piece: _Piece
+        raw: pa.Table, ids: np.ndarray, valid: np.ndarray, sources: dict[str, str], where: str, piece: Piece
     ) -> None:
-        has = _members_of(all_ids, ids) & valid
+        has = isin_sorted(all_ids, ids) & valid
         piece.with_media = int(has.sum())
         if piece.with_media:
             piece.ids = ids[has]
@@ -303,7 +303,7 @@ def _join_partitioned(
             )
             piece.table = occ
 
-    pending = _Pending(occ_spill, buckets)
+    pending = SpillBuffer(occ_spill, buckets)
     for piece in _core_pieces(archive, report, block_size, convert):
         if piece.table is not None and piece.ids is not None:
             pending.add(piece.table, piece.ids)

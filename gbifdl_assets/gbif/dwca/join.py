@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gbifdl_assets.gbif.dwca.convert import Column, _via_distinct, as_strings
-from gbifdl_assets.gbif.dwca.parse import PARSE_THREADS, _RowProblems
+from gbifdl_assets.gbif.dwca.convert import Column, as_strings, map_distinct
+from gbifdl_assets.gbif.dwca.parse import PARSE_THREADS
+from gbifdl_assets.gbif.dwca.problems import RowProblems
 from gbifdl_assets.gbif.dwca.schema import MEDIA_RAW_SCHEMA, MEDIA_SCHEMA, MEDIA_SOURCE_COLUMNS
 from gbifdl_assets.gbif.licenses import normalize_licenses
 from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
@@ -33,7 +34,7 @@ _REASON_CODES = {0: None, 1: "no_url", 2: "not_image"}
 
 def _distinct_flags(arr: Column, test: Callable[[pa.Array], pa.Array]) -> np.ndarray:
     """``test`` (string array -> bool array) on the distinct values only, as a numpy bool mask."""
-    flags = _via_distinct(arr, test)
+    flags = map_distinct(arr, test)
     return np.asarray(pc.fill_null(flags, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -73,7 +74,7 @@ def raw_media_table(
     ids: np.ndarray,
     rownum: np.ndarray,
     columns: dict[str, pa.Array],
-    problems: _RowProblems | None = None,
+    problems: RowProblems | None = None,
     where: str = "",
 ) -> tuple[pa.Table, Counter]:
     """The in-between media table (MEDIA_RAW_SCHEMA) plus skip counts, from string/binary columns."""
@@ -175,7 +176,7 @@ class MediaSide:
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Which ``ids`` have at least one kept media item (one binary search per id)."""
-        return _members_of(self.ids, ids)
+        return isin_sorted(self.ids, ids)
 
     def gather(self, media_idx: np.ndarray) -> pa.Table:
         """The table rows of sorted positions ``media_idx`` (from :func:`join_indices`)."""
@@ -204,7 +205,7 @@ def join_indices(
     return occ_idx, media_idx
 
 
-def _combine(occurrences: pa.Table, media: MediaSide, media_idx: np.ndarray) -> pa.Table:
+def snapshot_rows(occurrences: pa.Table, media: MediaSide, media_idx: np.ndarray) -> pa.Table:
     med = media.gather(media_idx)
     return pa.Table.from_arrays(occurrences.columns + med.columns, schema=SNAPSHOT_SCHEMA)
 
@@ -214,10 +215,10 @@ def join_media(occurrences: pa.Table, media: MediaSide) -> pa.Table:
     occ_idx, media_idx = join_indices(occurrences.column("gbifID").to_numpy(), media)
     if len(occ_idx) == 0:
         return SNAPSHOT_SCHEMA.empty_table()
-    return _combine(occurrences.take(pa.array(occ_idx)), media, media_idx)
+    return snapshot_rows(occurrences.take(pa.array(occ_idx)), media, media_idx)
 
 
-def _members_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def isin_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Boolean mask: which ``ids`` occur in the sorted array ``sorted_ids``."""
     if len(sorted_ids) == 0:
         return np.zeros(len(ids), dtype=bool)

@@ -20,7 +20,9 @@ GBIF = "http://rs.gbif.org/terms/1.0/"
 OCCURRENCE_ROW_TYPE = DWC + "Occurrence"
 MULTIMEDIA_ROW_TYPES = (GBIF + "Multimedia", "http://rs.tdwg.org/ac/terms/Multimedia")
 
-_MAX_XML_BYTES = 32 << 20  # meta.xml and metadata.xml larger than this are not descriptors
+MAX_XML_BYTES = 32 << 20  # meta.xml and metadata.xml larger than this are not descriptors
+#: a GBIF download key (``0000154-150116162929234``) inside a file name, title or identifier
+DOWNLOAD_KEY = re.compile(r"(?<!\d)(\d{7}-\d{15})(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def short_term(uri: str) -> str:
     return re.split(r"[/#:]", uri.rstrip("/#"))[-1]
 
 
-def _local(tag: str) -> str:
+def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
@@ -88,7 +90,7 @@ def _unescape_attr(value: str | None, default: str) -> str:
 
 def parse_meta_xml(data: bytes, archive: str) -> tuple[TextFile, list[TextFile], str | None]:
     """(core, extensions, metadata file name) of a meta.xml; DwcaError naming the problem."""
-    if len(data) > _MAX_XML_BYTES:
+    if len(data) > MAX_XML_BYTES:
         raise DwcaError(f"archive {archive}: meta.xml is {len(data)} bytes, too large to be a descriptor")
     try:
         root = ET.fromstring(data)
@@ -96,12 +98,12 @@ def parse_meta_xml(data: bytes, archive: str) -> tuple[TextFile, list[TextFile],
         raise DwcaError(
             f"archive {archive}: meta.xml is not valid XML ({exc}); the archive is damaged"
         ) from None
-    if _local(root.tag) != "archive":
-        raise DwcaError(f"archive {archive}: meta.xml has root <{_local(root.tag)}>, not <archive>")
+    if local_name(root.tag) != "archive":
+        raise DwcaError(f"archive {archive}: meta.xml has root <{local_name(root.tag)}>, not <archive>")
     core = None
     extensions = []
     for elem in root:
-        kind = _local(elem.tag)
+        kind = local_name(elem.tag)
         if kind not in ("core", "extension"):
             continue
         tf = _parse_file_element(elem, kind == "core", archive)
@@ -122,16 +124,16 @@ def _parse_file_element(elem: ET.Element, is_core: bool, archive: str) -> TextFi
     locations = tuple(
         (loc.text or "").strip()
         for files in elem
-        if _local(files.tag) == "files"
+        if local_name(files.tag) == "files"
         for loc in files
-        if _local(loc.tag) == "location" and (loc.text or "").strip()
+        if local_name(loc.tag) == "location" and (loc.text or "").strip()
     )
     if not locations:
         raise DwcaError(f"archive {archive}: the meta.xml {what} {short_term(row_type) or ''} names no file")
     id_index = None
     fields = []
     for child in elem:
-        tag = _local(child.tag)
+        tag = local_name(child.tag)
         if tag in ("id", "coreid") and child.get("index") is not None:
             id_index = _int_attr(child.get("index"), f"{what} <{tag}> index", archive)
         elif tag == "field":

@@ -1,15 +1,14 @@
-"""CSV parsing of inflated data files: line-aligned pieces parsed in parallel, and the problems found.
+"""CSV parsing of inflated data files: line-aligned pieces parsed in parallel, block sizes, ragged rows.
 
 GBIF data files are unquoted, so a newline always ends a row: the text is cut at line ends into
 pieces that pyarrow parses on PARSE_THREADS threads, each piece optionally transformed (converted,
-joined) on the thread that parsed it. Ragged lines are counted in :class:`_RowProblems` with the
+joined) on the thread that parsed it. Ragged lines are counted in :class:`RowProblems` with the
 line numbers a one-stream parse would give.
 """
 
 from __future__ import annotations
 
 import collections
-import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -21,9 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-from gbifdl_assets.gbif.dwca.errors import _RowTooLong
-
-log = logging.getLogger("gbifdl_assets.gbif.dwca")  # one logger name for the whole reader
+from gbifdl_assets.gbif.dwca.errors import RowTooLong
+from gbifdl_assets.gbif.dwca.problems import RowProblems
 
 #: CSV blocks: 1 MiB parses fastest (cache-friendly); a line longer than a block forces a retry
 #: with a 16x larger block, up to MAX_BLOCK_SIZE.
@@ -31,8 +29,6 @@ DEFAULT_BLOCK_SIZE = 1 << 20
 MAX_BLOCK_SIZE = 256 << 20
 #: raw CSV batches are gathered into chunks of about this many rows before converting/joining
 CHUNK_ROWS = 131_072
-#: ragged-row line numbers kept per file for the report (the count is always complete)
-MAX_REPORTED_ROWS = 100
 
 #: inflated text is cut at line ends into pieces of about this size, parsed on PARSE_THREADS threads.
 #: Each piece is then converted and joined by a few dozen Arrow calls whose fixed cost is paid per
@@ -45,12 +41,12 @@ PARSE_AHEAD = 6
 
 @dataclass
 class _Deferred:
-    """A parsed piece whose transform waits for ``ready`` (see :func:`_parse_in_parallel`)."""
+    """A parsed piece whose transform waits for ``ready`` (see :func:`parse_in_parallel`)."""
 
     table: pa.Table
 
 
-class _PieceBuffers:
+class PieceBuffers:
     """Memory for the pieces, reused once a piece is parsed (pyarrow copies what it keeps).
 
     On these VMs first touches of fresh memory are expensive: gathering each piece into a new bytes
@@ -91,7 +87,7 @@ def _drop_lines(chunks: Iterable[bytes], lines: int, block_size: int, label: str
             end = chunk.find(b"\n")
             line_bytes += len(chunk) if end < 0 else end
             if line_bytes > block_size:
-                raise _RowTooLong.of(label, block_size)
+                raise RowTooLong.of(label, block_size)
             chunk = chunk[end + 1 :] if end >= 0 else b""
             if end >= 0:
                 lines, line_bytes = lines - 1, 0
@@ -99,19 +95,19 @@ def _drop_lines(chunks: Iterable[bytes], lines: int, block_size: int, label: str
             yield chunk
 
 
-def _line_pieces(
+def line_pieces(
     chunks: Iterable[bytes],
     header_lines: int,
     block_size: int,
     label: str,
-    buffers: _PieceBuffers | None = None,
+    buffers: PieceBuffers | None = None,
 ) -> Iterator[memoryview]:
     """Inflated chunks regrouped into pieces of whole lines (about _PIECE_BYTES), header lines dropped.
 
     Pieces are gathered into ``buffers`` (hand each back with ``buffers.give(piece)`` once parsed);
     a chunk that is a whole piece by itself is passed on without a copy.
     """
-    buffers = buffers or _PieceBuffers(keep=0)
+    buffers = buffers or PieceBuffers(keep=0)
     carry = b""
     pending: list[bytes] = []
     size = 0
@@ -143,7 +139,7 @@ def _line_pieces(
         if cut:
             yield data[:cut]
         if len(carry) > block_size:  # no line end in sight: do not gather the line in memory
-            raise _RowTooLong.of(label, block_size)
+            raise RowTooLong.of(label, block_size)
 
 
 def _after_last_line_end(parts: list[bytes], total: int) -> int:
@@ -157,18 +153,18 @@ def _after_last_line_end(parts: list[bytes], total: int) -> int:
     return 0
 
 
-def _parse_in_parallel(
+def parse_in_parallel(
     pieces: Iterable[memoryview],
     names: list[str],
     block_size: int,
     header_lines: int,
     parse_options: Callable[[Callable[[Any], str]], pcsv.ParseOptions],
     convert_options: pcsv.ConvertOptions,
-    problems: _RowProblems,
+    problems: RowProblems,
     location: str,
     transform: Callable[[pa.Table], Any] | None = None,
     ready: threading.Event | None = None,
-    buffers: _PieceBuffers | None = None,
+    buffers: PieceBuffers | None = None,
 ) -> Iterator[Any]:
     """Parse line-aligned pieces on PARSE_THREADS threads (pyarrow releases the GIL); results in order.
 
@@ -262,53 +258,8 @@ def _parse_in_parallel(
 
 
 @dataclass
-class _RowProblems:
-    """Ragged lines and replaced bytes, per file (the handler runs inside pyarrow's parser)."""
-
-    bad_rows: Counter = field(default_factory=Counter)
-    bad_row_numbers: dict[str, list[int]] = field(default_factory=dict)
-    replaced_utf8: Counter = field(default_factory=Counter)
-
-    def handler(self, location: str) -> Callable[[Any], str]:
-        numbers = self.bad_row_numbers.setdefault(location, [])
-
-        def on_invalid(row: Any) -> str:
-            self.bad_rows[location] += 1
-            if len(numbers) < MAX_REPORTED_ROWS and row.number is not None:
-                numbers.append(int(row.number))
-            if self.bad_rows[location] <= 5:
-                log.warning(
-                    "%s line %s has %s fields, expected %s: skipped",
-                    location,
-                    row.number,
-                    row.actual_columns,
-                    row.expected_columns,
-                )
-            return "skip"
-
-        return on_invalid
-
-    def merge(self, other: _RowProblems) -> None:
-        """Add what a parse thread counted in its own piece (replaced bytes; ragged rows are
-        recorded in file order by the consumer)."""
-        self.replaced_utf8.update(other.replaced_utf8)
-
-    def record(self, location: str, rows: list[tuple[int | None, int, int]]) -> None:
-        """Ragged lines found by a parallel parse: (line number, fields, expected), in file order."""
-        numbers = self.bad_row_numbers.setdefault(location, [])
-        for number, actual, expected in rows:
-            self.bad_rows[location] += 1
-            if len(numbers) < MAX_REPORTED_ROWS and number is not None:
-                numbers.append(number)
-            if self.bad_rows[location] <= 5:
-                log.warning(
-                    "%s line %s has %s fields, expected %s: skipped", location, number, actual, expected
-                )
-
-
-@dataclass
-class _Piece:
-    """What a parse thread made of one piece of a data file (see :func:`_parse_in_parallel`)."""
+class Piece:
+    """What a parse thread made of one piece of a data file (see :func:`parse_in_parallel`)."""
 
     rows: int = 0  # rows parsed (ragged lines are not rows)
     bad_ids: int = 0  # rows skipped for a gbifID that is not an integer
@@ -316,13 +267,13 @@ class _Piece:
     table: pa.Table | None = None
     ids: np.ndarray | None = None  # gbifIDs of the rows of ``table`` (partitioned join, media)
     skipped: Counter = field(default_factory=Counter)
-    problems: _RowProblems = field(default_factory=_RowProblems)
+    problems: RowProblems = field(default_factory=RowProblems)
 
     def tables(self) -> list[pa.Table]:
         return [self.table] if self.table is not None and self.table.num_rows else []
 
 
-def _coalesce(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+def coalesce_batches(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
     """Gather small CSV batches (one per 1 MiB block) into tables of about ``rows`` rows."""
     pending: list[pa.RecordBatch] = []
     count = 0

@@ -16,12 +16,12 @@ OCCURRENCE_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(i) for i in range(_MEDIA_ST
 MEDIA_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(i) for i in range(_MEDIA_START, len(SNAPSHOT_SCHEMA))])
 
 #: snapshot column -> archive column names to try, in order (short term names)
-_OCCURRENCE_SOURCES: dict[str, tuple[str, ...]] = {
+OCCURRENCE_SOURCES: dict[str, tuple[str, ...]] = {
     **{f.name: (f.name,) for f in OCCURRENCE_SCHEMA},
     "issues": ("issue", "issues"),
 }
 #: 2013 portal archives carry the backbone keys under gbif:kingdomID ... gbif:speciesID
-_GBIF_ALIASES = {
+GBIF_ALIASES = {
     f"{rank}Key": GBIF + f"{rank}ID"
     for rank in ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 }

@@ -10,7 +10,7 @@ import pyarrow as pa
 from gbifdl_assets.gbif.dwca.parse import CHUNK_ROWS
 
 
-class _Spill:
+class Spill:
     """Per-bucket tables in temporary Arrow IPC files (used only when partitioning)."""
 
     def __init__(self, directory: Path, prefix: str, buckets: int, schema: pa.Schema):
@@ -48,11 +48,11 @@ class _Spill:
         return table
 
 
-class _Pending:
+class SpillBuffer:
     """Per-piece tables gathered to about CHUNK_ROWS rows before they are spilled by gbifID bucket
     (a spill write per piece and bucket would make thousands of tiny IPC batches)."""
 
-    def __init__(self, spill: _Spill, buckets: int):
+    def __init__(self, spill: Spill, buckets: int):
         self._spill = spill
         self._buckets = buckets
         self._tables: list[pa.Table] = []

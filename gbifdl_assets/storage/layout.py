@@ -38,7 +38,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from gbifdl_assets.storage import Storage
+from gbifdl_assets.storage.base import Storage
 
 # --- plain keys (one file per training set, rewritten in place) ------------------------------------
 SPECIES_LISTS_PREFIX = "species_lists"

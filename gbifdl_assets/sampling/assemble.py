@@ -1,0 +1,75 @@
+"""The manifest's output columns from the picked rows: content keys, text, strata, label names, order."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gbifdl_assets.sampling.arrays import decoded
+
+
+def content_keys(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """sha256 hex of each URL's UTF-8 bytes."""
+    return content_keys_and_prefixes(urls)[0]
+
+
+def content_keys_and_prefixes(urls: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """(sha256 hex per URL, its first 8 bytes as a big-endian uint64: sorts like the hex)."""
+    arr = decoded(urls)
+    digests = [hashlib.sha256(v).digest() for v in arr.cast(pa.binary()).to_pylist()]
+    prefix = np.frombuffer(b"".join(d[:8] for d in digests), dtype=">u8").astype(np.uint64)
+    return pa.array([d.hex() for d in digests], pa.string()), prefix
+
+
+def as_text(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One string array (dictionaries decoded, other types cast)."""
+    arr = decoded(col)
+    if not pa.types.is_string(arr.type):
+        arr = pc.cast(arr, pa.string())
+    return arr
+
+
+def column_or_null(table: pa.Table, name: str, typ: pa.DataType) -> pa.Array:
+    """Column ``name`` as one array of ``typ``; nulls when the input lacks it (optional columns)."""
+    if name not in table.column_names:
+        return pa.nulls(table.num_rows, typ)
+    arr = decoded(table.column(name))
+    return arr if arr.type == typ else pc.cast(arr, typ)
+
+
+def stratum_column(table: pa.Table, by: list[str]) -> pa.Array:
+    """The values of the ``balancing.by`` columns joined by ``|`` (empty when balancing by nothing)."""
+    if not by:
+        return pa.array([""] * table.num_rows, pa.string())
+    parts = [pc.fill_null(as_text(table.column(c)), "") for c in by]
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "|")
+
+
+def manifest_order(labels: np.ndarray, key_prefix: np.ndarray, keys: pa.Array) -> np.ndarray:
+    """Row order by (label, content_key): numpy on the keys' 64-bit prefixes (Table.sort_by on
+    the hex strings took 0.7 s for 460 k rows); equal prefixes (never seen in practice) fall back
+    to a full sort."""
+    order = np.lexsort((key_prefix, labels))
+    same = (labels[order][1:] == labels[order][:-1]) & (key_prefix[order][1:] == key_prefix[order][:-1])
+    if same.any():
+        table = pa.table({"label": labels, "content_key": keys})
+        return pc.sort_indices(table, [("label", "ascending"), ("content_key", "ascending")]).to_numpy()
+    return order
+
+
+def label_names(labels: np.ndarray, names: pa.Array | None) -> pa.Array:
+    """The most frequent non-null name of each label (ties: the alphabetically first)."""
+    if names is None:
+        return pa.nulls(len(labels), pa.string())
+    import pandas as pd
+
+    df = pd.DataFrame({"label": labels, "name": names.to_pandas()})
+    counts = df.dropna().groupby(["label", "name"], sort=True).size().reset_index(name="n")
+    if counts.empty:
+        return pa.nulls(len(labels), pa.string())
+    counts = counts.sort_values(["label", "n", "name"], ascending=[True, False, True], kind="stable")
+    best = counts.drop_duplicates("label").set_index("label")["name"]
+    return pa.array(pd.Series(labels).map(best).to_numpy(dtype=object), pa.string())

@@ -1,0 +1,108 @@
+"""The manifest asset checks' logic: balance, licences, split leakage, unique URLs; a class table.
+
+Each ``check_*`` returns (passed, details); the Dagster layer only wraps them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gbifdl_assets.gbif import licenses as lic
+from gbifdl_assets.sampling.splits import SPLIT_NAMES
+
+
+def _class_counts(table: pa.Table, label: str = "label") -> dict[int, int]:
+    vc = pc.value_counts(table.column(label)).to_pylist()
+    return {int(d["values"]): int(d["counts"]) for d in vc if d["values"] is not None}
+
+
+def check_balance(table: pa.Table, tolerance: float) -> tuple[bool, dict[str, Any]]:
+    """Passes when the smallest class has at least (1 - tolerance) x the images of the largest."""
+    counts = _class_counts(table)
+    if not counts:
+        return False, {"error": "the manifest is empty", "classes": 0}
+    lo, hi = min(counts.values()), max(counts.values())
+    ratio = lo / hi
+    threshold = 1.0 - float(tolerance)
+    ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    details = {
+        "classes": len(counts),
+        "min_class_images": lo,
+        "max_class_images": hi,
+        "min_max_ratio": round(ratio, 6),
+        "threshold": round(threshold, 6),
+        "smallest": [{"label": k, "images": v} for k, v in ranked[:5]],
+        "largest": [{"label": k, "images": v} for k, v in ranked[-5:][::-1]],
+    }
+    return ratio >= threshold - 1e-12, details
+
+
+def check_licenses(table: pa.Table, allowlist: Iterable[str]) -> tuple[bool, dict[str, Any]]:
+    """Passes when every image's licence is in the allowlist (ids or families, as in a spec)."""
+    allowed = set(lic.parse_license_allowlist(list(allowlist)))
+    vc = pc.value_counts(table.column("license")).to_pylist()
+    counts = {(d["values"] if d["values"] is not None else "null"): int(d["counts"]) for d in vc}
+    bad = {k: v for k, v in counts.items() if k not in allowed}
+    return not bad, {"licenses": counts, "disallowed": bad, "allowed": sorted(allowed)}
+
+
+def check_split_leakage(table: pa.Table, group_column: str = "split_group") -> tuple[bool, dict[str, Any]]:
+    """Passes when no value of ``group_column`` appears in more than one split."""
+    if group_column not in table.column_names:
+        return False, {"error": f"no column {group_column!r} in the manifest"}
+    agg = (
+        table.select([group_column, "split"]).group_by(group_column).aggregate([("split", "count_distinct")])
+    )
+    leaking = agg.filter(pc.greater(agg.column("split_count_distinct"), 1))
+    examples = [str(v) for v in leaking.column(group_column).to_pylist()[:10]]
+    return leaking.num_rows == 0, {
+        "group_column": group_column,
+        "groups": agg.num_rows,
+        "leaking_groups": leaking.num_rows,
+        "examples": examples,
+    }
+
+
+def check_unique_urls(table: pa.Table) -> tuple[bool, dict[str, Any]]:
+    """Passes when no URL appears twice."""
+    vc = pc.value_counts(table.column("url"))
+    counts = vc.field("counts").to_numpy(zero_copy_only=False) if len(vc) else np.zeros(0, np.int64)
+    dup = counts > 1
+    examples = (
+        [str(v) for v in vc.field("values").filter(pa.array(dup)).to_pylist()[:10]] if dup.any() else []
+    )
+    return not dup.any(), {
+        "rows": table.num_rows,
+        "distinct_urls": len(vc),
+        "duplicated_urls": int(dup.sum()),
+        "examples": examples,
+    }
+
+
+def class_counts_markdown(table: pa.Table, *, limit: int = 100) -> str:
+    """A markdown table of images per class and split (the smallest classes first)."""
+    import pandas as pd
+
+    df = table.select(["label", "label_name", "split"]).to_pandas()
+    if df.empty:
+        return "_empty manifest_"
+    pivot = pd.crosstab([df["label"], df["label_name"].fillna("")], df["split"])
+    for name in SPLIT_NAMES:
+        if name not in pivot.columns:
+            pivot[name] = 0
+    pivot = pivot[list(SPLIT_NAMES)]
+    pivot["images"] = pivot.sum(axis=1)
+    pivot = pivot.reset_index().sort_values(["images", "label"], kind="stable")
+    lines = ["| label | name | images | train | val | test |", "|---:|---|---:|---:|---:|---:|"]
+    for row in pivot.head(limit).itertuples(index=False):
+        lines.append(
+            f"| {row.label} | {row.label_name} | {row.images} | {row.train} | {row.val} | {row.test} |"
+        )
+    if len(pivot) > limit:
+        lines.append(f"| … | {len(pivot) - limit} more classes | | | | |")
+    return "\n".join(lines)
