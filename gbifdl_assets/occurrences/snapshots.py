@@ -37,6 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.gbif.dwca import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_MEDIA_MEMORY_BUDGET,
@@ -70,7 +71,7 @@ SNAPSHOT_FORMAT_VERSION = 1
 SEARCH_BATCH_RECORDS = 50_000
 
 
-class SnapshotNotFound(FileNotFoundError):
+class SnapshotNotFound(GbifdlError, FileNotFoundError):
     """No committed snapshot matches (the message names the storage and the training set)."""
 
 
