@@ -45,18 +45,21 @@ def run_demo(
 ) -> dict[str, Any]:
     import dagster as dg
 
-    from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
-    from gbifdl_assets.defs.images import ImageFetchResource, image_store, shard_partitions, training_export
+    from gbifdl_assets.defs.annotations import annotation_rulesets
+    from gbifdl_assets.defs.assets import ALL_ASSETS, TRAINING_SET_STAGES
+    from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
     from gbifdl_assets.defs.manifest import balanced_manifest
     from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-    from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
-    from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
-    from gbifdl_assets.defs.species import species_list, species_list_key
+    from gbifdl_assets.defs.resources import (
+        AnnotationsResource,
+        GbifResource,
+        ImageFetchResource,
+        SpecsResource,
+        StorageResource,
+    )
+    from gbifdl_assets.defs.snapshots import occurrence_snapshot
     from gbifdl_assets.specs import example_specs_dir, load_spec
-    from gbifdl_assets.storage import open_storage
-
-    PARTITIONED = [species_list, gbif_download, occurrence_snapshot, annotated_occurrences, balanced_manifest]
-    everything = [*PARTITIONED, annotation_rulesets, image_store, training_export]
+    from gbifdl_assets.storage import layout, open_storage
 
     spec_path = spec_path or example_specs_dir() / DEMO_SPEC
     spec = load_spec(spec_path)
@@ -85,8 +88,8 @@ def run_demo(
         resources = {
             "gbif": GbifResource(base_url=api_url),
             "storage": StorageResource(uri=str(data_dir)),
-            "specs": SpecCatalog(folder=str(spec_path.resolve().parent)),
-            "annotations": AnnotationSources(store_url=f"sqlite:///{data_dir / 'annotations.sqlite'}"),
+            "specs": SpecsResource(folder=str(spec_path.resolve().parent)),
+            "annotations": AnnotationsResource(store_url=f"sqlite:///{data_dir / 'annotations.sqlite'}"),
             # the sandbox's media server is on loopback, which the SSRF guard refuses otherwise
             "image_fetch": ImageFetchResource(allow_loopback=source == "sandbox"),
         }
@@ -98,8 +101,8 @@ def run_demo(
         result = rules
         if rules.success:
             result = dg.materialize(
-                everything,
-                selection=[a.key for a in PARTITIONED],
+                ALL_ASSETS,
+                selection=[a.key for a in TRAINING_SET_STAGES],
                 partition_key=spec.name,
                 instance=instance,
                 resources=resources,
@@ -111,7 +114,7 @@ def run_demo(
             for shard in shard_partitions.get_partition_keys():
                 key = dg.MultiPartitionKey({TRAINING_SET_PARTITION: spec.name, "shard": shard})
                 result = dg.materialize(
-                    everything,
+                    ALL_ASSETS,
                     selection=[image_store.key],
                     partition_key=key,
                     instance=instance,
@@ -123,7 +126,7 @@ def run_demo(
                     break
         if result.success:
             result = dg.materialize(
-                everything,
+                ALL_ASSETS,
                 selection=[training_export.key],
                 partition_key=spec.name,
                 instance=instance,
@@ -148,7 +151,7 @@ def run_demo(
         snapshot = _latest_metadata(instance, occurrence_snapshot.key)
         store = open_storage(str(data_dir))
         summary.update(
-            species_list=str(data_dir / species_list_key(spec.name)),
+            species_list=str(data_dir / layout.species_list_key(spec.name)),
             snapshot=snapshot["path"].value,
             occurrences=snapshot["occurrences"].value,
             manifest=manifest["path"].value,
@@ -159,7 +162,7 @@ def run_demo(
             exported_images=export["images"].value,
             data_card=export["data_card"].value,
             failed_checks=failed_checks,
-            rules_version=store.read_bytes("annotations/rulesets/latest").decode(),
+            rules_version=layout.newest_complete(store, layout.rulesets()),
         )
         summary["ok"] = not failed_checks
         print(

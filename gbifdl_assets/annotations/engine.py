@@ -64,7 +64,7 @@ import shapely
 
 from gbifdl_assets.annotations.compiled import BASIS_OF_RECORD, parse_year_range
 from gbifdl_assets.annotations.vocabulary import LABELS, normalize_label
-from gbifdl_assets.gbif.snapshot import TAXON_RANK_KEYS
+from gbifdl_assets.gbif.media_schema import TAXON_RANK_KEYS
 
 __all__ = [
     "ANNOTATION_COLUMNS",

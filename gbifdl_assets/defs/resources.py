@@ -1,4 +1,8 @@
-"""Resources: GBIF access, the data storage and the spec catalogue.
+"""Resources: GBIF access, the data storage, the spec folder, the rule sources and image fetching.
+
+Each resource holds its settings and hands out the core object that does the work (a GbifClient, a
+Storage, a SpecFolder, RuleSources, a FetchConfig); the resource keys (``gbif``, ``storage``,
+``specs``, ``annotations``, ``image_fetch``) are what assets and sensors name as parameters.
 
 Secrets come from environment variables through ``dg.EnvVar``, so run config and the UI only ever
 show the variable's name, never the value.
@@ -6,7 +10,6 @@ show the variable's name, never the value.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,14 +18,16 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from gbifdl_assets.annotations.store import AnnotationStore
 from gbifdl_assets.gbif.client import DEFAULT_BASE_URL, GbifClient
-from gbifdl_assets.specs import SpecError, TrainingSetSpec, example_specs_dir, load_spec
+from gbifdl_assets.media.fetch import FetchConfig
+from gbifdl_assets.pipeline.annotation_rulesets import RuleSources
+from gbifdl_assets.pipeline.errors import StageError
+from gbifdl_assets.pipeline.spec_folder import SpecFolder, read_spec_folder
+from gbifdl_assets.specs import TrainingSetSpec, example_specs_dir
 from gbifdl_assets.storage import Storage, open_storage
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_ANNOTATIONS_DB = "sqlite:///data/annotations.sqlite"
-RULE_FILE_SUFFIXES = (".yaml", ".yml", ".geojson", ".json")
 
 
 class GbifResource(dg.ConfigurableResource):
@@ -65,52 +70,28 @@ class StorageResource(dg.ConfigurableResource):
         )
 
 
-class SpecCatalog(dg.ConfigurableResource):
+class SpecsResource(dg.ConfigurableResource):
     """The folder of training-set specs (YAML); each spec's ``name`` is its partition key."""
 
     folder: str = Field(default_factory=lambda: str(example_specs_dir()))
 
-    def spec_files(self) -> list[Path]:
-        folder = Path(self.folder)
-        if not folder.is_dir():
+    def load(self) -> SpecFolder:
+        """Every spec of the folder: the valid ones by name, and the problems of the others."""
+        if not Path(self.folder).is_dir():
             raise FileNotFoundError(
-                f"spec folder {folder} does not exist; set GBIFDL_SPECS_DIR to a folder of training-set YAML files"
+                f"spec folder {self.folder} does not exist; set GBIFDL_SPECS_DIR to a folder of training-set YAML files"
             )
-        return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-
-    def load_all(self) -> tuple[dict[str, tuple[Path, TrainingSetSpec]], dict[Path, str]]:
-        """Valid specs by name, and the problems of the files that are not valid."""
-        specs: dict[str, tuple[Path, TrainingSetSpec]] = {}
-        errors: dict[Path, str] = {}
-        for path in self.spec_files():
-            try:
-                spec = load_spec(path)
-            except SpecError as exc:
-                errors[path] = str(exc)
-                continue
-            if spec.name in specs:
-                errors[path] = (
-                    f"{path}: name '{spec.name}' is already used by {specs[spec.name][0]}; "
-                    "give every training set a unique name"
-                )
-                continue
-            specs[spec.name] = (path, spec)
-        return specs, errors
+        return read_spec_folder(self.folder)
 
     def get(self, name: str) -> TrainingSetSpec:
-        specs, errors = self.load_all()
-        if name in specs:
-            return specs[name][1]
-        hint = ""
-        if errors:
-            hint = " Invalid spec files: " + " | ".join(errors.values())
-        raise dg.Failure(
-            description=f"No valid spec named '{name}' in {self.folder}; add or fix its YAML file.{hint}",
-            allow_retries=False,  # a missing spec does not appear by waiting
-        )
+        """The valid spec named ``name``; a final Failure (waiting does not make a spec appear) otherwise."""
+        try:
+            return self.load().get(name)
+        except StageError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
-class AnnotationSources(dg.ConfigurableResource):
+class AnnotationsResource(dg.ConfigurableResource):
     """Where rules come from. The store URL may carry a password: set it through an EnvVar."""
 
     store_url: str = Field(default=DEFAULT_ANNOTATIONS_DB, description="SQLAlchemy URL")
@@ -120,28 +101,25 @@ class AnnotationSources(dg.ConfigurableResource):
     )
     seeds: bool = Field(default=True, description="include CoordinateCleaner-style seed rules")
 
-    def store(self) -> AnnotationStore:
-        return AnnotationStore(self.store_url)
+    def sources(self) -> RuleSources:
+        return RuleSources(self.store_url, self.rules_dir, self.gbif_annotation_url, self.seeds)
 
-    def rule_files(self) -> list[Path]:
-        if not self.rules_dir:
-            return []
-        folder = Path(self.rules_dir)
-        if not folder.is_dir():
-            raise dg.Failure(
-                description=f"rules folder {folder} does not exist; set GBIFDL_RULES_DIR to a folder of rule files",
-                allow_retries=False,
-            )
-        return sorted(p for p in folder.rglob("*") if p.suffix in RULE_FILE_SUFFIXES and p.is_file())
 
-    def fingerprint(self) -> str:
-        """Changes when any local source changes (store counter, rule files); cheap enough for a sensor."""
-        digest = hashlib.sha256(self.store().version().encode())
-        for path in self.rule_files():
-            digest.update(str(path).encode())
-            digest.update(path.read_bytes())
-        digest.update(b"seeds" if self.seeds else b"")
-        return digest.hexdigest()[:16]
+class ImageFetchResource(dg.ConfigurableResource):
+    """Network politeness and safety of image downloads."""
+
+    concurrency: int = 64
+    per_host: int = 16
+    allow_loopback: bool = Field(default=False, description="only for the offline sandbox and tests")
+    allow_private: bool = False
+
+    def fetch_config(self) -> FetchConfig:
+        return FetchConfig(
+            concurrency=self.concurrency,
+            per_host=self.per_host,
+            allow_loopback=self.allow_loopback,
+            allow_private=self.allow_private,
+        )
 
 
 def _env_or(var: str, default: str | None = None) -> str | dg.EnvVar | None:
@@ -182,8 +160,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             secret_access_key=_env_or("AWS_SECRET_ACCESS_KEY"),
             region_name=_env_or("AWS_REGION"),
         ),
-        "specs": SpecCatalog(folder=_env_or("GBIFDL_SPECS_DIR", str(example_specs_dir()))),
-        "annotations": AnnotationSources(
+        "specs": SpecsResource(folder=_env_or("GBIFDL_SPECS_DIR", str(example_specs_dir()))),
+        "annotations": AnnotationsResource(
             store_url=_env_or("GBIFDL_ANNOTATIONS_DB", DEFAULT_ANNOTATIONS_DB),
             rules_dir=_env_or("GBIFDL_RULES_DIR"),
             gbif_annotation_url=_env_or("GBIFDL_ANNOTATION_API_URL"),

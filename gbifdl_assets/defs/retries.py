@@ -1,4 +1,7 @@
-"""Failures under a RetryPolicy that keep their own message when the retries run out.
+"""Step failures: core errors as Dagster Failures, which keep their own message when retries run out.
+
+:func:`stage_failures` turns a :class:`~gbifdl_assets.pipeline.errors.StageError` of a core stage
+into the step's Failure: retried only when it is transient and attempts remain.
 
 When an asset raises ``Failure(allow_retries=True)`` (or any exception) on its last attempt, Dagster
 reports the step as "Exceeded max_retries of N" and keeps the asset's message only in the cause
@@ -10,9 +13,12 @@ it already waited through the retries.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import dagster as dg
+
+from gbifdl_assets.pipeline.errors import StageError
 
 Context = dg.AssetExecutionContext | dg.OpExecutionContext
 
@@ -28,14 +34,27 @@ def _gave_up(context: Context, description: str) -> str:
     return description
 
 
-def step_failure(context: Context, description: str, *, transient: bool) -> dg.Failure:
+def step_failure(
+    context: Context, description: str, *, transient: bool, metadata: Mapping[str, Any] | None = None
+) -> dg.Failure:
     """A Failure the retry policy retries only when waiting can fix it (``transient``) and attempts
     remain; otherwise final, with ``description`` as the step's own failure message."""
     if transient and _attempts_left(context):
-        return dg.Failure(description=description, allow_retries=True)
+        return dg.Failure(description=description, metadata=metadata, allow_retries=True)
     return dg.Failure(
-        description=_gave_up(context, description) if transient else description, allow_retries=False
+        description=_gave_up(context, description) if transient else description,
+        metadata=metadata,
+        allow_retries=False,
     )
+
+
+@contextlib.contextmanager
+def stage_failures(context: Context) -> Iterator[None]:
+    """Around a core stage call: its StageError becomes the step's Failure (see :func:`step_failure`)."""
+    try:
+        yield
+    except StageError as exc:
+        raise step_failure(context, str(exc), transient=exc.transient, metadata=exc.metadata) from exc
 
 
 @contextlib.contextmanager

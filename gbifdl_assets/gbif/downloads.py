@@ -28,7 +28,7 @@ from gbifdl_assets.gbif.errors import (
     GbifUnavailable,
 )
 from gbifdl_assets.gbif.http import RETRYABLE_EXCEPTIONS, display_url
-from gbifdl_assets.vocabulary import FAILED_STATUSES, RUNNING_STATUSES
+from gbifdl_assets.vocabulary import DEAD_STATUSES, FAILED_STATUSES, RUNNING_STATUSES
 
 if TYPE_CHECKING:
     from gbifdl_assets.gbif.client import GbifClient
@@ -210,8 +210,9 @@ def wait_for_download(
 ) -> dict:
     """Poll until the download leaves PREPARING/RUNNING/SUSPENDED; returns the final status.
 
-    For library use; the Dagster layer polls from a sensor instead of blocking a run.
-    Raises :class:`GbifDownloadNotReady` when it ends CANCELLED/KILLED/FAILED or times out.
+    The one wait for a download: the snapshot stage waits here too (for a few minutes; the Dagster
+    sensor does the long waiting). Raises :class:`GbifDownloadNotReady` when it ends in one of
+    :data:`DEAD_STATUSES` (CANCELLED/KILLED/FAILED/FILE_ERASED) or times out.
     """
     waited = 0.0
     while True:
@@ -220,7 +221,7 @@ def wait_for_download(
             on_status(status)
         state = str(status.get("status", "")).upper()
         if state not in RUNNING_STATUSES:
-            if state in FAILED_STATUSES:
+            if state in DEAD_STATUSES:
                 raise GbifDownloadNotReady(str(status["key"]), state)
             return status
         if timeout_seconds is not None and waited >= timeout_seconds:

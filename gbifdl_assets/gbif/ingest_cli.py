@@ -42,7 +42,7 @@ def default_training_set(archive: Path) -> str:
 
 def cmd_dwca_ingest(args: argparse.Namespace) -> int:
     from gbifdl_assets.gbif.dwca import DwcaError
-    from gbifdl_assets.gbif.snapshots import write_snapshot_from_dwca
+    from gbifdl_assets.occurrences.snapshots import write_snapshot_from_dwca
     from gbifdl_assets.storage import LocalStorage, StorageError
 
     archive = Path(args.archive)

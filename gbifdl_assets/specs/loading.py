@@ -125,18 +125,19 @@ def load_spec(path: str | Path) -> TrainingSetSpec:
 
 
 def load_spec_folder(
-    folder: str | Path, *, errors: list[SpecError] | None = None
+    folder: str | Path, *, errors: list[SpecError] | None = None, files: dict[str, Path] | None = None
 ) -> dict[str, TrainingSetSpec]:
     """Every ``*.yaml``/``*.yml`` spec in a folder, by name.
 
     With ``errors`` (a list), invalid files are appended to it and skipped; without it, one
-    SpecError listing the problems of every invalid file is raised after all were read.
+    SpecError listing the problems of every invalid file is raised after all were read. With
+    ``files`` (a dict), the file of each valid spec is stored in it by name.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise SpecError(folder, ["spec folder not found; give a folder of training-set YAML files"])
     specs: dict[str, TrainingSetSpec] = {}
-    files: dict[str, Path] = {}
+    files = {} if files is None else files
     failed: list[SpecError] = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.suffix not in (".yaml", ".yml") or not path.is_file():

@@ -18,7 +18,8 @@ Ceph or AWS). Guarantees that both backends keep:
 
 The modules: ``errors`` (the error classes), ``keys`` (what a key may be), ``base`` (the
 :class:`Storage` interface), ``staging`` (staging files of local writes and their sweeping),
-``local`` (:class:`LocalStorage`), ``s3`` (:class:`S3Storage`, with its multipart tunables); this
+``local`` (:class:`LocalStorage`), ``s3`` (:class:`S3Storage`, with its multipart tunables),
+``layout`` (every key the pipeline's stages use, and the commit rule for their newest output); this
 ``__init__`` holds :func:`open_storage`, which picks the backend for a URI.
 
 This package is part of the core and must not import dagster.

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gbifdl_assets.gbif.licenses import normalize_licenses
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA, conform
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA, conform
 from gbifdl_assets.sampling.manifest import build_manifest_from_parquet, write_manifest
 from gbifdl_assets.specs import parse_spec
 

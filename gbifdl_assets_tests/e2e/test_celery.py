@@ -21,13 +21,16 @@ import pytest
 import yaml
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
-from gbifdl_assets.defs.images import ImageFetchResource, image_store, shard_partitions
-from gbifdl_assets.defs.manifest import balanced_manifest, read_latest_manifest
+from gbifdl_assets.defs.images import image_store, shard_partitions
+from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
+from gbifdl_assets.defs.resources import AnnotationsResource as AnnotationSources
+from gbifdl_assets.defs.resources import GbifResource, ImageFetchResource, StorageResource
+from gbifdl_assets.defs.resources import SpecsResource as SpecCatalog
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.media.ledger import load_ledger
+from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
 from gbifdl_assets.storage import open_storage
 from gbifdl_assets_tests.harness.dagster_services import ServiceProcess, dagster_env, start_service
 from gbifdl_assets_tests.harness.debian import ensure_command
@@ -140,7 +143,7 @@ def test_two_celery_workers_store_the_shards_of_one_training_set(
             config.write_text(yaml.safe_dump({"execution": {"config": celery}}))
             env = dagster_env(pg_dagster_home, **settings)
             with celery_workers(["w1", "w2"], config, env, logs) as workers:
-                from gbifdl_assets.defs.celery import image_shards_celery
+                from gbifdl_assets.definitions.celery import image_shards_celery
 
                 started = time.monotonic()
                 with dg.execute_job(

@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from gbifdl_assets.defs.annotations import annotation_rulesets
-from gbifdl_assets.defs.resources import AnnotationSources, StorageResource
+from gbifdl_assets.defs.resources import AnnotationsResource as AnnotationSources
+from gbifdl_assets.defs.resources import StorageResource
 from gbifdl_assets_tests.harness.dagster_services import (
     dagster_daemon,
     dagster_env,

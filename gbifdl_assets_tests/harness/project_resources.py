@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gbifdl_assets.defs.images import ImageFetchResource
-from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
+from gbifdl_assets.defs.resources import (
+    AnnotationsResource,
+    GbifResource,
+    ImageFetchResource,
+    SpecsResource,
+    StorageResource,
+)
 
 
 def sandbox_resources(
@@ -17,8 +22,8 @@ def sandbox_resources(
     resources: dict[str, Any] = {
         "gbif": GbifResource(base_url=api_url),
         "storage": StorageResource(uri=str(root / "data")),
-        "specs": SpecCatalog(folder=str(root / "specs")),
-        "annotations": AnnotationSources(store_url=f"sqlite:///{root / 'a.sqlite'}", seeds=seed_rules),
+        "specs": SpecsResource(folder=str(root / "specs")),
+        "annotations": AnnotationsResource(store_url=f"sqlite:///{root / 'a.sqlite'}", seeds=seed_rules),
     }
     if images:
         resources["image_fetch"] = ImageFetchResource(allow_loopback=True)

@@ -10,16 +10,14 @@ import pyarrow.compute as pc
 import pytest
 
 from gbifdl_assets.annotations.store import AnnotationStore
-from gbifdl_assets.defs.annotations import (
-    annotated_occurrences,
-    annotation_rules_sensor,
-    annotation_rulesets,
-    latest_annotated_key,
-)
+from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rules_sensor, annotation_rulesets
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
+from gbifdl_assets.defs.resources import AnnotationsResource as AnnotationSources
+from gbifdl_assets.defs.resources import GbifResource, StorageResource
+from gbifdl_assets.defs.resources import SpecsResource as SpecCatalog
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
+from gbifdl_assets.pipeline.annotated_occurrences import latest_annotated_key
 from gbifdl_assets.storage import open_storage
 
 pytestmark = pytest.mark.integration

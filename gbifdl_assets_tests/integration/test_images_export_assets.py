@@ -8,10 +8,11 @@ import pytest
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
 from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
-from gbifdl_assets.defs.manifest import balanced_manifest, read_latest_manifest
+from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
+from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
 from gbifdl_assets.storage import open_storage
 from gbifdl_assets_tests.harness.project_resources import sandbox_resources
 

@@ -7,11 +7,12 @@ import pyarrow.compute as pc
 import pytest
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
-from gbifdl_assets.defs.manifest import CHECKS, balanced_manifest, read_latest_manifest
+from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.gbif.licenses import parse_license_allowlist
+from gbifdl_assets.pipeline.balanced_manifest import CHECKS, read_latest_manifest
 from gbifdl_assets.storage import open_storage
 from gbifdl_assets_tests.harness.project_resources import sandbox_resources
 

@@ -18,26 +18,27 @@ import pyarrow.compute as pc
 import pytest
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
-from gbifdl_assets.defs.images import (
-    image_store,
-    shard_of,
-    shard_partitions,
-    training_export,
-)
-from gbifdl_assets.defs.manifest import balanced_manifest, read_latest_manifest
+from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
+from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
 from gbifdl_assets.defs.schedules import REFRESH_SELECTION
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
-from gbifdl_assets.gbif.snapshots import (
-    MEDIA_FILE,
-    META_FILE,
-    latest_snapshot,
+from gbifdl_assets.media.ledger import load_ledger
+from gbifdl_assets.occurrences.snapshots import latest_snapshot
+from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
+from gbifdl_assets.pipeline.image_shards import shard_of
+from gbifdl_assets.storage import open_storage
+from gbifdl_assets.storage.layout import (
+    SNAPSHOT_MEDIA_FILE as MEDIA_FILE,
+)
+from gbifdl_assets.storage.layout import (
+    SNAPSHOT_META_FILE as META_FILE,
+)
+from gbifdl_assets.storage.layout import (
     new_snapshot_id,
     snapshot_prefix,
 )
-from gbifdl_assets.media.ledger import load_ledger
-from gbifdl_assets.storage import open_storage
 from gbifdl_assets_tests.harness.project_resources import sandbox_resources
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::dagster.BetaWarning")]

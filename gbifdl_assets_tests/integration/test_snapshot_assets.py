@@ -10,10 +10,11 @@ import dagster as dg
 import pytest
 
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResource
+from gbifdl_assets.defs.resources import GbifResource, StorageResource
+from gbifdl_assets.defs.resources import SpecsResource as SpecCatalog
 from gbifdl_assets.defs.snapshots import gbif_download, gbif_download_sensor, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
-from gbifdl_assets.gbif.sources import DownloadRecord
+from gbifdl_assets.occurrences.sources import DownloadRecord
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets.storage import open_storage
 

@@ -13,8 +13,8 @@ import pytest
 
 from gbifdl_assets.gbif.client import GbifClient
 from gbifdl_assets.gbif.dwca import DwcaError
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
-from gbifdl_assets.gbif.snapshots import (
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
+from gbifdl_assets.occurrences.snapshots import (
     latest_snapshot,
     read_snapshot,
     write_snapshot_from_dwca,

@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import GbifResource, SpecCatalog, StorageResource
-from gbifdl_assets.defs.species import ALL_TAXA_MATCHED, species_list, species_list_key
+from gbifdl_assets.defs.resources import GbifResource, StorageResource
+from gbifdl_assets.defs.resources import SpecsResource as SpecCatalog
+from gbifdl_assets.defs.species import ALL_TAXA_MATCHED, species_list
+from gbifdl_assets.storage.layout import species_list_key
 
 pytestmark = pytest.mark.integration
 

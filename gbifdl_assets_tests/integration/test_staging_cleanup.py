@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 
 import gbifdl_assets.storage.s3 as storage_module
-from gbifdl_assets.gbif.snapshots import list_snapshots, write_snapshot_from_search
 from gbifdl_assets.media.store import ImageStore
+from gbifdl_assets.occurrences.snapshots import list_snapshots, write_snapshot_from_search
 from gbifdl_assets.storage import STALE_AFTER_SECONDS, TMP_PREFIX, LocalStorage
 from gbifdl_assets_tests.unit.cassettes import PYGBIF, is_search_page, load_cassette
 
 # A snapshot ingest from the search API that stalls after its first batch is in the staging file.
 SNAPSHOT_WRITER = """
 import json, sys
-from gbifdl_assets.gbif.snapshots import write_snapshot_from_search
+from gbifdl_assets.occurrences.snapshots import write_snapshot_from_search
 from gbifdl_assets.storage import LocalStorage
 records = json.loads(open(sys.argv[2]).read())
 def stalling():

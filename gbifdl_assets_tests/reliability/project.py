@@ -151,8 +151,7 @@ class DagsterProject:
 
     # ---------------------------------------------------------------------------------- runs
     def resources(self) -> dict[str, Any]:
-        from gbifdl_assets.defs.images import ImageFetchResource
-        from gbifdl_assets.defs.resources import default_resources
+        from gbifdl_assets.defs.resources import ImageFetchResource, default_resources
 
         return {**default_resources(), "image_fetch": ImageFetchResource(allow_loopback=True)}
 

@@ -19,13 +19,15 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from gbifdl_assets.defs.images import ImageFetchResource, ledger_name, shard_of
-from gbifdl_assets.defs.manifest import latest_manifest_key
+from gbifdl_assets.defs.resources import ImageFetchResource
 from gbifdl_assets.gbif.dwca import DwcaError
-from gbifdl_assets.gbif.snapshots import latest_snapshot, write_snapshot_from_dwca
 from gbifdl_assets.media.ledger import load_ledger
+from gbifdl_assets.occurrences.snapshots import latest_snapshot, write_snapshot_from_dwca
+from gbifdl_assets.pipeline.balanced_manifest import latest_manifest_key
+from gbifdl_assets.pipeline.image_shards import shard_of
 from gbifdl_assets.specs import SpecError, load_spec
 from gbifdl_assets.storage import LocalStorage
+from gbifdl_assets.storage.layout import ledger_name
 from gbifdl_assets_tests.reliability.corpus.make_cases import generate
 from gbifdl_assets_tests.reliability.project import image_partition
 

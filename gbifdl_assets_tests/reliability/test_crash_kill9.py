@@ -14,12 +14,13 @@ from collections import Counter
 import pyarrow.compute as pc
 import pytest
 
-from gbifdl_assets.defs.images import ledger_name, shard_of
-from gbifdl_assets.defs.manifest import read_latest_manifest
-from gbifdl_assets.gbif.snapshots import latest_snapshot, list_snapshots, read_snapshot
 from gbifdl_assets.media.ledger import load_ledger
+from gbifdl_assets.occurrences.snapshots import latest_snapshot, list_snapshots, read_snapshot
+from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
+from gbifdl_assets.pipeline.image_shards import shard_of
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets.storage import TMP_PREFIX
+from gbifdl_assets.storage.layout import ledger_name
 from gbifdl_assets_tests.reliability.checks import assert_ledger_matches_store, leftover_temp_files
 from gbifdl_assets_tests.reliability.project import image_partition
 

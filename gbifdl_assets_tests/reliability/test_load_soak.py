@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from gbifdl_assets.defs.images import SHARDS
+from gbifdl_assets.pipeline.image_shards import SHARDS
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets_tests.reliability.project import image_partition
 

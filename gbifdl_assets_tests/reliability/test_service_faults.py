@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from gbifdl_assets.defs.images import ImageFetchResource, ledger_name, shard_of
-from gbifdl_assets.defs.manifest import read_latest_manifest
-from gbifdl_assets.gbif.snapshots import list_snapshots
+from gbifdl_assets.defs.resources import ImageFetchResource
 from gbifdl_assets.media.ledger import load_ledger
+from gbifdl_assets.occurrences.snapshots import list_snapshots
+from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
+from gbifdl_assets.pipeline.image_shards import shard_of
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets.storage import open_storage
+from gbifdl_assets.storage.layout import ledger_name
 from gbifdl_assets_tests.reliability.project import image_partition
 
 CATS = "taxa: [Panthera leo, Panthera tigris]\nsource: search\nbalancing: {max_per_class: 20, min_per_class: 1}\n"
@@ -138,8 +140,8 @@ def test_s3_stopped_mid_image_store_then_restarted(project_factory, sandbox, s3_
     heals the store, fetching exactly those (and whatever the first run did not get to)."""
     import pyarrow.compute as pc
 
-    from gbifdl_assets.defs.manifest import manifest_prefix
     from gbifdl_assets.media.ledger import load_ledger_history
+    from gbifdl_assets.storage.layout import manifest_prefix
 
     project = project_factory(
         sandbox.api_url,

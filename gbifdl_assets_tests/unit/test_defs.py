@@ -9,7 +9,7 @@ import dagster as dg
 
 from gbifdl_assets.definitions import defs
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import SpecCatalog
+from gbifdl_assets.defs.resources import SpecsResource as SpecCatalog
 from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
 
 

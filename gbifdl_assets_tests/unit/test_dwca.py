@@ -21,7 +21,7 @@ from gbifdl_assets.gbif.dwca import (
     to_int,
     to_issue_lists,
 )
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
 from gbifdl_assets_tests.unit.test_dwca_builder import build_dwca, image, occurrence
 
 RGBIF_DWCA = "rgbif_0000066-140928181241064_DWCA.zip"

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gbifdl_assets.gbif.dwca import DwcaError, convert_to_snapshot, open_archive
-from gbifdl_assets.gbif.snapshots import latest_snapshot, write_snapshot_from_dwca
+from gbifdl_assets.occurrences.snapshots import latest_snapshot, write_snapshot_from_dwca
 from gbifdl_assets.storage import LocalStorage
 from gbifdl_assets_tests.unit.test_dwca_builder import (
     MM_COLUMNS,

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from gbifdl_assets.defs.images import DEFAULT_SHARDS, _shard_count
+from gbifdl_assets.pipeline.image_shards import DEFAULT_SHARDS
+from gbifdl_assets.pipeline.image_shards import shard_count_from_env as _shard_count
 
 
 def test_the_code_location_loads_with_the_shard_count_from_the_environment():

@@ -13,8 +13,9 @@ import dagster as dg
 import pytest
 
 from gbifdl_assets.definitions import location_resources
-from gbifdl_assets.defs.images import ImageFetchResource
-from gbifdl_assets.defs.resources import AnnotationSources, GbifResource, SpecCatalog, StorageResource
+from gbifdl_assets.defs.resources import AnnotationsResource as AnnotationSources
+from gbifdl_assets.defs.resources import GbifResource, ImageFetchResource, StorageResource
+from gbifdl_assets.defs.resources import SpecsResource as SpecCatalog
 
 SECRET = "pw-never-in-config-7f3a"
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gbifdl_assets.gbif.snapshot import conform
+from gbifdl_assets.gbif.media_schema import conform
 from gbifdl_assets.sampling.cli import add_manifest_parser
 from gbifdl_assets.sampling.manifest import MANIFEST_METADATA_KEY, check_split_leakage, check_unique_urls
 

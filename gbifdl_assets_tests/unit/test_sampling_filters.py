@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from gbifdl_assets.gbif.snapshot import conform
+from gbifdl_assets.gbif.media_schema import conform
 from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.filters import apply_filters, media_licenses
 from gbifdl_assets.specs import parse_spec

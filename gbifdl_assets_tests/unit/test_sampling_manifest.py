@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from gbifdl_assets.gbif.snapshot import conform
+from gbifdl_assets.gbif.media_schema import conform
 from gbifdl_assets.sampling.manifest import (
     MANIFEST_METADATA_KEY,
     MANIFEST_SCHEMA,

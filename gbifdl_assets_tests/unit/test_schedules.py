@@ -10,13 +10,9 @@ import pytest
 
 from gbifdl_assets.definitions import defs
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import SpecCatalog
-from gbifdl_assets.defs.schedules import (
-    REFRESH_SELECTION,
-    due_refreshes,
-    previous_tick,
-    training_set_refresh_schedule,
-)
+from gbifdl_assets.defs.resources import SpecsResource as SpecCatalog
+from gbifdl_assets.defs.schedules import REFRESH_SELECTION, training_set_refresh_schedule
+from gbifdl_assets.pipeline.refresh import due_refreshes, previous_tick
 from gbifdl_assets.specs import parse_spec
 
 UTC = dt.UTC

@@ -11,14 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
-from gbifdl_assets.gbif.snapshots import (
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
+from gbifdl_assets.occurrences.search_records import records_to_snapshot_table
+from gbifdl_assets.occurrences.snapshots import (
     SnapshotNotFound,
     get_snapshot,
     latest_snapshot,
     list_snapshots,
     read_snapshot,
-    records_to_snapshot_table,
     write_snapshot_from_dwca,
     write_snapshot_from_search,
 )

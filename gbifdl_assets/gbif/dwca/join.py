@@ -21,7 +21,7 @@ from gbifdl_assets.gbif.dwca.parse import PARSE_THREADS
 from gbifdl_assets.gbif.dwca.problems import RowProblems
 from gbifdl_assets.gbif.dwca.schema import MEDIA_RAW_SCHEMA, MEDIA_SCHEMA, MEDIA_SOURCE_COLUMNS
 from gbifdl_assets.gbif.licenses import normalize_licenses
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
 
 _IMAGE_TYPES = [
     "stillimage",

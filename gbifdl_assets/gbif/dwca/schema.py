@@ -7,7 +7,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from gbifdl_assets.gbif.dwca.meta import GBIF
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
 
 #: the occurrence part of the snapshot schema (everything before the media fields)
 _MEDIA_START = SNAPSHOT_SCHEMA.get_field_index("media_index")

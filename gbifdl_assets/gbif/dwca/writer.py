@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
 
 #: snapshot rows per Parquet row group: small enough that encoding overlaps parsing even for a
 #: download of a few hundred thousand rows (the last row group is encoded after everything else)

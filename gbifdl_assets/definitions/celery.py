@@ -5,12 +5,14 @@ The default path spreads a training set's shards over *runs* (a backfill of ``im
 job is the other way to scale out: one run per training set whose steps (one per shard) are Celery
 tasks, so any worker on any machine that reaches the broker and the instance storage picks them up.
 
-Each step calls :func:`gbifdl_assets.defs.images.store_shard`, the same function behind ``image_store``,
-and records its result as a materialization of ``image_store[<shard>|<training set>]``, so the asset
-catalogue, the ledger and the export see no difference between the two paths.
+Each step runs :func:`gbifdl_assets.pipeline.image_store.store_shard` through
+:func:`gbifdl_assets.defs.images.run_shard`, as ``image_store`` does, and records its result as a
+materialization of ``image_store[<shard>|<training set>]``, so the asset catalogue, the ledger and the
+export see no difference between the two paths.
 
 Needs the ``celery`` extra (dagster-celery, redis). It is a code location of its own
-(``-m gbifdl_assets.defs.celery``) so that the main location does not depend on Celery. Workers:
+(``-m gbifdl_assets.definitions.celery``) so that neither the main location nor the ``defs`` folder
+depends on Celery. Workers:
 ``dagster-celery worker start -A dagster_celery.app -y celery.yaml`` with the same environment as the
 code server (README, "Scaling out").
 """
@@ -19,10 +21,16 @@ import dagster as dg
 from dagster_celery import celery_executor
 
 from gbifdl_assets.definitions import location_resources
-from gbifdl_assets.defs.images import COMPLETE, ImageFetchResource, image_store, shard_partitions, store_shard
+from gbifdl_assets.defs.images import (
+    COMPLETE,
+    completeness_metadata,
+    image_store,
+    run_shard,
+    shard_metadata,
+    shard_partitions,
+)
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION, training_set_partitions
-from gbifdl_assets.defs.resources import SpecCatalog, StorageResource
-from gbifdl_assets.defs.retries import final_attempt_says_why
+from gbifdl_assets.defs.resources import ImageFetchResource, SpecsResource, StorageResource
 
 
 def shard_step(shard: str) -> dg.OpDefinition:
@@ -37,21 +45,18 @@ def shard_step(shard: str) -> dg.OpDefinition:
     def store_one_shard(
         context: dg.OpExecutionContext,
         storage: StorageResource,
-        specs: SpecCatalog,
+        specs: SpecsResource,
         image_fetch: ImageFetchResource,
     ):
         training_set = context.partition_key
-        with final_attempt_says_why(context, f"image_store[{shard}|{training_set}]"):
-            outcome = store_shard(
-                training_set, shard, storage=storage, specs=specs, image_fetch=image_fetch, log=context.log
-            )
+        result = run_shard(context, training_set, shard, storage, specs, image_fetch)
         yield dg.AssetMaterialization(
             asset_key=image_store.key,
             partition=dg.MultiPartitionKey({TRAINING_SET_PARTITION: training_set, "shard": shard}),
             metadata={
-                **outcome.metadata,
-                COMPLETE: dg.MetadataValue.bool(outcome.complete),
-                "classes_below": outcome.check_metadata["classes_below"],
+                **shard_metadata(result),
+                COMPLETE: dg.MetadataValue.bool(result.complete),
+                "classes_below": completeness_metadata(result)["classes_below"],
             },
         )
         yield dg.Output(None)
@@ -64,7 +69,7 @@ def shard_step(shard: str) -> dg.OpDefinition:
     partitions_def=training_set_partitions,
     executor_def=celery_executor,
     resource_defs=location_resources(),
-    description="All image shards of one training set as parallel Celery tasks (see defs/celery.py).",
+    description="All image shards of one training set as parallel Celery tasks (see definitions/celery.py).",
 )
 def image_shards_celery() -> None:
     for shard in shard_partitions.get_partition_keys():

@@ -1,18 +1,23 @@
-"""The code location: every asset, check, sensor, schedule and resource of gbifdl_assets."""
+"""The code location: every asset, check, sensor, schedule and resource of gbifdl_assets.
+
+``dagster dev -m gbifdl_assets.definitions`` (or ``workspace.yaml``) loads ``defs``. The optional
+Celery location is the module beside this one (``-m gbifdl_assets.definitions.celery``), so that
+neither this location nor the ``defs`` folder needs the ``celery`` extra.
+"""
 
 import os
 from typing import Any
 
 import dagster as dg
 
-from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rules_sensor, annotation_rulesets
-from gbifdl_assets.defs.images import ImageFetchResource, image_store, training_export
-from gbifdl_assets.defs.manifest import balanced_manifest
-from gbifdl_assets.defs.resources import default_resources, keep_values_under_run_config
+from gbifdl_assets.defs.annotations import annotation_rules_sensor
+from gbifdl_assets.defs.assets import ALL_ASSETS
+from gbifdl_assets.defs.resources import ImageFetchResource, default_resources, keep_values_under_run_config
 from gbifdl_assets.defs.schedules import training_set_refresh_schedule
-from gbifdl_assets.defs.snapshots import gbif_download, gbif_download_sensor, occurrence_snapshot
-from gbifdl_assets.defs.species import species_list
+from gbifdl_assets.defs.snapshots import gbif_download_sensor
 from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
+
+__all__ = ["ALL_ASSETS", "defs", "location_resources"]
 
 
 def location_resources() -> dict[str, Any]:
@@ -39,18 +44,6 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
 )
-
-#: The asset graph in stage order (tests materialize it with their own resources).
-ALL_ASSETS = [
-    species_list,
-    gbif_download,
-    occurrence_snapshot,
-    annotation_rulesets,
-    annotated_occurrences,
-    balanced_manifest,
-    image_store,
-    training_export,
-]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,

@@ -5,6 +5,10 @@ matches at most ``search_max_records`` records: a few dozen polite requests; a d
 as GBIF asks bulk users to do). A download is asynchronous at GBIF (minutes to hours), so the request
 is recorded in the storage (``downloads/<training_set>/request.json``) and the Dagster sensor polls it;
 downloads named by key or DOI in the spec are recorded the same way, so one mechanism serves both.
+
+This module knows both the spec model and the GBIF client, so it sits above ``gbif/`` (which never
+imports the spec): the one download request is :func:`gbifdl_assets.gbif.downloads.request_download`;
+:func:`request_spec_download` builds its predicate from a spec and records the download.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from gbifdl_assets.gbif.client import GbifClient
 from gbifdl_assets.gbif.errors import GbifRateLimited
 from gbifdl_assets.gbif.predicates import predicate_from_filters
 from gbifdl_assets.specs import TrainingSetSpec
-from gbifdl_assets.storage import Storage
-from gbifdl_assets.vocabulary import DEAD_STATUSES, RUNNING_STATUSES  # noqa: F401 (DEAD_STATUSES: defs imports it from here)
+from gbifdl_assets.storage import Storage, layout
+from gbifdl_assets.vocabulary import RUNNING_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +75,13 @@ class DownloadRecord:
     spec_fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @staticmethod
-    def storage_key(training_set: str) -> str:
-        return f"downloads/{training_set}/request.json"
-
     def save(self, storage: Storage) -> None:
-        storage.write_bytes(self.storage_key(self.training_set), json.dumps(asdict(self), indent=2).encode())
+        key = layout.download_request_key(self.training_set)
+        storage.write_bytes(key, json.dumps(asdict(self), indent=2).encode())
 
     @classmethod
     def load(cls, storage: Storage, training_set: str) -> DownloadRecord | None:
-        key = cls.storage_key(training_set)
+        key = layout.download_request_key(training_set)
         if not storage.exists(key):
             return None
         return cls(**json.loads(storage.read_bytes(key)))
@@ -88,8 +89,8 @@ class DownloadRecord:
     @classmethod
     def load_all(cls, storage: Storage) -> list[DownloadRecord]:
         records = []
-        for key in storage.list("downloads/"):
-            if key.endswith("/request.json"):
+        for key in storage.list(f"{layout.DOWNLOADS_PREFIX}/"):
+            if layout.is_download_request_key(key):
                 records.append(cls(**json.loads(storage.read_bytes(key))))
         return records
 
@@ -99,7 +100,7 @@ def running_downloads(client: GbifClient) -> list[dict]:
     return list(client.iter_user_downloads(status=sorted(RUNNING_STATUSES)))
 
 
-def request_download(
+def request_spec_download(
     spec: TrainingSetSpec, client: GbifClient, taxon_keys: Sequence[int], storage: Storage
 ) -> DownloadRecord:
     """Submit a DWCA download for the spec and record it; refuses politely above GBIF's limit.

@@ -1,10 +1,9 @@
 """Occurrence snapshots in a :class:`~gbifdl_assets.storage.Storage`: write, find, read.
 
-Layout, per training set::
-
-    snapshots/<training_set>/<snapshot_id>/media.parquet   one row per image (SNAPSHOT_SCHEMA)
-    snapshots/<training_set>/<snapshot_id>/snapshot.json   source, counts, bytes; the commit marker
-    snapshots/<training_set>/latest                        the newest snapshot id (for humans/tools)
+A snapshot is one training set's occurrences with images at one time, from the search API or a GBIF
+download, as one row per image (:data:`~gbifdl_assets.gbif.media_schema.SNAPSHOT_SCHEMA`). Its keys
+and the rule that finds the newest one are those of :mod:`gbifdl_assets.storage.layout`
+(``snapshots/<training_set>/<snapshot_id>/``, ``media.parquet`` and the commit file ``snapshot.json``).
 
 Snapshots are immutable. ``snapshot_id`` is ``<UTC time, ms>Z-<first 12 hex of the Parquet
 file's sha256>``, so ids sort by creation time and name their content.
@@ -12,13 +11,12 @@ file's sha256>``, so ids sort by creation time and name their content.
 **Atomic appearance.** The Parquet file is written completely to a temporary file first (its hash
 is the id), then stored under the id, then ``snapshot.json`` is written, *last*: a snapshot
 without ``snapshot.json`` does not exist for any reader here (a crash can leave an orphan
-``media.parquet``, never a half snapshot). ``latest`` is written after the commit; readers list
-the committed snapshots instead of trusting it, so a crash between the two cannot hide a commit.
+``media.parquet``, never a half snapshot). ``latest`` is written after the commit; since snapshot ids
+carry their creation time, the newest snapshot is found by listing, so a crash between the two cannot
+hide a commit.
 
-Both sources produce identical rows: the search path builds the same in-between tables as the
-archive path (:func:`gbifdl_assets.gbif.dwca.raw_media_table`, :class:`~gbifdl_assets.gbif.dwca.MediaSide`,
-:func:`~gbifdl_assets.gbif.dwca.join_media`), so media filtering, ``media_index`` numbering and
-type conversion cannot drift apart.
+Both sources produce identical rows (:mod:`.search_records` converts search-API records with the
+archive path's own building blocks).
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import zipfile
@@ -38,32 +35,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
+from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.gbif.dwca import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_MEDIA_MEMORY_BUDGET,
     MAX_BLOCK_SIZE,
-    MEDIA_SOURCE_COLUMNS,
-    OCCURRENCE_SCHEMA,
     DwcaError,
     IngestReport,
-    MediaSide,
     SnapshotParquetWriter,
     convert_to_snapshot,
-    join_media,
-    license_enum_names,
-    raw_media_table,
 )
-from gbifdl_assets.gbif.snapshot import SNAPSHOT_SCHEMA
-from gbifdl_assets.storage import Storage, staging_name
+from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
+from gbifdl_assets.occurrences.search_records import records_to_snapshot_table
+from gbifdl_assets.storage import Storage, layout, staging_name
 
-log = logging.getLogger("gbifdl_assets.gbif.snapshots")
+log = logging.getLogger("gbifdl_assets.occurrences.snapshots")
 
 __all__ = [
     "DwcaError",
-    "SNAPSHOTS_PREFIX",
     "SNAPSHOT_FORMAT_VERSION",
     "SnapshotInfo",
     "SnapshotNotFound",
@@ -71,24 +62,16 @@ __all__ = [
     "latest_snapshot",
     "list_snapshots",
     "read_snapshot",
-    "records_to_snapshot_table",
     "write_snapshot_from_dwca",
     "write_snapshot_from_search",
 ]
 
-SNAPSHOTS_PREFIX = "snapshots"
 #: version of the snapshot.json layout (bump when readers must change)
 SNAPSHOT_FORMAT_VERSION = 1
-MEDIA_FILE = "media.parquet"
-META_FILE = "snapshot.json"
-LATEST_FILE = "latest"
 SEARCH_BATCH_RECORDS = 50_000
 
-_TRAINING_SET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SNAPSHOT_ID = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{12}$")
 
-
-class SnapshotNotFound(FileNotFoundError):
+class SnapshotNotFound(GbifdlError, FileNotFoundError):
     """No committed snapshot matches (the message names the storage and the training set)."""
 
 
@@ -103,15 +86,15 @@ class SnapshotInfo:
 
     @property
     def prefix(self) -> str:
-        return snapshot_prefix(self.training_set, self.snapshot_id)
+        return layout.snapshots(self.training_set).folder(self.snapshot_id)
 
     @property
     def media_key(self) -> str:
-        return f"{self.prefix}/{MEDIA_FILE}"
+        return layout.snapshots(self.training_set).key(self.snapshot_id, layout.SNAPSHOT_MEDIA_FILE)
 
     @property
     def meta_key(self) -> str:
-        return f"{self.prefix}/{META_FILE}"
+        return layout.snapshots(self.training_set).commit_key(self.snapshot_id)
 
     @property
     def counts(self) -> dict[str, Any]:
@@ -131,52 +114,17 @@ class SnapshotInfo:
 
 
 # ---------------------------------------------------------------------------------------------------
-# keys
-# ---------------------------------------------------------------------------------------------------
-def check_training_set(name: str) -> str:
-    if not isinstance(name, str) or not _TRAINING_SET.match(name):
-        raise ValueError(
-            f"training set name {name!r} cannot name a snapshot folder: use letters, digits, '.', '_' "
-            "and '-' (starting with a letter or digit, at most 128 characters)"
-        )
-    return name
-
-
-def training_set_prefix(training_set: str) -> str:
-    return f"{SNAPSHOTS_PREFIX}/{check_training_set(training_set)}"
-
-
-def snapshot_prefix(training_set: str, snapshot_id: str) -> str:
-    return f"{training_set_prefix(training_set)}/{snapshot_id}"
-
-
-def new_snapshot_id(sha256_hex: str, now: dt.datetime | None = None) -> str:
-    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{sha256_hex[:12]}"
-
-
-# ---------------------------------------------------------------------------------------------------
 # readers
 # ---------------------------------------------------------------------------------------------------
-def _committed_ids(storage: Storage, training_set: str) -> list[str]:
-    base = training_set_prefix(training_set) + "/"
-    ids = []
-    for key in storage.list(base):
-        rest = key[len(base) :]
-        parts = rest.split("/")
-        if len(parts) == 2 and parts[1] == META_FILE and _SNAPSHOT_ID.match(parts[0]):
-            ids.append(parts[0])
-    return sorted(ids)
-
-
 def list_snapshots(storage: Storage, training_set: str) -> list[SnapshotInfo]:
     """Committed snapshots of a training set, oldest first."""
-    return [get_snapshot(storage, training_set, sid) for sid in _committed_ids(storage, training_set)]
+    folder = layout.snapshots(training_set)
+    return [get_snapshot(storage, training_set, sid) for sid in layout.complete_outputs(storage, folder)]
 
 
 def get_snapshot(storage: Storage, training_set: str, snapshot_id: str) -> SnapshotInfo:
     """One committed snapshot; :class:`SnapshotNotFound` when it has no snapshot.json."""
-    key = f"{snapshot_prefix(training_set, snapshot_id)}/{META_FILE}"
+    key = layout.snapshots(training_set).commit_key(snapshot_id)
     try:
         metadata = json.loads(storage.read_bytes(key))
     except FileNotFoundError:
@@ -188,11 +136,9 @@ def get_snapshot(storage: Storage, training_set: str, snapshot_id: str) -> Snaps
 
 
 def latest_snapshot(storage: Storage, training_set: str) -> SnapshotInfo | None:
-    """The newest committed snapshot, or None. Committed = has snapshot.json (the ``latest``
-    pointer is not trusted: a crash between the commit and the pointer update would hide a
-    snapshot)."""
-    ids = _committed_ids(storage, training_set)
-    return get_snapshot(storage, training_set, ids[-1]) if ids else None
+    """The newest committed snapshot (the storage layout's commit rule), or None."""
+    snapshot_id = layout.newest_complete(storage, layout.snapshots(training_set))
+    return get_snapshot(storage, training_set, snapshot_id) if snapshot_id else None
 
 
 def read_snapshot(
@@ -225,7 +171,7 @@ class _Staging:
     def __init__(self, storage: Storage, training_set: str, tmp_dir: str | Path | None):
         self.storage = storage
         self.training_set = training_set
-        base = storage.local_path(training_set_prefix(training_set))
+        base = storage.local_path(layout.snapshots(training_set).prefix)
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
             # staging_name records this host and pid, so a sweep removes what a killed ingest left
@@ -234,7 +180,7 @@ class _Staging:
             self._tmpdir = None
         else:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="gbifdl-snapshot-", dir=tmp_dir)
-            self.path = Path(self._tmpdir.name) / MEDIA_FILE
+            self.path = Path(self._tmpdir.name) / layout.SNAPSHOT_MEDIA_FILE
 
     def cleanup(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -268,9 +214,9 @@ def _commit(
     sha = _sha256(staging.path)
     size = staging.path.stat().st_size
     created = dt.datetime.now(dt.UTC)
-    snapshot_id = new_snapshot_id(sha, created)
-    prefix = snapshot_prefix(training_set, snapshot_id)
-    media_key = f"{prefix}/{MEDIA_FILE}"
+    snapshot_id = layout.new_snapshot_id(sha, created)
+    folder = layout.snapshots(training_set)
+    media_key = folder.key(snapshot_id, layout.SNAPSHOT_MEDIA_FILE)
     metadata = {
         "format_version": SNAPSHOT_FORMAT_VERSION,
         "training_set": training_set,
@@ -279,7 +225,14 @@ def _commit(
         "source": source,
         "counts": counts,
         "bytes": size,
-        "files": {"media": {"key": MEDIA_FILE, "bytes": size, "sha256": sha, "rows": counts.get("media", 0)}},
+        "files": {
+            "media": {
+                "key": layout.SNAPSHOT_MEDIA_FILE,
+                "bytes": size,
+                "sha256": sha,
+                "rows": counts.get("media", 0),
+            }
+        },
         "columns": SNAPSHOT_SCHEMA.names,
         **(extra or {}),
     }
@@ -294,13 +247,15 @@ def _commit(
             with open(staging.path, "rb") as src, storage.open_write(media_key) as dst:
                 shutil.copyfileobj(src, dst, 8 << 20)
         # the commit marker, last: until it exists the snapshot does not
-        storage.write_bytes(f"{prefix}/{META_FILE}", json.dumps(metadata, indent=2, default=str).encode())
+        storage.write_bytes(
+            folder.commit_key(snapshot_id), json.dumps(metadata, indent=2, default=str).encode()
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             storage.delete(media_key)
         raise
     try:
-        storage.write_bytes(f"{training_set_prefix(training_set)}/{LATEST_FILE}", f"{snapshot_id}\n".encode())
+        layout.publish(storage, folder, snapshot_id)
     except Exception as exc:  # the snapshot is committed; the pointer is a convenience
         log.warning(
             "snapshot %s committed, but the latest pointer could not be written: %s", snapshot_id, exc
@@ -365,7 +320,7 @@ def write_snapshot_from_dwca(
     is missing. Raises :class:`~gbifdl_assets.gbif.dwca.DwcaError` (nothing is written) for
     archives without image URLs (SIMPLE_CSV, no multimedia extension) or that are damaged.
     """
-    check_training_set(training_set)
+    layout.check_training_set(training_set)
     archive_path = Path(archive_path)
     check_not_a_zip_bomb(archive_path)
     with _Staging(storage, training_set, tmp_dir) as staging:
@@ -404,112 +359,6 @@ def write_snapshot_from_dwca(
 # ---------------------------------------------------------------------------------------------------
 # from the search API
 # ---------------------------------------------------------------------------------------------------
-def _json_int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        return None
-    return int(number) if number.is_integer() else None
-
-
-def _json_float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _json_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, list | tuple):
-        value = ";".join(str(v) for v in value if v is not None)
-    text = str(value)
-    return text if text != "" else None
-
-
-_OCC_FIELDS = [f for f in OCCURRENCE_SCHEMA if f.name not in ("gbifID", "issues", "license")]
-
-
-def records_to_snapshot_table(
-    records: Iterable[Mapping[str, Any]], *, first_media_row: int = 0, seen: set[int] | None = None
-) -> tuple[pa.Table, IngestReport]:
-    """Search-API occurrence records (with ``media[]``) -> snapshot rows, plus counts.
-
-    The same classification, numbering and join as the archive path, on the same in-between
-    tables; only the value parsing differs (JSON numbers instead of text). A record seen before
-    (paging over a changing index can return one twice; ``seen`` carries ids across batches) is
-    skipped and counted as ``duplicate``.
-    """
-    seen = set() if seen is None else seen
-    report = IngestReport(archive="search", kind="search")
-    ids: list[int] = []
-    columns: dict[str, list[Any]] = {f.name: [] for f in _OCC_FIELDS}
-    issues: list[list[str]] = []
-    licenses: list[str | None] = []
-    media_ids: list[int] = []
-    media_cols: dict[str, list[Any]] = {c: [] for c in MEDIA_SOURCE_COLUMNS}
-    for record in records:
-        gbif_id = _json_int(record.get("gbifID", record.get("key")))
-        if gbif_id is None:
-            report.skipped["bad_id"] += 1
-            continue
-        if gbif_id in seen:
-            report.skipped["duplicate"] += 1
-            continue
-        seen.add(gbif_id)
-        ids.append(gbif_id)
-        for f in _OCC_FIELDS:
-            value = record.get(f.name)
-            if pa.types.is_integer(f.type):
-                columns[f.name].append(_json_int(value))
-            elif pa.types.is_floating(f.type):
-                columns[f.name].append(_json_float(value))
-            else:
-                columns[f.name].append(_json_str(value))
-        issues.append([str(i) for i in record.get("issues") or [] if i])
-        licenses.append(_json_str(record.get("license")))
-        for item in record.get("media") or []:
-            if not isinstance(item, Mapping):
-                continue
-            media_ids.append(gbif_id)
-            for c in MEDIA_SOURCE_COLUMNS:
-                media_cols[c].append(_json_str(item.get(c)))
-    report.occurrences = len(ids)
-    report.media_rows = len(media_ids)
-    id_array = np.asarray(ids, dtype=np.int64)
-    occ_columns = []
-    for f in OCCURRENCE_SCHEMA:
-        if f.name == "gbifID":
-            occ_columns.append(pa.array(id_array, pa.int64()))
-        elif f.name == "issues":
-            occ_columns.append(pa.array(issues, f.type))
-        elif f.name == "license":
-            occ_columns.append(license_enum_names(pa.array(licenses, pa.string())))
-        else:
-            occ_columns.append(pa.array(columns[f.name], f.type))
-    occurrences = pa.Table.from_arrays(occ_columns, schema=OCCURRENCE_SCHEMA)
-    rownum = np.arange(first_media_row, first_media_row + len(media_ids), dtype=np.int64)
-    raw, skipped = raw_media_table(
-        np.asarray(media_ids, dtype=np.int64),
-        rownum,
-        {c: pa.array(v, pa.string()) for c, v in media_cols.items()},
-    )
-    report.skipped.update(skipped)
-    media = MediaSide.build(raw)
-    table = join_media(occurrences, media)
-    with_media = np.unique(table.column("gbifID").to_numpy()) if table.num_rows else np.empty(0)
-    report.occurrences_with_media = int(len(with_media))
-    report.media = table.num_rows
-    return table, report
-
-
 def _batches(records: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
     batch: list[Mapping[str, Any]] = []
     for record in records:
@@ -536,7 +385,7 @@ def write_snapshot_from_search(
     batch. ``source_info`` should carry the query (``params``); ``type``/``date`` are filled in.
     An error while iterating (GBIF unreachable, ...) leaves no snapshot.
     """
-    check_training_set(training_set)
+    layout.check_training_set(training_set)
     total = IngestReport(archive="search", kind="search")
     media_rows = 0
     seen: set[int] = set()

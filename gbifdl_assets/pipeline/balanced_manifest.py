@@ -1,0 +1,169 @@
+"""balanced_manifest: filters, licence policy, exact balancing and stable splits, one row per image.
+
+Each row holds the label, split, licence, attribution and the content key the image store uses.
+Four checks guard what a model would train on (:data:`CHECKS`): balance within the spec's tolerance,
+every licence allowed, no split group in two splits, no duplicate URL. The manifest is named after the
+annotated table it was built from, and keeps the images of the previous manifest where it can.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from gbifdl_assets.pipeline.annotated_occurrences import newest_annotated
+from gbifdl_assets.pipeline.errors import StageError
+from gbifdl_assets.sampling.errors import SamplingError
+from gbifdl_assets.sampling.manifest import (
+    ManifestResult,
+    build_manifest,
+    build_manifest_from_parquet,
+    check_balance,
+    check_licenses,
+    check_split_leakage,
+    check_unique_urls,
+)
+from gbifdl_assets.specs import TrainingSetSpec
+from gbifdl_assets.storage import Storage, layout
+
+_log = logging.getLogger(__name__)
+
+#: The manifest's checks: name -> what passing means.
+CHECKS = {
+    "balanced": "Smallest class has at least (1 - balancing.tolerance) x the images of the largest.",
+    "licenses_allowed": "Every image's licence is in the spec's allowlist.",
+    "no_split_leakage": "No split group (occurrence, observer, location cell or dataset) is in two splits.",
+    "unique_urls": "No image URL appears twice.",
+}
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check of a stage's output: passed or not, and the facts behind it."""
+
+    name: str
+    passed: bool
+    details: dict[str, Any]
+    text: str  # what passing means
+
+    @property
+    def description(self) -> str:
+        if self.passed:
+            return self.text
+        # the scalar facts of the details, for a one-line description
+        facts = ", ".join(f"{k}={v}" for k, v in self.details.items() if isinstance(v, int | float | str))
+        return f"{self.text} Failed: {facts[:300]}"
+
+
+@dataclass(frozen=True)
+class BalancedManifest:
+    """A written manifest, what it holds, and its checks."""
+
+    output_id: str  # the annotated table's id: <snapshot_id>-<rules version>
+    snapshot_id: str
+    key: str
+    uri: str
+    images: int
+    per_class: list[dict[str, Any]]  # label, name, images
+    shortfall: list[dict[str, Any]]  # label, name, missing: classes below max_per_class
+    stats: dict[str, Any]  # per_split, licenses, dropped, classes_below_min, shortfall_classes, previous
+    checks: list[CheckOutcome]
+    bytes: int
+    seconds: float
+
+
+def build_balanced_manifest(
+    training_set: str, spec: TrainingSetSpec, storage: Storage, *, log: logging.Logger = _log
+) -> BalancedManifest:
+    """Build the manifest of the newest annotated table and write ``manifests/<training_set>/<id>/``."""
+    source = newest_annotated(storage, training_set)
+    previous_key = latest_manifest_key(storage, training_set)
+    previous = storage.read_parquet(previous_key, columns=["url"]).column("url") if previous_key else None
+    started = time.monotonic()
+    try:
+        result = _build(storage, source.key, spec, source.snapshot_id, previous)
+    except SamplingError as exc:
+        raise StageError(f"balanced_manifest[{training_set}]: {exc}") from exc
+    elapsed = time.monotonic() - started
+    table, stats = result.table, result.stats
+    folder = layout.manifests(training_set)
+    key = folder.commit_key(source.output_id)
+    nbytes = storage.write_parquet(key, table)
+    layout.publish(storage, folder, source.output_id)
+
+    names = dict(zip(table.column("label").to_pylist(), table.column("label_name").to_pylist(), strict=True))
+    per_class = [
+        {"label": label, "name": names.get(label), "images": n}
+        for label, n in stats.get("per_class", {}).items()
+    ]
+    log.info(
+        f"manifest[{training_set}]: {table.num_rows} images, {len(per_class)} classes in {elapsed:.1f}s; "
+        f"dropped {stats.get('dropped')}"
+    )
+    return BalancedManifest(
+        output_id=source.output_id,
+        snapshot_id=source.snapshot_id,
+        key=key,
+        uri=storage.uri_of(key),
+        images=table.num_rows,
+        per_class=per_class,
+        shortfall=[
+            {"label": k, "name": names.get(k), "missing": v} for k, v in stats.get("shortfall", {}).items()
+        ],
+        stats=stats,
+        checks=manifest_checks(table, spec),
+        bytes=nbytes,
+        seconds=elapsed,
+    )
+
+
+def _build(
+    storage: Storage, source_key: str, spec: TrainingSetSpec, snapshot_id: str, previous: Any
+) -> ManifestResult:
+    local = storage.local_path(source_key)
+    if local is not None:  # stream the Parquet file (bounded memory)
+        return build_manifest_from_parquet(local, spec, snapshot_id=snapshot_id, previous=previous)
+    return build_manifest(
+        storage.read_parquet(source_key),
+        spec,
+        snapshot_id=snapshot_id,
+        previous=previous,
+        source=storage.uri_of(source_key),
+    )
+
+
+def manifest_checks(table: pa.Table, spec: TrainingSetSpec) -> list[CheckOutcome]:
+    """The outcomes of :data:`CHECKS` on a manifest."""
+    if spec.balancing.mode == "weighted":  # natural proportions are unbalanced on purpose
+        balance = (True, {"skipped": "weighted mode keeps natural proportions; tolerance does not apply"})
+    else:
+        balance = check_balance(table, spec.balancing.tolerance)
+    outcomes = {
+        "balanced": balance,
+        "licenses_allowed": check_licenses(table, spec.licenses),
+        "no_split_leakage": check_split_leakage(table, "split_group"),
+        "unique_urls": check_unique_urls(table),
+    }
+    return [
+        CheckOutcome(name, bool(passed), details, CHECKS[name])
+        for name, (passed, details) in outcomes.items()
+    ]
+
+
+def latest_manifest_key(storage: Storage, training_set: str) -> str | None:
+    """The key of the newest complete manifest (the storage layout's commit rule), or None."""
+    folder = layout.manifests(training_set)
+    output_id = layout.newest_complete(storage, folder)
+    return folder.commit_key(output_id) if output_id else None
+
+
+def read_latest_manifest(storage: Storage, training_set: str) -> pa.Table:
+    """The newest complete manifest; StageError when there is none yet."""
+    key = latest_manifest_key(storage, training_set)
+    if key is None:
+        raise StageError(f"'{training_set}' has no manifest yet; materialize balanced_manifest first")
+    return storage.read_parquet(key)

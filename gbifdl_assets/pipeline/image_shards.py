@@ -1,0 +1,44 @@
+"""How a training set's images are spread over shards, so that a backfill spreads the downloads.
+
+The shard count is a per-deployment constant (``GBIFDL_IMAGE_SHARDS``, default 8, read once when the
+code loads): it names image_store's partitions, so set it before the first image_store run and keep it
+(a spec's ``images.shards`` is advisory; partition keys must not change under a running backfill).
+Small installations want few shards (fewer runs), clusters more. A species always falls in one shard
+(the shard is a hash of its label), so per-class completeness is decided within one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pyarrow as pa
+
+DEFAULT_SHARDS = 8
+SHARDS_VARIABLE = "GBIFDL_IMAGE_SHARDS"
+
+
+def shard_count_from_env() -> int:
+    """Shards per training set: GBIFDL_IMAGE_SHARDS (default 8); a ValueError naming the fix otherwise."""
+    raw = os.environ.get(SHARDS_VARIABLE, str(DEFAULT_SHARDS)).strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise ValueError(
+            f"{SHARDS_VARIABLE}={raw!r} is not a shard count; give a whole number from 1 to 100 "
+            f"(default {DEFAULT_SHARDS}), and keep it once image_store has run"
+        )
+    return int(raw)
+
+
+#: This deployment's shard count, read once when the code loads.
+SHARDS = shard_count_from_env()
+
+
+def shard_keys(shards: int = SHARDS) -> list[str]:
+    """The shards' names: ``00``, ``01``, ... (image_store's shard partition keys)."""
+    return [f"{i:02d}" for i in range(shards)]
+
+
+def shard_of(labels: pa.Array | pa.ChunkedArray, shards: int = SHARDS) -> pa.Array:
+    """The shard of each label: a stable hash, so a species never moves between shards."""
+    hashed = [int(hashlib.sha256(str(v).encode()).hexdigest()[:8], 16) % shards for v in labels.to_pylist()]
+    return pa.array([f"{s:02d}" for s in hashed])
