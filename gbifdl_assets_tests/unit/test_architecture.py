@@ -27,9 +27,6 @@ DAGSTER_LAYER = ("gbifdl_assets.defs", "gbifdl_assets.definitions")
 SANDBOX_MAY_IMPORT = ("gbifdl_assets.sandbox", "gbifdl_assets.vocabulary")
 MAX_MODULE_LINES = 800
 MAX_ASSET_FUNCTION_LINES = 50
-#: Rules that the code does not keep yet (issue 15 is moving it there); strict, so a rule that starts
-#: to hold fails until its mark is removed.
-NOT_YET = pytest.mark.xfail(strict=True, reason="issue 15: the refactor that makes this hold is under way")
 
 
 def _module_name(path: Path) -> str:
@@ -106,7 +103,6 @@ def test_importing_the_whole_core_loads_no_dagster():
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
-@NOT_YET
 def test_gbif_never_imports_the_spec_model():
     offenders = [
         f"{module}:{line} imports {target}"
@@ -141,7 +137,6 @@ def test_no_module_imports_another_modules_private_names():
     assert not offenders, "\n".join(offenders)
 
 
-@NOT_YET
 def test_no_tests_import_private_names_of_the_product():
     tests = Path(__file__).resolve().parents[1]
     offenders = []
@@ -168,7 +163,6 @@ def _is_asset_decorator(node: ast.expr) -> bool:
     return name in ("asset", "multi_asset")
 
 
-@NOT_YET
 def test_no_asset_function_is_over_50_lines():
     offenders = []
     for module in _modules():
