@@ -1,7 +1,9 @@
 """gbifdl_assets: GBIF image training sets as Dagster assets.
 
-The core packages (gbif, annotations, sampling, media, export, specs, storage, sandbox) are plain
-Python and usable as a library; ``gbifdl_assets.defs`` is the thin Dagster layer.
+The core packages (vocabulary, errors, storage, gbif, specs, occurrences, annotations, sampling,
+media, export, pipeline) are plain Python and usable as a library; ``gbifdl_assets.defs`` is the thin
+Dagster layer and ``gbifdl_assets.definitions`` the code location; the sandbox is an offline GBIF.
+ARCHITECTURE.md (beside the README) says where things live and the rules that keep them there.
 """
 
 import os as _os

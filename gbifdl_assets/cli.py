@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     from gbifdl_assets.annotations.cli import add_rules_parser
     from gbifdl_assets.annotations.service.cli import add_annotations_parser
     from gbifdl_assets.export.cli import add_export_parser
-    from gbifdl_assets.gbif.ingest_cli import add_dwca_parser
     from gbifdl_assets.media.cli import add_images_parser
+    from gbifdl_assets.occurrences.ingest_cli import add_dwca_parser
     from gbifdl_assets.sampling.cli import add_manifest_parser
 
     add_dwca_parser(sub)

@@ -21,10 +21,10 @@ from gbifdl_assets.gbif import downloads as _downloads
 from gbifdl_assets.gbif.errors import GbifResponseError
 from gbifdl_assets.gbif.http import GbifHttp
 from gbifdl_assets.gbif.search import MAX_PAGE_SIZE, canonical_name, iter_occurrences, normalize_params
+from gbifdl_assets.vocabulary import BACKBONE_DATASET_KEY
 
 DEFAULT_BASE_URL = "https://api.gbif.org/v1"
 #: the GBIF Backbone Taxonomy checklist; occurrence keys (speciesKey, taxonKey) refer to it
-BACKBONE_DATASET_KEY = "d7dddbf4-2cf0-4f39-9b2a-bb099caae36c"
 #: /v1/species/search caps ``limit`` at 1000
 SPECIES_PAGE_SIZE = 1000
 
@@ -196,7 +196,7 @@ class GbifClient:
         return f"{self.base_url}/{path.lstrip('/')}"
 
     def _auth(self) -> tuple[str, str]:
-        return _downloads._credentials(self)
+        return _downloads.credentials_of(self)
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None, *, auth: bool = False) -> Any:
         """GET ``path`` (relative to ``base_url``, or absolute) and return the parsed JSON."""

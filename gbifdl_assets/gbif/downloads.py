@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
@@ -31,7 +31,21 @@ from gbifdl_assets.gbif.http import RETRYABLE_EXCEPTIONS, display_url
 from gbifdl_assets.vocabulary import DEAD_STATUSES, FAILED_STATUSES, RUNNING_STATUSES
 
 if TYPE_CHECKING:
-    from gbifdl_assets.gbif.client import GbifClient
+    from gbifdl_assets.gbif.http import GbifHttp
+
+
+class DownloadClient(Protocol):
+    """What the download calls need of a client (:class:`gbifdl_assets.gbif.client.GbifClient` is
+    one): typed by shape, so this module does not import the client that delegates to it."""
+
+    username: str | None
+    password: str | None
+    http: GbifHttp
+
+    def url(self, path: str) -> str: ...
+
+    def get_json(self, path: str, params: Any = None, *, auth: bool = False) -> Any: ...
+
 
 log = logging.getLogger("gbifdl_assets.gbif")
 
@@ -80,7 +94,7 @@ def check_key(key: str) -> str:
     return key
 
 
-def _credentials(client: GbifClient) -> tuple[str, str]:
+def credentials_of(client: DownloadClient) -> tuple[str, str]:
     if not client.username or not client.password:
         raise GbifCredentialsMissing(0, client.url("/occurrence/download"))
     return (client.username, client.password)
@@ -104,7 +118,7 @@ def parse_download_key(body: bytes, url: str) -> str:
 
 
 def request_download(
-    client: GbifClient,
+    client: DownloadClient,
     predicate: dict,
     *,
     format: str = "DWCA",
@@ -114,7 +128,7 @@ def request_download(
     fmt = format.upper()
     if fmt not in FORMATS:
         raise ValueError(f"download format {format!r} is not one of {', '.join(FORMATS)}")
-    username, password = _credentials(client)
+    username, password = credentials_of(client)
     body: dict[str, Any] = {
         "creator": username,
         "notificationAddresses": list(notification_addresses),
@@ -143,7 +157,7 @@ def resolve_ref(key_or_doi: str) -> str:
     return doi if doi else check_key(key_or_doi)
 
 
-def download_status(client: GbifClient, key_or_doi: str) -> dict:
+def download_status(client: DownloadClient, key_or_doi: str) -> dict:
     ref = resolve_ref(key_or_doi)
     try:
         status = client.get_json(f"/occurrence/download/{ref}")
@@ -156,7 +170,7 @@ def download_status(client: GbifClient, key_or_doi: str) -> dict:
     return status
 
 
-def download_key_for_doi(client: GbifClient, doi: str) -> str:
+def download_key_for_doi(client: DownloadClient, doi: str) -> str:
     normalized = normalize_doi(doi)
     if normalized is None:
         raise ValueError(
@@ -166,13 +180,13 @@ def download_key_for_doi(client: GbifClient, doi: str) -> str:
 
 
 def iter_user_downloads(
-    client: GbifClient,
+    client: DownloadClient,
     user: str | None = None,
     *,
     status: str | Sequence[str] | None = None,
     page_size: int = 100,
 ) -> Iterator[dict]:
-    auth = _credentials(client)
+    auth = credentials_of(client)
     user = user or auth[0]
     params: dict[str, Any] = {}
     if status:
@@ -191,9 +205,9 @@ def iter_user_downloads(
             return
 
 
-def cancel_download(client: GbifClient, key: str) -> None:
+def cancel_download(client: DownloadClient, key: str) -> None:
     key = check_key(key)
-    auth = _credentials(client)
+    auth = credentials_of(client)
     try:
         client.http.request("DELETE", client.url(f"/occurrence/download/request/{key}"), auth=auth)
     except GbifNotFound as exc:
@@ -201,7 +215,7 @@ def cancel_download(client: GbifClient, key: str) -> None:
 
 
 def wait_for_download(
-    client: GbifClient,
+    client: DownloadClient,
     key_or_doi: str,
     *,
     poll_seconds: float = 30.0,
@@ -236,7 +250,7 @@ def wait_for_download(
 
 
 def fetch_download(
-    client: GbifClient,
+    client: DownloadClient,
     key: str,
     dest: Path,
     *,
@@ -298,7 +312,7 @@ class _Truncated(Exception):
 
 
 def _stream_once(
-    client: GbifClient,
+    client: DownloadClient,
     url: str,
     tmp: Path,
     expected: int | None,

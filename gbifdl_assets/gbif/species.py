@@ -23,10 +23,12 @@ import pyarrow as pa
 
 from gbifdl_assets.gbif.client import GbifClient, NameMatch
 from gbifdl_assets.gbif.errors import GbifNotFound
+from gbifdl_assets.vocabulary import KEY_RANKS
 
 log = logging.getLogger(__name__)
 
-RANKS = ("KINGDOM", "PHYLUM", "CLASS", "ORDER", "FAMILY", "GENUS", "SPECIES")
+#: The ranks a higher taxon can be expanded to (those with a ``<rank>Key`` on every name usage).
+RANKS = KEY_RANKS
 _CLASSIFICATION = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
 #: match_type values in the species list. EXACT/FUZZY come from GBIF's matcher; SYNONYM marks an

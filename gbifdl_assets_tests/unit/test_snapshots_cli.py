@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gbifdl_assets.gbif.ingest_cli import add_dwca_parser, default_training_set
+from gbifdl_assets.occurrences.ingest_cli import add_dwca_parser, default_training_set
 from gbifdl_assets.occurrences.snapshots import latest_snapshot
 from gbifdl_assets.storage import LocalStorage
 

@@ -2,7 +2,7 @@
 
 Register in ``gbifdl_assets/cli.py``::
 
-    from gbifdl_assets.gbif.ingest_cli import add_dwca_parser
+    from gbifdl_assets.occurrences.ingest_cli import add_dwca_parser
     add_dwca_parser(sub)   # sub = parser.add_subparsers(dest="command", required=True)
 
 Writes ``OUT_DIR/snapshots/<training set>/<snapshot id>/{media.parquet,snapshot.json}`` (the same
