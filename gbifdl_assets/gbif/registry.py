@@ -73,6 +73,7 @@ from gbifdl_assets.gbif.errors import (
     GbifRateLimited,
 )
 from gbifdl_assets.gbif.http import GbifHttp
+from gbifdl_assets.storage import layout
 from gbifdl_assets.storage.errors import StorageError
 
 if TYPE_CHECKING:
@@ -80,8 +81,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATASETS_KEY = "registry/datasets.parquet"
-ORGANIZATIONS_KEY = "registry/organizations.parquet"
+DATASETS_KEY = layout.REGISTRY_DATASETS_KEY
+ORGANIZATIONS_KEY = layout.REGISTRY_ORGANIZATIONS_KEY
 DEFAULT_MAX_AGE = timedelta(days=30)
 DEFAULT_WORKERS = 3
 

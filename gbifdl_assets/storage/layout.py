@@ -18,6 +18,7 @@ Every storage key of the stages is built here, so the layout can be read in one 
     images/...                                                    content-addressed images (media/store.py)
     attribution/<ts>/shard<shard>.parquet                         credits of one shard's images
     exports/<ts>/...                                              what a training loop reads (export/)
+    registry/datasets.parquet, registry/organizations.parquet     GBIF registry cache (gbif/registry.py)
 
 ``<ts>`` is the training set (the spec's name, the Dagster partition key).
 
@@ -46,6 +47,9 @@ DOWNLOADS_PREFIX = "downloads"
 DOWNLOAD_REQUEST_FILE = "request.json"
 ATTRIBUTION_PREFIX = "attribution"
 EXPORTS_PREFIX = "exports"
+#: GBIF registry objects cached across snapshots and runs (one row per key, with its fetch time).
+REGISTRY_DATASETS_KEY = "registry/datasets.parquet"
+REGISTRY_ORGANIZATIONS_KEY = "registry/organizations.parquet"
 
 # --- versioned outputs ---------------------------------------------------------------------------
 SNAPSHOTS_PREFIX = "snapshots"
