@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 
+from gbifdl_assets.export.escape import clean_text, clean_value, http_url, md_code, md_link, md_text
 from gbifdl_assets.export.license_display import license_label_or_code, license_url_or_blank
 from gbifdl_assets.storage import Storage
 
@@ -50,8 +53,8 @@ def credit_rows(table: pa.Table) -> list[dict[str, Any]]:
     """One attribution row per exported image, in the export's order."""
     rows = []
     for r in table.to_pylist():
-        refs = (r.get("references") or "").strip()
-        source = refs if refs.startswith(("http://", "https://")) else OCCURRENCE_PAGE.format(r["gbifID"])
+        refs = clean_text(r.get("references")).strip()
+        source = refs if http_url(refs) else OCCURRENCE_PAGE.format(quote(clean_text(r["gbifID"]), safe=""))
         rows.append(
             {
                 "content_key": r["content_key"],
@@ -82,21 +85,13 @@ def _csv_safe(row: dict[str, Any]) -> dict[str, Any]:
     return {k: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v for k, v in row.items()}
 
 
-def _md(text: Any) -> str:
-    """Escape what would break a Markdown table cell or start markup."""
-    s = str(text if text is not None else "").replace("\n", " ").replace("\r", " ")
-    for ch in ("\\", "|", "*", "_", "[", "]", "<", ">", "`"):
-        s = s.replace(ch, "\\" + ch)
-    return s
-
-
 def write_credits(table: pa.Table, out: Storage) -> int:
     """Write ``credits.csv`` and ``CREDITS.md``; return the number of images credited."""
     rows = credit_rows(table)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CREDIT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(_csv_safe(r) for r in rows)
+    writer.writerows(_csv_safe({k: clean_text(v) for k, v in r.items()}) for r in rows)
     out.write_bytes("credits.csv", buf.getvalue().encode("utf-8"))
 
     lines = [
@@ -111,20 +106,17 @@ def write_credits(table: pa.Table, out: Storage) -> int:
         by_class.setdefault((r["label"], r["label_name"]), []).append(r)
     for (label, name), items in sorted(by_class.items(), key=lambda kv: kv[0][0]):
         lines += [
-            f"## {_md(name) or 'taxon'} ({label})",
+            f"## {md_text(name) or 'taxon'} ({md_text(label)})",
             "",
             "| Image | Creator | Rights holder | Licence | Source |",
         ]
         lines.append("|---|---|---|---|---|")
         for r in items:
-            lic = (
-                f"[{_md(r['license_label'])}]({r['license_url']})"
-                if r["license_url"]
-                else _md(r["license_label"])
-            )
+            record = "record " + clean_text(r["gbifID"])
             lines.append(
-                f"| [{r['content_key'][:12]}]({r['image_url']}) | {_md(r['creator']) or '—'} | "
-                f"{_md(r['rightsHolder']) or '—'} | {lic} | [record {r['gbifID']}]({r['source_url']}) |"
+                f"| {md_link(r['content_key'][:12], r['image_url'])} | {md_text(r['creator']) or '—'} | "
+                f"{md_text(r['rightsHolder']) or '—'} | {md_link(r['license_label'], r['license_url'])} | "
+                f"{md_link(record, r['source_url'])} |"
             )
         lines.append("")
     out.write_bytes("CREDITS.md", "\n".join(lines).encode("utf-8"))
@@ -134,6 +126,7 @@ def write_credits(table: pa.Table, out: Storage) -> int:
 def _sources(citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     if citation is None:
         return []
+    citation = clean_value(citation)
     if isinstance(citation, Mapping):
         if "sources" in citation:
             return [dict(s) for s in citation["sources"]]
@@ -161,7 +154,7 @@ def citation_markdown(
     table: pa.Table, citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, *, training_set: str
 ) -> str:
     sources = _sources(citation)
-    lines = [f"# How to cite the data of `{training_set}`", ""]
+    lines = [f"# How to cite the data of {md_text(training_set)}", ""]
     downloads = [s for s in sources if s.get("doi")]
     searches = [s for s in sources if not s.get("doi")]
     if downloads:
@@ -170,18 +163,21 @@ def citation_markdown(
             text = (s.get("citation") or "").strip()
             if not text:
                 text = f"GBIF.org ({_date(s)}) GBIF Occurrence Download {_doi_url(s['doi'])}"
-            lines.append(f"> {text}")
+            lines.append(f"> {md_text(text)}")
             lines.append("")
     if searches:
         lines += ["## Data retrieved through the GBIF search API", ""]
         for s in searches:
             params = s.get("params", s.get("query"))
-            lines.append(f"- retrieved {s.get('date', 'n.d.')} with the query `{params}`")
+            query = (
+                params if isinstance(params, str) else json.dumps(params, ensure_ascii=False, sort_keys=True)
+            )
+            lines.append(f"- retrieved {md_text(s.get('date', 'n.d.'))} with the query {md_code(query)}")
         lines += [
             "",
             "Search-API data has no DOI of its own. GBIF's citation guidelines ask that data used in a",
             "publication be cited with a DOI: register a **derived dataset** at",
-            f"{DERIVED_DATASET_PAGE} listing the contributing datasets below (with their record counts),",
+            f"<{DERIVED_DATASET_PAGE}> listing the contributing datasets below (with their record counts),",
             "and cite the DOI it mints.",
             "",
         ]
@@ -198,7 +194,7 @@ def citation_markdown(
     if counts:
         lines += ["## Contributing datasets", "", "| Dataset | Images |", "|---|---|"]
         for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-            lines.append(f"| [{key}]({DATASET_PAGE.format(key)}) | {n} |")
+            lines.append(f"| {md_link(key, DATASET_PAGE.format(quote(clean_text(key), safe='')))} | {n} |")
         lines.append("")
     lines += ["Per-image attribution (creators, rights holders, licences): `CREDITS.md` / `credits.csv`.", ""]
     return "\n".join(lines)

@@ -9,7 +9,6 @@ per exported image's occurrence, when coordinates are known (manifest columns
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import os
@@ -21,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
+from gbifdl_assets.export.escape import html_text, md_text
 from gbifdl_assets.export.license_display import license_label_or_code
 from gbifdl_assets.storage import Storage
 
@@ -121,14 +121,14 @@ def _points(table: pa.Table, coordinates: pa.Table | None) -> list[tuple[float, 
 
 
 def _table_md(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
+    out = ["| " + " | ".join(md_text(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(md_text(v) for v in r) + " |" for r in rows]
     return out + [""]
 
 
 def _table_html(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
+    head = "".join(f"<th>{html_text(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html_text(v)}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -184,7 +184,7 @@ def write_datacard(
         f"{n} images in {len(classes)} classes; {missing} manifest images were not stored and are left out."
     )
 
-    md = [f"# Data card: {training_set}", "", facts, ""]
+    md = [f"# Data card: {md_text(training_set)}", "", md_text(facts), ""]
     md += ["## Splits", "", *_table_md(["split", "images", "share"], split_rows)]
     md += ["## Classes", "", f"![Images per class]({CHART_KEY})", "", *_table_md(class_head, class_rows)]
     md += ["## Licences", "", *_table_md(["licence", "id", "images", "share"], lic_rows)]
@@ -197,17 +197,17 @@ def write_datacard(
     ]
     out.write_bytes("datacard.md", "\n".join(md).encode("utf-8"))
 
-    title = html.escape(f"Data card: {training_set}")
+    title = html_text(f"Data card: {training_set}")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:1040px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}
 img{{max-width:100%}}</style></head><body>
-<h1>{title}</h1><p>{html.escape(facts)}</p>
+<h1>{title}</h1><p>{html_text(facts)}</p>
 <h2>Splits</h2>{_table_html(["split", "images", "share"], split_rows)}
 <h2>Classes</h2><img src="{CHART_KEY}" alt="Images per class">{_table_html(class_head, class_rows)}
 <h2>Licences</h2>{_table_html(["licence", "id", "images", "share"], lic_rows)}
-<h2>Where the occurrences are</h2><img src="{MAP_KEY}" alt="Occurrence map"><p>{html.escape(map_note)}</p>
+<h2>Where the occurrences are</h2><img src="{MAP_KEY}" alt="Occurrence map"><p>{html_text(map_note)}</p>
 <h2>Credits and citation</h2><p>See <a href="CREDITS.md">CREDITS.md</a> and <a href="CITATION.md">CITATION.md</a>.</p>
 </body></html>
 """

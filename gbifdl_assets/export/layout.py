@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.errors import GbifdlError
+from gbifdl_assets.export.escape import clean_table, clean_text
 from gbifdl_assets.storage import TMP_PREFIX, LocalStorage, Storage
 
 __all__ = [
@@ -76,6 +77,8 @@ EXPORT_ENTRIES = (
     "datacard",
 )
 _SAFE = re.compile(r"[^A-Za-z0-9.-]+")
+# content keys and split names become file names and shard names
+_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _EXTS = {"JPEG": "jpg", "JPG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
@@ -175,6 +178,15 @@ def prepare_export_table(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table
         stored = stored.take(last)
     joined = manifest.join(stored, "content_key", join_type="inner", use_threads=False)
     missing = manifest.num_rows - joined.num_rows
+    for col in ("content_key", "split"):
+        bad = [v for v in pc.unique(joined.column(col)).to_pylist() if not _KEY_RE.fullmatch(str(v or ""))]
+        if bad:
+            raise ExportError(
+                f"the manifest's {col!r} holds {bad[0]!r}, which cannot name a file: "
+                "content keys are sha256 hex digests and splits train/val/test (rebuild the manifest)"
+            )
+    # text from archives reaches CSV, JSON, Markdown and HTML: no control characters past here
+    joined = clean_table(joined)
     joined = joined.sort_by([("split", "ascending"), ("label", "ascending"), ("content_key", "ascending")])
     classes = class_table(joined)
     index = {c["label"]: c["index"] for c in classes}
@@ -269,6 +281,7 @@ def export_training_set(
     """
     from gbifdl_assets.export import credits, datacard, imagefolder, webdataset
 
+    training_set = clean_text(training_set)
     formats = [f.strip().lower() for f in formats]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
