@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
+from gbifdl_assets.export.attribution import requires_attribution
 from gbifdl_assets.export.escape import clean_text, clean_value, http_url, md_code, md_link, md_text
 from gbifdl_assets.export.license_display import license_label_or_code, license_url_or_blank
 from gbifdl_assets.storage import Storage
@@ -35,6 +36,8 @@ CREDIT_COLUMNS = (
     "gbifID",
     "label",
     "label_name",
+    "attribution",
+    "attribution_source",
     "creator",
     "rightsHolder",
     "license",
@@ -63,6 +66,13 @@ def credit_rows(table: pa.Table) -> list[dict[str, Any]]:
                 "gbifID": r["gbifID"],
                 "label": r["label"],
                 "label_name": r.get("label_name") or "",
+                # a table that did not go through attribution.attribute: creator, else rights holder
+                "attribution": r.get("attribution", r.get("creator") or r.get("rightsHolder")) or "",
+                "attribution_source": r.get(
+                    "attribution_source",
+                    "creator" if r.get("creator") else "rightsHolder" if r.get("rightsHolder") else None,
+                )
+                or "",
                 "creator": r.get("creator") or "",
                 "rightsHolder": r.get("rightsHolder") or "",
                 "license": r["license"],
@@ -85,6 +95,21 @@ def _csv_safe(row: dict[str, Any]) -> dict[str, Any]:
     return {k: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v for k, v in row.items()}
 
 
+_SOURCE_NOTE = {
+    "record_rightsHolder": "rights holder of the record",
+    "recordedBy": "recorded by",
+    "publisher": "publisher",
+}
+
+
+def _credit_md(row: Mapping[str, Any]) -> str:
+    name = row.get("attribution") or ""
+    if not name:
+        return "no name on record" if requires_attribution(row["license"]) else "—"
+    note = _SOURCE_NOTE.get(row.get("attribution_source") or "")
+    return f"{md_text(name)} ({note})" if note else md_text(name)
+
+
 def write_credits(table: pa.Table, out: Storage) -> int:
     """Write ``credits.csv`` and ``CREDITS.md``; return the number of images credited."""
     rows = credit_rows(table)
@@ -98,9 +123,19 @@ def write_credits(table: pa.Table, out: Storage) -> int:
         "# Image credits",
         "",
         f"{len(rows)} images. Each is used under the licence named here; reuse must keep this attribution.",
-        "The same list, machine-readable: `credits.csv`.",
+        "The same list, machine-readable: `credits.csv`. The credit is the media creator, else the first of",
+        "the media rights holder, the record's rights holder, the recorder, the dataset's publisher",
+        "(marked after the name).",
         "",
     ]
+    lacking = sum(1 for r in rows if requires_attribution(r["license"]) and not r["attribution"])
+    if lacking:
+        lines += [
+            f"**{lacking} images under an attribution licence have no creator, rights holder, recorder or",
+            "publisher on record**; they are marked 'no name on record'. Credit them by linking their source",
+            'record, or export with `unattributed="drop"` to leave them out.',
+            "",
+        ]
     by_class: dict[tuple[Any, str], list[dict[str, Any]]] = {}
     for r in rows:
         by_class.setdefault((r["label"], r["label_name"]), []).append(r)
@@ -108,13 +143,13 @@ def write_credits(table: pa.Table, out: Storage) -> int:
         lines += [
             f"## {md_text(name) or 'taxon'} ({md_text(label)})",
             "",
-            "| Image | Creator | Rights holder | Licence | Source |",
+            "| Image | Credit | Rights holder | Licence | Source |",
         ]
         lines.append("|---|---|---|---|---|")
         for r in items:
             record = "record " + clean_text(r["gbifID"])
             lines.append(
-                f"| {md_link(r['content_key'][:12], r['image_url'])} | {md_text(r['creator']) or '—'} | "
+                f"| {md_link(r['content_key'][:12], r['image_url'])} | {_credit_md(r)} | "
                 f"{md_text(r['rightsHolder']) or '—'} | {md_link(r['license_label'], r['license_url'])} | "
                 f"{md_link(record, r['source_url'])} |"
             )

@@ -98,6 +98,11 @@ class ExportSummary:
     shards: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     licenses: dict[str, int] = field(default_factory=dict)
+    #: BY-family images without any name to credit (kept, or dropped when ``unattributed="drop"``)
+    unattributed: int = 0
+    dropped_unattributed: int = 0
+    #: images credited per link of the attribution chain (creator, rightsHolder, …, publisher)
+    attribution_sources: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     created: str = ""
 
@@ -158,6 +163,12 @@ def prepare_export_table(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table
     ``height``, ``sha256``, ``format``, ``bytes``, ``ext``, ``label_index``, ``dirname``) and how many
     manifest rows were left out for lack of a stored image.
     """
+    joined, missing = _join_ledger(manifest, ledger)
+    return _index_classes(joined), missing
+
+
+def _join_ledger(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table, int]:
+    """The stored images of the manifest with the ledger's facts (checked and cleaned), and the rest's count."""
     for col in ("content_key", "label", "split", "gbifID", "license"):
         if col not in manifest.column_names:
             raise ExportError(f"the manifest has no {col!r} column: pass the training set's manifest table")
@@ -187,6 +198,11 @@ def prepare_export_table(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table
             )
     # text from archives reaches CSV, JSON, Markdown and HTML: no control characters past here
     joined = clean_table(joined)
+    return joined, missing
+
+
+def _index_classes(joined: pa.Table) -> pa.Table:
+    """Sorted by split, label, content key, with ``label_index``, ``dirname`` and ``ext``."""
     joined = joined.sort_by([("split", "ascending"), ("label", "ascending"), ("content_key", "ascending")])
     classes = class_table(joined)
     index = {c["label"]: c["index"] for c in classes}
@@ -196,7 +212,7 @@ def prepare_export_table(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table
     joined = joined.append_column("label_index", pa.array([index[v] for v in labels], pa.int32()))
     joined = joined.append_column("dirname", pa.array([dirname[v] for v in labels], pa.string()))
     joined = joined.append_column("ext", pa.array([image_ext(f) for f in fmt], pa.string()))
-    return joined, missing
+    return joined
 
 
 def imagefolder_path(row: Mapping[str, Any]) -> str:
@@ -272,14 +288,21 @@ def export_training_set(
     shard_size: int = 1000,
     coordinates: pa.Table | None = None,
     world_outlines: str | os.PathLike[str] | None = None,
+    records: pa.Table | None = None,
+    datasets: Mapping[str, Mapping[str, Any]] | None = None,
+    unattributed: str = "keep",
 ) -> ExportSummary:
     """Write a complete training export of ``manifest`` (images from ``image_storage``) to ``out``.
 
     ``citation`` is the snapshot's ``source`` (snapshot.json), or a list of them, or
-    ``{"sources": [...]}``. ``coordinates`` (``gbifID``, ``decimalLatitude``, ``decimalLongitude``)
-    feeds the data card's map when the manifest has no coordinate columns.
+    ``{"sources": [...]}``. ``records`` is a table keyed by ``gbifID`` with occurrence facts the
+    manifest lacks, e.g. the snapshot's media table: ``decimalLatitude``/``decimalLongitude`` (the data
+    card's map), ``recordedBy``, ``record_rightsHolder``, ``datasetTitle``/``datasetName``, a publisher
+    name (attribution, see :mod:`.attribution`); ``coordinates`` is the older name of the same argument.
+    ``datasets`` maps ``datasetKey`` to ``{"title", "publisher"}`` (the last attribution fallback).
+    ``unattributed``: ``"keep"`` (default) or ``"drop"`` BY-family images nobody can be credited for.
     """
-    from gbifdl_assets.export import credits, datacard, imagefolder, webdataset
+    from gbifdl_assets.export import attribution, credits, datacard, imagefolder, webdataset
 
     training_set = clean_text(training_set)
     formats = [f.strip().lower() for f in formats]
@@ -288,12 +311,24 @@ def export_training_set(
         raise ExportError(f"unknown export format(s) {bad or formats}: choose from {', '.join(FORMATS)}")
     if shard_size < 1:
         raise ExportError(f"shard_size must be at least 1, got {shard_size}")
-    table, missing = prepare_export_table(manifest, ledger)
-    if table.num_rows == 0:
+    if unattributed not in ("keep", "drop"):
+        raise ExportError(f"unattributed must be 'keep' or 'drop', got {unattributed!r}")
+    records = records if records is not None else coordinates
+    joined, missing = _join_ledger(manifest, ledger)
+    if joined.num_rows == 0:
         raise ExportError(
             f"none of the {manifest.num_rows} manifest images of {training_set!r} is stored in the ledger: "
             "download the images (image_store) before exporting"
         )
+    joined, credited = attribution.attribute(
+        joined, records=records, datasets=datasets, unattributed=unattributed
+    )
+    if joined.num_rows == 0:
+        raise ExportError(
+            f"every stored image of {training_set!r} lacks a name to credit under its BY licence: "
+            "export with unattributed='keep' or give records/datasets with recorders or publishers"
+        )
+    table = _index_classes(joined)
     classes = class_table(table)
     out.delete(EXPORT_MARKER)  # an export being rewritten is not complete
     staging = _Staging(out)
@@ -306,6 +341,9 @@ def export_training_set(
         classes=len(classes),
         splits=_counts(table.column("split")),
         licenses=_counts(table.column("license")),
+        unattributed=credited.unattributed,
+        dropped_unattributed=credited.dropped,
+        attribution_sources=credited.sources,
     )
     try:
         target = staging.storage
@@ -324,7 +362,7 @@ def export_training_set(
             training_set=training_set,
             classes=classes,
             missing=missing,
-            coordinates=coordinates,
+            coordinates=records,
             world_outlines=world_outlines,
         )
         summary.files = sorted(k for k in target.list("") if "/" not in k or k.startswith("datacard/"))
