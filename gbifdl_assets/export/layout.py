@@ -352,6 +352,7 @@ def export_training_set(
         target.write_bytes(CLASSES_FILE, (json.dumps(classes, indent=1, ensure_ascii=False) + "\n").encode())
         if "imagefolder" in formats:
             summary.bytes += imagefolder.write_imagefolder(final, image_storage, target)
+            imagefolder.write_hf_metadata(final, target)
         if "webdataset" in formats:
             summary.shards = webdataset.write_webdataset(final, image_storage, target, shard_size=shard_size)
         credits.write_credits(final, target)
