@@ -27,7 +27,17 @@ from gbifdl_assets.export.escape import clean_text, clean_value, http_url, md_co
 from gbifdl_assets.export.license_display import license_label_or_code, license_url_or_blank
 from gbifdl_assets.storage import Storage
 
-__all__ = ["CREDIT_COLUMNS", "citation_markdown", "credit_rows", "write_citation", "write_credits"]
+__all__ = [
+    "CREDIT_COLUMNS",
+    "citation_markdown",
+    "citation_sources",
+    "citation_text",
+    "credit_rows",
+    "doi_url",
+    "query_text",
+    "write_citation",
+    "write_credits",
+]
 
 CREDIT_COLUMNS = (
     "content_key",
@@ -158,7 +168,9 @@ def write_credits(table: pa.Table, out: Storage) -> int:
     return len(rows)
 
 
-def _sources(citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+def citation_sources(
+    citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+) -> list[dict[str, Any]]:
     if citation is None:
         return []
     citation = clean_value(citation)
@@ -169,7 +181,7 @@ def _sources(citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -
     return [dict(s) for s in citation]
 
 
-def _doi_url(doi: str) -> str:
+def doi_url(doi: str) -> str:
     doi = doi.strip()
     for prefix in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "doi:"):
         if doi.lower().startswith(prefix):
@@ -185,20 +197,31 @@ def _date(source: Mapping[str, Any]) -> str:
     return "n.d."
 
 
+def query_text(source: Mapping[str, Any]) -> str:
+    """The search query of a search-API source, as text (JSON for a mapping)."""
+    params = source.get("params", source.get("query"))
+    return params if isinstance(params, str) else json.dumps(params, ensure_ascii=False, sort_keys=True)
+
+
+def citation_text(source: Mapping[str, Any]) -> str:
+    """How to cite one source: GBIF's text for a download (by DOI), the query and date for a search."""
+    if source.get("doi"):
+        text = clean_text(source.get("citation")).strip()
+        return text or f"GBIF.org ({_date(source)}) GBIF Occurrence Download {doi_url(source['doi'])}"
+    return f"GBIF.org ({source.get('date', 'n.d.')}) GBIF occurrence search {query_text(source)}"
+
+
 def citation_markdown(
     table: pa.Table, citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, *, training_set: str
 ) -> str:
-    sources = _sources(citation)
+    sources = citation_sources(citation)
     lines = [f"# How to cite the data of {md_text(training_set)}", ""]
     downloads = [s for s in sources if s.get("doi")]
     searches = [s for s in sources if not s.get("doi")]
     if downloads:
         lines += ["## GBIF occurrence downloads", "", "Cite each download by its DOI:", ""]
         for s in downloads:
-            text = (s.get("citation") or "").strip()
-            if not text:
-                text = f"GBIF.org ({_date(s)}) GBIF Occurrence Download {_doi_url(s['doi'])}"
-            lines.append(f"> {md_text(text)}")
+            lines.append(f"> {md_text(citation_text(s))}")
             lines.append("")
     if searches:
         lines += ["## Data retrieved through the GBIF search API", ""]

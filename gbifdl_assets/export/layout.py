@@ -9,6 +9,8 @@ Layout of an export (all keys relative to the ``out`` storage)::
     credits.csv, CREDITS.md          per-image attribution
     CITATION.md                      how to cite the data (GBIF download DOIs or the search query)
     datacard.md, datacard.html, datacard/classes.png, datacard/map.png
+    croissant.json                   Croissant 1.1 + RAI: every file with its sha256, record sets
+    imagefolder/<split>/metadata.jsonl   Hugging Face ImageFolder metadata (file_name, label, credit)
     export.json                      written last: its presence means the export is complete
 
 Atomicity: ``export.json`` of a previous export is removed first. On local storage everything is
@@ -75,6 +77,7 @@ EXPORT_ENTRIES = (
     "datacard.md",
     "datacard.html",
     "datacard",
+    "croissant.json",
 )
 _SAFE = re.compile(r"[^A-Za-z0-9.-]+")
 # content keys and split names become file names and shard names
@@ -291,6 +294,7 @@ def export_training_set(
     records: pa.Table | None = None,
     datasets: Mapping[str, Mapping[str, Any]] | None = None,
     unattributed: str = "keep",
+    provenance: Mapping[str, Any] | None = None,
 ) -> ExportSummary:
     """Write a complete training export of ``manifest`` (images from ``image_storage``) to ``out``.
 
@@ -301,8 +305,14 @@ def export_training_set(
     name (attribution, see :mod:`.attribution`); ``coordinates`` is the older name of the same argument.
     ``datasets`` maps ``datasetKey`` to ``{"title", "publisher"}`` (the last attribution fallback).
     ``unattributed``: ``"keep"`` (default) or ``"drop"`` BY-family images nobody can be credited for.
+    ``provenance``: what the export was built from, shown in the data card and croissant.json:
+    ``spec_name``, ``spec_fingerprint``, ``snapshot_id``, ``snapshot_source`` (the snapshot's source
+    mapping: type, doi or params, dates; used as ``citation`` when that is not given),
+    ``rules_version``, ``manifest_id``, ``date`` (when the data was retrieved), and optionally
+    ``version`` (semver of the export) and ``url``; other keys are shown as they are.
     """
-    from gbifdl_assets.export import attribution, credits, datacard, imagefolder, webdataset
+    from gbifdl_assets.export import attribution, credits, croissant, datacard, facts, imagefolder, webdataset
+    from gbifdl_assets.export.digests import DigestingStorage
 
     training_set = clean_text(training_set)
     formats = [f.strip().lower() for f in formats]
@@ -314,6 +324,9 @@ def export_training_set(
     if unattributed not in ("keep", "drop"):
         raise ExportError(f"unattributed must be 'keep' or 'drop', got {unattributed!r}")
     records = records if records is not None else coordinates
+    provenance = dict(provenance or {})
+    if citation is None and provenance.get("snapshot_source"):
+        citation = provenance["snapshot_source"]
     joined, missing = _join_ledger(manifest, ledger)
     if joined.num_rows == 0:
         raise ExportError(
@@ -330,6 +343,7 @@ def export_training_set(
         )
     table = _index_classes(joined)
     classes = class_table(table)
+    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     out.delete(EXPORT_MARKER)  # an export being rewritten is not complete
     staging = _Staging(out)
     summary = ExportSummary(
@@ -346,7 +360,7 @@ def export_training_set(
         attribution_sources=credited.sources,
     )
     try:
-        target = staging.storage
+        target = DigestingStorage(staging.storage)
         final = _final_manifest(table, image_storage, formats)
         target.write_parquet(MANIFEST_FILE, final)
         target.write_bytes(CLASSES_FILE, (json.dumps(classes, indent=1, ensure_ascii=False) + "\n").encode())
@@ -366,12 +380,26 @@ def export_training_set(
             coordinates=records,
             world_outlines=world_outlines,
         )
+        croissant.write_croissant(
+            target,
+            final,
+            training_set=training_set,
+            classes=classes,
+            facts=facts.collect_facts(final, records),
+            sources=credits.citation_sources(citation),
+            provenance=provenance,
+            missing=missing,
+            unattributed=credited.unattributed,
+            dropped_unattributed=credited.dropped,
+            owned=EXPORT_ENTRIES,
+            created=created,
+        )
         summary.files = sorted(k for k in target.list("") if "/" not in k or k.startswith("datacard/"))
         staging.commit()
     except BaseException:
         staging.abort()
         raise
-    summary.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    summary.created = created.isoformat(timespec="seconds").replace("+00:00", "Z")
     out.write_bytes(EXPORT_MARKER, (json.dumps(summary.to_dict(), indent=1) + "\n").encode())
     log.info("exported %d images of %s to %s (%d missing)", summary.images, training_set, out.uri, missing)
     return summary

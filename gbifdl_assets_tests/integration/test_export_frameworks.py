@@ -196,6 +196,18 @@ def test_export_from_and_to_s3(s3_bucket, tmp_path):
         "webdataset/val-000000.tar",
     }
     assert json.loads(out.read_bytes("export.json"))["images"] == 30
+    # croissant.json's checksums were taken while writing to S3: they match the objects
+    import hashlib
+
+    doc = json.loads(out.read_bytes("croissant.json"))
+    objects = [d for d in doc["distribution"] if d["@type"] == "cr:FileObject"]
+    assert {d["contentUrl"] for d in objects} >= {
+        "manifest.parquet",
+        "credits.csv",
+        "webdataset/train-000001.tar",
+    }
+    for d in objects:
+        assert hashlib.sha256(out.read_bytes(d["contentUrl"])).hexdigest() == d["sha256"], d["contentUrl"]
     # a re-export with fewer shards and no ImageFolder leaves none of the old objects behind
     export_training_set(
         inputs["manifest"],

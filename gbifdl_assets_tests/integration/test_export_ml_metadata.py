@@ -66,3 +66,138 @@ def test_load_dataset_imagefolder(export_dir, hf_datasets, tmp_path):
     # the data card's snippet: the label as a ClassLabel with the names of classes.json
     cast = ds["train"].cast_column("label", hf_datasets.ClassLabel(names=[c["name"] for c in classes]))
     assert cast.features["label"].names[0] == classes[0]["name"]
+
+
+# ------------------------------------------------------------------------------------ Croissant
+@pytest.fixture(scope="module")
+def croissant_export(tmp_path_factory):
+    """An export with provenance, records (countries, coordinates, years) and a search source too."""
+    import pyarrow as pa
+
+    from gbifdl_assets.export.layout import export_training_set
+    from gbifdl_assets.storage import LocalStorage
+    from gbifdl_assets_tests.unit.test_export_writers import CITATION, build_inputs
+
+    tmp = tmp_path_factory.mktemp("cr")
+    inputs = build_inputs(tmp)
+    coords = inputs["coordinates"]
+    n = coords.num_rows
+    records = coords.append_column("countryCode", pa.array(["DE" if i % 3 else "FR" for i in range(n)]))
+    records = records.append_column("year", pa.array([2001 + i % 20 for i in range(n)], pa.int32()))
+    (tmp / "export").mkdir()
+    (tmp / "export" / "notes.txt").write_text("the user's own file, not the export's")
+    search = {"type": "search", "params": {"taxonKey": 5219404}, "date": "2026-02-03"}
+    summary = export_training_set(
+        inputs["manifest"],
+        inputs["ledger"],
+        inputs["store"],
+        LocalStorage(tmp / "export"),
+        training_set="cats",
+        citation={"sources": [CITATION, search]},
+        records=records,
+        shard_size=4,
+        provenance={
+            "spec_name": "cats",
+            "spec_fingerprint": "f" * 16,
+            "snapshot_id": "snap-1",
+            "rules_version": "7",
+            "manifest_id": "man-9",
+            "version": "2.1.0",
+        },
+    )
+    return tmp / "export", summary
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_croissant_validates_and_checksums_match(croissant_export):
+    mlc = pytest.importorskip("mlcroissant")
+    out, summary = croissant_export
+    ds = mlc.Dataset(jsonld=str(out / "croissant.json"))  # raises on any validation error
+    assert not ds.metadata.ctx.issues.errors and not ds.metadata.ctx.issues.warnings
+    doc = json.loads((out / "croissant.json").read_text())
+    assert doc["conformsTo"] == "http://mlcommons.org/croissant/1.1" and doc["version"] == "2.1.0"
+    objects = [d for d in doc["distribution"] if d["@type"] == "cr:FileObject"]
+    listed = {d["contentUrl"] for d in objects}
+    on_disk = {
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and not p.relative_to(out).as_posix().startswith("imagefolder/0")
+    }
+    images = {p for p in on_disk if p.startswith("imagefolder/") and not p.endswith(".jsonl")}
+    # every file but the images, croissant.json itself, export.json and the user's own file
+    assert listed == on_disk - images - {"croissant.json", "export.json", "notes.txt"}
+    assert {f"webdataset/{s}" for s in ("train-000000.tar", "val-000001.tar")} <= listed
+    for d in objects:
+        path = out / d["contentUrl"]
+        assert d["sha256"] == _sha256(path), d["contentUrl"]
+        assert d["contentSize"] == f"{path.stat().st_size} B"
+    sets = {d["@id"]: d for d in doc["distribution"] if d["@type"] == "cr:FileSet"}
+    assert set(sets) == {"imagefolder-images", "webdataset-shards"}
+    assert sorted(sets["imagefolder-images"]["includes"]) == [
+        "imagefolder/*/*/*.jpg",
+        "imagefolder/*/*/*.png",
+    ]
+    # the image checksums are in the manifest: they match the image files
+    man = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert all(_sha256(out / m["imagefolder_path"]) == m["sha256"] for m in man)
+    assert summary.images == len(man)
+
+
+def test_croissant_records_read_through_mlcroissant(croissant_export):
+    mlc = pytest.importorskip("mlcroissant")
+    out, _ = croissant_export
+    ds = mlc.Dataset(jsonld=str(out / "croissant.json"))
+    man = {m["content_key"]: m for m in pq.read_table(out / "manifest.parquet").to_pylist()}
+    records = list(ds.records("images"))
+    assert len(records) == len(man) == 30
+
+    def text(v):
+        return v.decode() if isinstance(v, bytes) else v
+
+    for r in records:
+        m = man[text(r["images/content_key"])]
+        assert r["images/label"] == m["label_index"] and r["images/taxon_key"] == m["label"]
+        assert text(r["images/split"]) == m["split"] and r["images/gbifID"] == m["gbifID"]
+        assert text(r["images/license"]) == m["license"] and text(r["images/creator"]) == m["creator"]
+        assert text(r["images/rightsHolder"]) == m["rightsHolder"]
+        assert text(r["images/attribution"]) == m["attribution"]
+        assert text(r["images/file"]) == m["imagefolder_path"]
+        img = r["images/image"]
+        assert (img.width, img.height) == (m["width"], m["height"])
+    classes = [{k.split("/")[1]: text(v) for k, v in r.items()} for r in ds.records("classes")]
+    expected = [
+        {
+            "index": c["index"],
+            "taxon_key": c["label"],
+            "name": c["name"],
+            "dirname": c["dirname"],
+            "count": c["count"],
+        }
+        for c in json.loads((out / "classes.json").read_text())
+    ]
+    assert classes == expected
+
+
+def test_croissant_citation_and_rai(croissant_export):
+    mlc = pytest.importorskip("mlcroissant")
+    out, _ = croissant_export
+    meta = mlc.Dataset(jsonld=str(out / "croissant.json")).metadata
+    assert "https://doi.org/10.15468/dl.abc123" in meta.cite_as and '"taxonKey": 5219404' in meta.cite_as
+    assert "https://creativecommons.org/licenses/by/4.0/" in meta.license
+    assert "https://doi.org/10.15468/dl.abc123" in meta.data_collection and "snap-1" in meta.data_collection
+    assert "2 images of the manifest" in meta.data_collection_missing_data
+    biases = " ".join(meta.data_biases)
+    # counted over distinct exported occurrences: 30 occurrences, 10 in FR (i % 3 == 0) and 20 in DE
+    assert "hold 100% of the 30 exported occurrences with a country (DE 20, FR 10)" in biases
+    assert "Publisher skew: only 2 datasets" in biases
+    assert any("CC BY 4.0" in x for x in meta.data_limitations)
+    assert any("Names of natural persons" in x for x in meta.personal_sensitive_information)
+    # the RAI vocabulary's spelling (croissant_rai.ttl); mlcroissant 1.1.1 looks for "...TimeFrame"
+    doc = json.loads((out / "croissant.json").read_text())
+    assert doc["rai:dataCollectionTimeframe"] == ["2001-01-01", "2020-12-31"]
+    assert "rules version 7" in meta.data_annotation_protocol[0]
