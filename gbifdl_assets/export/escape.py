@@ -109,12 +109,16 @@ def clean_table(table: pa.Table, *, keep: frozenset[str] = KEEP_COLUMNS) -> pa.T
     return table
 
 
-def md_text(value: Any) -> str:
-    """``value`` as inert Markdown text (also safe in a GFM table cell)."""
+def md_text(value: Any, *, line_start: bool = True) -> str:
+    """``value`` as inert Markdown text (also safe in a GFM table cell).
+
+    ``line_start=False`` for text that never begins a line (a table cell): a leading "1." or "-"
+    needs no escape there.
+    """
     s = clean_text(value)
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     s = _MD_ESCAPE.sub(lambda m: "\\" + m.group(0), s)
-    m = _MD_LINE_START.match(s)
+    m = _MD_LINE_START.match(s) if line_start else None
     if m:  # "- x" or "1. x" is a list where a value starts a line (a block quote, a heading)
         mark = m.group(2)
         s = m.group(1) + (mark + "\\" if mark[0].isdigit() else "\\" + mark) + s[m.end() :]

@@ -41,6 +41,11 @@ class ExportFacts:
     class_split: Counter[tuple[Any, str]] = field(default_factory=Counter)
     #: first and last year of the exported occurrences (when known)
     years: tuple[int, int] | None = None
+    #: identical files (same sha256 of the stored bytes): groups of 2+ images, the images in them,
+    #: and the groups whose images sit in more than one split (a leak between train and test)
+    duplicate_groups: int = 0
+    duplicate_images: int = 0
+    cross_split_groups: int = 0
 
 
 def _occurrence_columns(table: pa.Table, records: pa.Table | None, names: Sequence[str]) -> dict[str, dict]:
@@ -82,6 +87,14 @@ def collect_facts(table: pa.Table, records: pa.Table | None = None) -> ExportFac
 
     labels = table.column("label").to_pylist()
     splits = table.column("split").to_pylist()
+    groups: dict[str, set[str]] = {}
+    sizes: Counter[str] = Counter()
+    if "sha256" in table.column_names:
+        for digest, split in zip(table.column("sha256").to_pylist(), splits, strict=True):
+            if digest:
+                sizes[digest] += 1
+                groups.setdefault(digest, set()).add(split)
+    dups = [d for d, n in sizes.items() if n > 1]
     return ExportFacts(
         images=table.num_rows,
         occurrences=len(set(gbif_ids)),
@@ -93,6 +106,9 @@ def collect_facts(table: pa.Table, records: pa.Table | None = None) -> ExportFac
         splits=Counter(splits),
         class_split=Counter(zip(labels, splits, strict=True)),
         years=(min(years), max(years)) if years else None,
+        duplicate_groups=len(dups),
+        duplicate_images=sum(sizes[d] for d in dups),
+        cross_split_groups=sum(1 for d in dups if len(groups[d]) > 1),
     )
 
 

@@ -295,6 +295,7 @@ def export_training_set(
     datasets: Mapping[str, Mapping[str, Any]] | None = None,
     unattributed: str = "keep",
     provenance: Mapping[str, Any] | None = None,
+    min_class_images: int = 5,
 ) -> ExportSummary:
     """Write a complete training export of ``manifest`` (images from ``image_storage``) to ``out``.
 
@@ -310,6 +311,7 @@ def export_training_set(
     mapping: type, doi or params, dates; used as ``citation`` when that is not given),
     ``rules_version``, ``manifest_id``, ``date`` (when the data was retrieved), and optionally
     ``version`` (semver of the export) and ``url``; other keys are shown as they are.
+    ``min_class_images``: the data card warns about every class with fewer images in a split.
     """
     from gbifdl_assets.export import attribution, credits, croissant, datacard, facts, imagefolder, webdataset
     from gbifdl_assets.export.digests import DigestingStorage
@@ -321,6 +323,8 @@ def export_training_set(
         raise ExportError(f"unknown export format(s) {bad or formats}: choose from {', '.join(FORMATS)}")
     if shard_size < 1:
         raise ExportError(f"shard_size must be at least 1, got {shard_size}")
+    if min_class_images < 0:
+        raise ExportError(f"min_class_images must be 0 or more, got {min_class_images}")
     if unattributed not in ("keep", "drop"):
         raise ExportError(f"unattributed must be 'keep' or 'drop', got {unattributed!r}")
     records = records if records is not None else coordinates
@@ -371,22 +375,33 @@ def export_training_set(
             summary.shards = webdataset.write_webdataset(final, image_storage, target, shard_size=shard_size)
         credits.write_credits(final, target)
         credits.write_citation(final, target, citation, training_set=training_set)
+        sources = credits.citation_sources(citation)
+        counted = facts.collect_facts(final, records)
+        stamp = created.isoformat(timespec="seconds").replace("+00:00", "Z")
         datacard.write_datacard(
             final,
             target,
             training_set=training_set,
             classes=classes,
             missing=missing,
-            coordinates=records,
             world_outlines=world_outlines,
+            facts=counted,
+            provenance=provenance,
+            sources=sources,
+            attribution_sources=credited.sources,
+            unattributed=credited.unattributed,
+            dropped_unattributed=credited.dropped,
+            min_class_images=min_class_images,
+            formats=formats,
+            created=stamp,
         )
         croissant.write_croissant(
             target,
             final,
             training_set=training_set,
             classes=classes,
-            facts=facts.collect_facts(final, records),
-            sources=credits.citation_sources(citation),
+            facts=counted,
+            sources=sources,
             provenance=provenance,
             missing=missing,
             unattributed=credited.unattributed,
@@ -399,7 +414,7 @@ def export_training_set(
     except BaseException:
         staging.abort()
         raise
-    summary.created = created.isoformat(timespec="seconds").replace("+00:00", "Z")
+    summary.created = stamp
     out.write_bytes(EXPORT_MARKER, (json.dumps(summary.to_dict(), indent=1) + "\n").encode())
     log.info("exported %d images of %s to %s (%d missing)", summary.images, training_set, out.uri, missing)
     return summary

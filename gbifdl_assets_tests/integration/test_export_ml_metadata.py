@@ -201,3 +201,46 @@ def test_croissant_citation_and_rai(croissant_export):
     doc = json.loads((out / "croissant.json").read_text())
     assert doc["rai:dataCollectionTimeframe"] == ["2001-01-01", "2020-12-31"]
     assert "rules version 7" in meta.data_annotation_protocol[0]
+
+
+# ------------------------------------------------------------------- the data card's snippets
+def _snippets(md: str) -> dict[str, str]:
+    """The data card's code blocks by the tool named in the line above each."""
+    import re
+
+    return {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^([^\n(]+?) \(needs [^\n]*\):\n\n```python\n(.*?)\n```", md, re.M | re.S)
+    }
+
+
+def test_datacard_snippets_run_on_the_export(export_dir, hf_datasets, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("mlcroissant")
+    snippets = _snippets((export_dir / "datacard.md").read_text(encoding="utf-8"))
+    assert set(snippets) == {
+        "PyTorch",
+        "TensorFlow / Keras",
+        "Hugging Face datasets",
+        "WebDataset",
+        "Croissant",
+    }
+    html = (export_dir / "datacard.html").read_text(encoding="utf-8")
+    classes = json.loads((export_dir / "classes.json").read_text())
+    monkeypatch.chdir(export_dir)  # the snippets say EXPORT = "." (this folder)
+    for tool, code in snippets.items():
+        assert code.splitlines()[0].split()[0] in {"import", "from"} and code.splitlines()[0] in html
+        ns: dict = {}
+        exec(compile(code, f"<datacard: {tool}>", "exec"), ns)  # noqa: S102 - our own snippet
+        if tool in ("PyTorch", "WebDataset"):
+            assert tuple(ns["images"].shape[1:]) == (3, 224, 224) and int(ns["labels"].max()) < len(classes)
+        elif tool == "TensorFlow / Keras":
+            assert tuple(ns["images"].shape[1:]) == (224, 224, 3) and int(ns["labels"].numpy().max()) < len(
+                classes
+            )
+        elif tool == "Hugging Face datasets":
+            assert ns["ds"]["train"].features["label"].names == [c["dirname"] for c in classes]
+            assert ns["example"]["label"] in range(len(classes)) and ns["example"]["gbifID"] > 0
+        else:
+            assert ns["record"]["images/image"].size[0] > 0 and "images/license" in ns["record"]

@@ -260,7 +260,7 @@ def test_datacard_renders_with_its_images(exported):
     for src in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (out / src).is_file()
     assert "Panthera leo" in md and "CC BY 4.0" in md and "| train | 18 |" in md
-    assert "30 of 30 images have occurrence coordinates" in md
+    assert "30 of the 30 exported occurrences (30 images) have coordinates" in md
     # the map has red dots where the points are (lon 10, lat -30 → pixel)
     m = Image.open(out / "datacard/map.png").convert("RGB")
     x, y = round((10 + 180) / 360 * 999), round((90 + 30) / 180 * 499)
