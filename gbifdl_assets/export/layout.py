@@ -50,6 +50,7 @@ __all__ = [
     "FORMATS",
     "ExportError",
     "ExportSummary",
+    "IncompleteExportError",
     "class_table",
     "export_training_set",
     "image_ext",
@@ -87,6 +88,15 @@ _EXTS = {"JPEG": "jpg", "JPG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"
 
 class ExportError(GbifdlError, ValueError):
     """A user-caused problem with the export's inputs (message says which input and the fix)."""
+
+
+class IncompleteExportError(ExportError):
+    """More of the manifest's images are missing from the ledgers than ``max_missing`` allows."""
+
+    def __init__(self, message: str, *, missing: int, manifest_images: int) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.manifest_images = manifest_images
 
 
 @dataclass
@@ -296,6 +306,7 @@ def export_training_set(
     unattributed: str = "keep",
     provenance: Mapping[str, Any] | None = None,
     min_class_images: int = 5,
+    max_missing: float | None = None,
 ) -> ExportSummary:
     """Write a complete training export of ``manifest`` (images from ``image_storage``) to ``out``.
 
@@ -312,6 +323,8 @@ def export_training_set(
     ``rules_version``, ``manifest_id``, ``date`` (when the data was retrieved), and optionally
     ``version`` (semver of the export) and ``url``; other keys are shown as they are.
     ``min_class_images``: the data card warns about every class with fewer images in a split.
+    ``max_missing``: the largest share (0..1) of manifest images allowed to lack a stored image;
+    beyond it :class:`IncompleteExportError` is raised before anything is written (None: no limit).
     """
     from gbifdl_assets.export import attribution, credits, croissant, datacard, facts, imagefolder, webdataset
     from gbifdl_assets.export.digests import DigestingStorage
@@ -323,6 +336,8 @@ def export_training_set(
         raise ExportError(f"unknown export format(s) {bad or formats}: choose from {', '.join(FORMATS)}")
     if shard_size < 1:
         raise ExportError(f"shard_size must be at least 1, got {shard_size}")
+    if max_missing is not None and not 0 <= max_missing <= 1:
+        raise ExportError(f"max_missing is a share of the manifest between 0 and 1, got {max_missing}")
     if min_class_images < 0:
         raise ExportError(f"min_class_images must be 0 or more, got {min_class_images}")
     if unattributed not in ("keep", "drop"):
@@ -336,6 +351,15 @@ def export_training_set(
         raise ExportError(
             f"none of the {manifest.num_rows} manifest images of {training_set!r} is stored in the ledger: "
             "download the images (image_store) before exporting"
+        )
+    if max_missing is not None and missing > max_missing * manifest.num_rows:
+        raise IncompleteExportError(
+            f"{missing} of the {manifest.num_rows} manifest images of {training_set!r} "
+            f"({100 * missing / manifest.num_rows:.1f}%) have no stored image in the ledgers, more than the "
+            f"{100 * max_missing:g}% allowed: give every ledger of the training set (its shards), download "
+            "the missing images, or raise the limit",
+            missing=missing,
+            manifest_images=manifest.num_rows,
         )
     joined, credited = attribution.attribute(
         joined, records=records, datasets=datasets, unattributed=unattributed
