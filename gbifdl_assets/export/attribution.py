@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gbifdl_assets.export.escape import clean_text, clean_value
 
@@ -100,6 +101,11 @@ def _record_columns(table: pa.Table, records: pa.Table | None) -> dict[str, list
     if not cols:
         return out
     rec = records.select(["gbifID", *dict.fromkeys(cols.values())])
+    try:
+        wanted = pc.unique(table.column("gbifID")).cast(rec.schema.field("gbifID").type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return out  # gbifIDs of another type match nothing
+    rec = rec.filter(pc.is_in(rec.column("gbifID"), value_set=wanted))
     rec = rec.group_by("gbifID", use_threads=False).aggregate([(c, "first") for c in rec.column_names[1:]])
     lookup = {
         c: dict(zip(rec["gbifID"].to_pylist(), rec[f"{c}_first"].to_pylist(), strict=True))

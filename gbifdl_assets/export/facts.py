@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gbifdl_assets.export.license_display import license_label_or_code
 
@@ -51,6 +52,13 @@ class ExportFacts:
 def _occurrence_columns(table: pa.Table, records: pa.Table | None, names: Sequence[str]) -> dict[str, dict]:
     """gbifID → value for each of ``names``, over the exported occurrences only, first value wins."""
     ids = set(table.column("gbifID").to_pylist())
+    if records is not None and "gbifID" in records.column_names:
+        # a snapshot can hold millions of rows: keep the exported occurrences' rows before going to Python
+        try:
+            wanted = table.column("gbifID").cast(records.schema.field("gbifID").type).unique()
+            records = records.filter(pc.is_in(records.column("gbifID"), value_set=wanted))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            records = None  # gbifIDs of another type match nothing
     out: dict[str, dict] = {}
     for name in names:
         source = table if name in table.column_names else records

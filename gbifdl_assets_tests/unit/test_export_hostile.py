@@ -131,6 +131,12 @@ def hostile(tmp_path_factory):
         citation=CITATION,
         coordinates=inputs["coordinates"],
         shard_size=8,
+        provenance={
+            "spec_name": "<script>alert(6)</script>\x00",
+            "snapshot_id": JS_LINK,
+            "url": "javascript:alert(7)",
+            "note\x07": {"a": "<b>x</b>"},
+        },
     )
     return inputs, out, summary
 
@@ -152,6 +158,7 @@ def test_markdown_files_render_inert(hostile):
             assert HOSTILE_DATASET in text and '"`a` <b>|"' in text
         if name == "datacard.md":
             assert HOSTILE_NAME in text and "cats`<b>x</b>" in text
+            assert "<script>alert(6)</script>" in text and JS_LINK in text and "javascript:alert(7)" in text
 
 
 def test_credits_links_only_http(hostile):
