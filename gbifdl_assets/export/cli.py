@@ -1,9 +1,16 @@
-"""``gbifdl export``: a manifest plus its image-store ledger to a training export.
+"""``gbifdl export``: a manifest plus its image-store ledgers to a training export.
 
 Registered by the top-level CLI (gbifdl_assets/cli.py)::
 
     from gbifdl_assets.export.cli import add_export_parser
     add_export_parser(sub)   # sub = parser.add_subparsers(...)
+
+Which ledgers: ``--ledger NAME`` (repeat it for several), or ``--training-set NAME`` alone, which
+reads every ledger of that training set in the store: the platform's shard ledgers
+``NAME.shardNN`` (one per image_store partition) and ``NAME`` itself (what ``gbifdl images
+download`` writes by default). Reading one shard ledger of a Dagster-built set would export an
+eighth of it, so the export refuses (``ok: false``, exit 1, nothing written) when more than
+``--max-missing`` (a share, default 0.05) of the manifest's images have no stored image.
 
 Ends with one JSON summary line on stdout; a user error goes to stderr as one message naming the
 input and the fix, exit code 2, and leaves no partial export (see export.layout).
@@ -14,33 +21,60 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from gbifdl_assets.summary_line import emit, fail
 
-__all__ = ["add_export_parser", "cmd_export"]
+__all__ = ["add_export_parser", "cmd_export", "training_set_ledgers"]
 
 
 _emit = emit
 _fail = functools.partial(fail, command="export")
+#: columns of a --records table the export uses (map, biases, attribution fallbacks)
+RECORD_COLUMNS = (
+    "gbifID",
+    "decimalLatitude",
+    "decimalLongitude",
+    "countryCode",
+    "year",
+    "recordedBy",
+    "record_rightsHolder",
+    "datasetTitle",
+    "datasetName",
+    "publisher",
+    "publisherTitle",
+)
+
+
+def training_set_ledgers(names: list[str], training_set: str) -> list[str]:
+    """The ledgers of ``training_set`` among ``names``: ``NAME`` and ``NAME.shardNN``, in order."""
+    pattern = re.compile(re.escape(training_set) + r"(?:\.shard\d+)?")
+    return sorted(n for n in names if pattern.fullmatch(n))
 
 
 def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``export`` to the top-level subparsers; returns its parser."""
     p = subparsers.add_parser(
         "export",
-        help="write a training export (ImageFolder, WebDataset, credits, citation, data card)",
+        help="write a training export (ImageFolder, WebDataset, credits, citation, data card, croissant.json)",
         description=(
-            "Join a manifest with the image store's ledger and write the stored images as an "
-            "ImageFolder tree and/or WebDataset shards, with credits.csv/CREDITS.md, CITATION.md, "
-            "classes.json and a data card. export.json is written last."
+            "Join a manifest with the image store's ledgers and write the stored images as an "
+            "ImageFolder tree (with Hugging Face metadata.jsonl) and/or WebDataset shards, with "
+            "credits.csv/CREDITS.md, CITATION.md, classes.json, a data card and croissant.json. "
+            "export.json is written last."
         ),
     )
     p.add_argument("manifest", type=Path, help="the manifest Parquet (gbifdl manifest build)")
     p.add_argument("--images", required=True, help="the image store: a folder or s3://bucket/prefix")
-    p.add_argument("--ledger", required=True, help="the ledger name in the image store (ledgers/<name>/)")
+    p.add_argument(
+        "--ledger",
+        action="append",
+        help="a ledger name in the image store (ledgers/<name>/); repeat for several (e.g. every shard)",
+    )
     p.add_argument("--out", required=True, help="the export folder or s3://bucket/prefix")
     p.add_argument(
         "--format",
@@ -49,19 +83,41 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         help="repeat for several (default: both)",
     )
     p.add_argument(
-        "--training-set", default=None, help="name shown in the data card (default: the manifest's name)"
+        "--training-set",
+        default=None,
+        help="the training set: without --ledger, read every ledger NAME and NAME.shardNN of the store; "
+        "also the name in the data card (default: the manifest's file name)",
+    )
+    p.add_argument(
+        "--max-missing",
+        type=float,
+        default=0.05,
+        help="the largest share of manifest images that may lack a stored image (default 0.05); "
+        "beyond it nothing is written and the command answers ok: false",
     )
     p.add_argument(
         "--snapshot",
         type=Path,
         default=None,
-        help="the snapshot.json of the manifest's snapshot, for CITATION.md (its source: DOI or query and date)",
+        help="the snapshot.json of the manifest's snapshot, for CITATION.md and the provenance (DOI or query)",
     )
     p.add_argument(
+        "--records",
         "--coordinates",
+        dest="records",
         type=Path,
         default=None,
-        help="a Parquet with gbifID, decimalLatitude, decimalLongitude (e.g. the snapshot) for the data card map",
+        help="a Parquet keyed by gbifID, e.g. the snapshot's media table: coordinates, countryCode and year "
+        "for the data card, recordedBy and publisher names for credits",
+    )
+    p.add_argument("--provenance", type=Path, default=None, help="a JSON object merged into the provenance")
+    p.add_argument(
+        "--drop-unattributed",
+        action="store_true",
+        help="leave out images under a BY licence that have no creator, rights holder, recorder or publisher",
+    )
+    p.add_argument(
+        "--min-class-images", type=int, default=5, help="warn about classes with fewer images in a split"
     )
     p.add_argument("--shard-size", type=int, default=1000, help="samples per WebDataset shard")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint for S3-compatible servers")
@@ -69,14 +125,41 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     return p
 
 
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {what} {path} ({exc})") from exc
+
+
+def _provenance(args: argparse.Namespace, manifest: Any, snapshot: Any) -> dict[str, Any]:
+    prov: dict[str, Any] = {"manifest_id": args.manifest.name}
+    if args.training_set:
+        prov["spec_name"] = args.training_set
+    if "snapshot_id" in manifest.column_names:
+        ids = sorted({v for v in manifest.column("snapshot_id").to_pylist() if v})
+        if len(ids) == 1:
+            prov["snapshot_id"] = ids[0]
+    if isinstance(snapshot, dict):
+        for key, target in (("snapshot_id", "snapshot_id"), ("created", "date")):
+            if snapshot.get(key):
+                prov[target] = snapshot[key]
+    return prov
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gbifdl_assets.export.layout import ExportError, export_training_set
+    from gbifdl_assets.export.layout import ExportError, IncompleteExportError, export_training_set
     from gbifdl_assets.media.ledger import list_ledgers, load_ledger
     from gbifdl_assets.storage import StorageError, open_storage
 
     t0 = time.perf_counter()
+    if not args.ledger and not args.training_set:
+        return _fail(
+            "say which ledgers to read: --ledger NAME (repeatable) or --training-set NAME (all its shards)"
+        )
     if not args.manifest.is_file():
         return _fail(
             f"manifest {args.manifest} does not exist: give the Parquet written by `gbifdl manifest build`"
@@ -86,54 +169,82 @@ def cmd_export(args: argparse.Namespace) -> int:
     except Exception as exc:
         return _fail(f"cannot read manifest {args.manifest} as Parquet ({exc}): give a manifest Parquet file")
     citation: Any = None
-    if args.snapshot is not None:
+    snapshot: Any = None
+    extra: Any = {}
+    try:
+        if args.snapshot is not None:
+            snapshot = _read_json(args.snapshot, "snapshot metadata")
+            citation = snapshot.get("source", snapshot) if isinstance(snapshot, dict) else snapshot
+        if args.provenance is not None:
+            extra = _read_json(args.provenance, "provenance")
+            if not isinstance(extra, dict):
+                raise ValueError(f"the provenance file {args.provenance} must hold a JSON object")
+    except ValueError as exc:
+        return _fail(f"{exc}: give the snapshot's snapshot.json / a JSON object of provenance fields")
+    records = None
+    if args.records is not None:
         try:
-            meta = json.loads(args.snapshot.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            return _fail(
-                f"cannot read snapshot metadata {args.snapshot} ({exc}): give the snapshot's snapshot.json"
-            )
-        citation = meta.get("source", meta) if isinstance(meta, dict) else meta
-    coordinates = None
-    if args.coordinates is not None:
-        try:
-            coordinates = pq.read_table(
-                args.coordinates, columns=["gbifID", "decimalLatitude", "decimalLongitude"]
-            )
+            names = pq.read_schema(args.records).names
+            records = pq.read_table(args.records, columns=[c for c in RECORD_COLUMNS if c in names])
+            if "gbifID" not in records.column_names:
+                raise ValueError("it has no gbifID column")
         except Exception as exc:
             return _fail(
-                f"cannot read gbifID/decimalLatitude/decimalLongitude from {args.coordinates} ({exc}): "
-                "give the snapshot's media Parquet or leave --coordinates out"
+                f"cannot read gbifID and occurrence columns from {args.records} ({exc}): "
+                "give the snapshot's media Parquet or leave --records out"
             )
+    training_set = args.training_set or args.manifest.stem
     try:
         image_storage = open_storage(args.images, endpoint_url=args.endpoint_url)
         out = open_storage(args.out, endpoint_url=args.endpoint_url)
-        ledger = load_ledger(image_storage, args.ledger)
-        if ledger.num_rows == 0:
-            known = list_ledgers(image_storage)
-            return _fail(
-                f"the image store {image_storage.uri} has no ledger {args.ledger!r} (it has {known or 'none'}): "
-                "pass --ledger with one of those, or download the images first"
+        known = list_ledgers(image_storage)
+        names = list(dict.fromkeys(args.ledger or training_set_ledgers(known, training_set)))
+        absent = [n for n in names if n not in known]
+        if absent or not names:
+            wanted = (
+                f"no ledger {absent[0]!r}" if absent else f"no ledger of the training set {training_set!r}"
             )
+            return _fail(
+                f"the image store {image_storage.uri} has {wanted} (it has {known or 'none'}): "
+                "pass --ledger with those names or --training-set with the set's name, or download the images first"
+            )
+        ledger = pa.concat_tables([load_ledger(image_storage, n) for n in names])
         summary = export_training_set(
             manifest,
             ledger,
             image_storage,
             out,
-            training_set=args.training_set or args.manifest.stem,
+            training_set=training_set,
             formats=args.format or ("imagefolder", "webdataset"),
             citation=citation,
             shard_size=args.shard_size,
-            coordinates=coordinates,
+            records=records,
+            provenance={**_provenance(args, manifest, snapshot), **extra},
+            unattributed="drop" if args.drop_unattributed else "keep",
+            min_class_images=args.min_class_images,
+            max_missing=args.max_missing,
         )
-    except (ExportError, StorageError) as exc:
-        return _fail(str(exc))
-    except FileNotFoundError as exc:
+    except IncompleteExportError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        _emit(
+            {
+                "ok": False,
+                "command": "export",
+                "error": str(exc),
+                "ledgers": names,
+                "missing": exc.missing,
+                "manifest_images": exc.manifest_images,
+                "max_missing": args.max_missing,
+            }
+        )
+        return 1
+    except (ExportError, StorageError, FileNotFoundError) as exc:
         return _fail(str(exc))
     result = {
         "ok": True,
         "command": "export",
         "seconds": round(time.perf_counter() - t0, 3),
+        "ledgers": names,
         **summary.to_dict(),
     }
     result.pop("files", None)

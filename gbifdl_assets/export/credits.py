@@ -14,16 +14,30 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 
+from gbifdl_assets.export.attribution import requires_attribution
+from gbifdl_assets.export.escape import clean_text, clean_value, http_url, md_code, md_link, md_text
 from gbifdl_assets.export.license_display import license_label_or_code, license_url_or_blank
 from gbifdl_assets.storage import Storage
 
-__all__ = ["CREDIT_COLUMNS", "citation_markdown", "credit_rows", "write_citation", "write_credits"]
+__all__ = [
+    "CREDIT_COLUMNS",
+    "citation_markdown",
+    "citation_sources",
+    "citation_text",
+    "credit_rows",
+    "doi_url",
+    "query_text",
+    "write_citation",
+    "write_credits",
+]
 
 CREDIT_COLUMNS = (
     "content_key",
@@ -32,6 +46,8 @@ CREDIT_COLUMNS = (
     "gbifID",
     "label",
     "label_name",
+    "attribution",
+    "attribution_source",
     "creator",
     "rightsHolder",
     "license",
@@ -50,8 +66,8 @@ def credit_rows(table: pa.Table) -> list[dict[str, Any]]:
     """One attribution row per exported image, in the export's order."""
     rows = []
     for r in table.to_pylist():
-        refs = (r.get("references") or "").strip()
-        source = refs if refs.startswith(("http://", "https://")) else OCCURRENCE_PAGE.format(r["gbifID"])
+        refs = clean_text(r.get("references")).strip()
+        source = refs if http_url(refs) else OCCURRENCE_PAGE.format(quote(clean_text(r["gbifID"]), safe=""))
         rows.append(
             {
                 "content_key": r["content_key"],
@@ -60,6 +76,13 @@ def credit_rows(table: pa.Table) -> list[dict[str, Any]]:
                 "gbifID": r["gbifID"],
                 "label": r["label"],
                 "label_name": r.get("label_name") or "",
+                # a table that did not go through attribution.attribute: creator, else rights holder
+                "attribution": r.get("attribution", r.get("creator") or r.get("rightsHolder")) or "",
+                "attribution_source": r.get(
+                    "attribution_source",
+                    "creator" if r.get("creator") else "rightsHolder" if r.get("rightsHolder") else None,
+                )
+                or "",
                 "creator": r.get("creator") or "",
                 "rightsHolder": r.get("rightsHolder") or "",
                 "license": r["license"],
@@ -82,12 +105,19 @@ def _csv_safe(row: dict[str, Any]) -> dict[str, Any]:
     return {k: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v for k, v in row.items()}
 
 
-def _md(text: Any) -> str:
-    """Escape what would break a Markdown table cell or start markup."""
-    s = str(text if text is not None else "").replace("\n", " ").replace("\r", " ")
-    for ch in ("\\", "|", "*", "_", "[", "]", "<", ">", "`"):
-        s = s.replace(ch, "\\" + ch)
-    return s
+_SOURCE_NOTE = {
+    "record_rightsHolder": "rights holder of the record",
+    "recordedBy": "recorded by",
+    "publisher": "publisher",
+}
+
+
+def _credit_md(row: Mapping[str, Any]) -> str:
+    name = row.get("attribution") or ""
+    if not name:
+        return "no name on record" if requires_attribution(row["license"]) else "—"
+    note = _SOURCE_NOTE.get(row.get("attribution_source") or "")
+    return f"{md_text(name)} ({note})" if note else md_text(name)
 
 
 def write_credits(table: pa.Table, out: Storage) -> int:
@@ -96,44 +126,54 @@ def write_credits(table: pa.Table, out: Storage) -> int:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CREDIT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(_csv_safe(r) for r in rows)
+    writer.writerows(_csv_safe({k: clean_text(v) for k, v in r.items()}) for r in rows)
     out.write_bytes("credits.csv", buf.getvalue().encode("utf-8"))
 
     lines = [
         "# Image credits",
         "",
         f"{len(rows)} images. Each is used under the licence named here; reuse must keep this attribution.",
-        "The same list, machine-readable: `credits.csv`.",
+        "The same list, machine-readable: `credits.csv`. The credit is the media creator, else the first of",
+        "the media rights holder, the record's rights holder, the recorder, the dataset's publisher",
+        "(marked after the name).",
         "",
     ]
+    lacking = sum(1 for r in rows if requires_attribution(r["license"]) and not r["attribution"])
+    if lacking:
+        lines += [
+            f"**{lacking} images under an attribution licence have no creator, rights holder, recorder or",
+            "publisher on record**; they are marked 'no name on record'. Credit them by linking their source",
+            'record, or export with `unattributed="drop"` to leave them out.',
+            "",
+        ]
     by_class: dict[tuple[Any, str], list[dict[str, Any]]] = {}
     for r in rows:
         by_class.setdefault((r["label"], r["label_name"]), []).append(r)
     for (label, name), items in sorted(by_class.items(), key=lambda kv: kv[0][0]):
         lines += [
-            f"## {_md(name) or 'taxon'} ({label})",
+            f"## {md_text(name) or 'taxon'} ({md_text(label)})",
             "",
-            "| Image | Creator | Rights holder | Licence | Source |",
+            "| Image | Credit | Rights holder | Licence | Source |",
         ]
         lines.append("|---|---|---|---|---|")
         for r in items:
-            lic = (
-                f"[{_md(r['license_label'])}]({r['license_url']})"
-                if r["license_url"]
-                else _md(r["license_label"])
-            )
+            record = "record " + clean_text(r["gbifID"])
             lines.append(
-                f"| [{r['content_key'][:12]}]({r['image_url']}) | {_md(r['creator']) or '—'} | "
-                f"{_md(r['rightsHolder']) or '—'} | {lic} | [record {r['gbifID']}]({r['source_url']}) |"
+                f"| {md_link(r['content_key'][:12], r['image_url'])} | {_credit_md(r)} | "
+                f"{md_text(r['rightsHolder']) or '—'} | {md_link(r['license_label'], r['license_url'])} | "
+                f"{md_link(record, r['source_url'])} |"
             )
         lines.append("")
     out.write_bytes("CREDITS.md", "\n".join(lines).encode("utf-8"))
     return len(rows)
 
 
-def _sources(citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+def citation_sources(
+    citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+) -> list[dict[str, Any]]:
     if citation is None:
         return []
+    citation = clean_value(citation)
     if isinstance(citation, Mapping):
         if "sources" in citation:
             return [dict(s) for s in citation["sources"]]
@@ -141,7 +181,7 @@ def _sources(citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -
     return [dict(s) for s in citation]
 
 
-def _doi_url(doi: str) -> str:
+def doi_url(doi: str) -> str:
     doi = doi.strip()
     for prefix in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "doi:"):
         if doi.lower().startswith(prefix):
@@ -157,31 +197,45 @@ def _date(source: Mapping[str, Any]) -> str:
     return "n.d."
 
 
+def query_text(source: Mapping[str, Any]) -> str:
+    """The search query of a search-API source, as text (JSON for a mapping)."""
+    params = source.get("params", source.get("query"))
+    return params if isinstance(params, str) else json.dumps(params, ensure_ascii=False, sort_keys=True)
+
+
+def citation_text(source: Mapping[str, Any]) -> str:
+    """How to cite one source: GBIF's text for a download (by DOI), the query and date for a search."""
+    if source.get("doi"):
+        text = clean_text(source.get("citation")).strip()
+        return text or f"GBIF.org ({_date(source)}) GBIF Occurrence Download {doi_url(source['doi'])}"
+    return f"GBIF.org ({source.get('date', 'n.d.')}) GBIF occurrence search {query_text(source)}"
+
+
 def citation_markdown(
     table: pa.Table, citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, *, training_set: str
 ) -> str:
-    sources = _sources(citation)
-    lines = [f"# How to cite the data of `{training_set}`", ""]
+    sources = citation_sources(citation)
+    lines = [f"# How to cite the data of {md_text(training_set)}", ""]
     downloads = [s for s in sources if s.get("doi")]
     searches = [s for s in sources if not s.get("doi")]
     if downloads:
         lines += ["## GBIF occurrence downloads", "", "Cite each download by its DOI:", ""]
         for s in downloads:
-            text = (s.get("citation") or "").strip()
-            if not text:
-                text = f"GBIF.org ({_date(s)}) GBIF Occurrence Download {_doi_url(s['doi'])}"
-            lines.append(f"> {text}")
+            lines.append(f"> {md_text(citation_text(s))}")
             lines.append("")
     if searches:
         lines += ["## Data retrieved through the GBIF search API", ""]
         for s in searches:
             params = s.get("params", s.get("query"))
-            lines.append(f"- retrieved {s.get('date', 'n.d.')} with the query `{params}`")
+            query = (
+                params if isinstance(params, str) else json.dumps(params, ensure_ascii=False, sort_keys=True)
+            )
+            lines.append(f"- retrieved {md_text(s.get('date', 'n.d.'))} with the query {md_code(query)}")
         lines += [
             "",
             "Search-API data has no DOI of its own. GBIF's citation guidelines ask that data used in a",
             "publication be cited with a DOI: register a **derived dataset** at",
-            f"{DERIVED_DATASET_PAGE} listing the contributing datasets below (with their record counts),",
+            f"<{DERIVED_DATASET_PAGE}> listing the contributing datasets below (with their record counts),",
             "and cite the DOI it mints.",
             "",
         ]
@@ -198,7 +252,7 @@ def citation_markdown(
     if counts:
         lines += ["## Contributing datasets", "", "| Dataset | Images |", "|---|---|"]
         for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-            lines.append(f"| [{key}]({DATASET_PAGE.format(key)}) | {n} |")
+            lines.append(f"| {md_link(key, DATASET_PAGE.format(quote(clean_text(key), safe='')))} | {n} |")
         lines.append("")
     lines += ["Per-image attribution (creators, rights holders, licences): `CREDITS.md` / `credits.csv`.", ""]
     return "\n".join(lines)

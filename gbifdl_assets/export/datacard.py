@@ -1,5 +1,13 @@
 """The data card: ``datacard.md`` and ``datacard.html`` with a class chart and an occurrence map.
 
+What it says, from :mod:`.facts` (the numbers croissant.json carries too): counts that add up (splits,
+classes and licences each sum to the exported images; the map counts the exported images' distinct
+occurrences), provenance (spec and fingerprint, snapshot and its source with the DOI, rules version,
+manifest, dates), warnings for classes with fewer than ``min_class_images`` images in a split, the
+licence mix, credits and who lacks one, identical files, measured biases, and how to load the export
+(:mod:`.snippets`). Both renderings come from one list of blocks (:mod:`.render`), which escapes
+every value from the data.
+
 The PNGs are drawn with Pillow (already a dependency) rather than matplotlib: two simple figures do
 not justify a plotting stack in the core. The map is an equirectangular projection of the
 Natural Earth 1:110m country outlines (``annotations.areas.world_outlines_path()``) with one dot
@@ -9,22 +17,31 @@ per exported image's occurrence, when coordinates are known (manifest columns
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import os
 import unicodedata
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
-from gbifdl_assets.export.license_display import license_label_or_code
+from gbifdl_assets.export import render as r
+from gbifdl_assets.export.credits import doi_url, query_text
+from gbifdl_assets.export.escape import clean_value
+from gbifdl_assets.export.facts import ExportFacts, bias_statements, collect_facts, license_mix, small_classes
+from gbifdl_assets.export.snippets import loading_snippets
 from gbifdl_assets.storage import Storage
 
-__all__ = ["CHART_KEY", "MAP_KEY", "class_chart_png", "occurrence_map_png", "write_datacard"]
+__all__ = [
+    "CHART_KEY",
+    "MAP_KEY",
+    "class_chart_png",
+    "datacard_blocks",
+    "occurrence_map_png",
+    "write_datacard",
+]
 
 CHART_KEY = "datacard/classes.png"
 MAP_KEY = "datacard/map.png"
@@ -102,34 +119,198 @@ def occurrence_map_png(
     return _png(img)
 
 
-def _points(table: pa.Table, coordinates: pa.Table | None) -> list[tuple[float, float]]:
-    cols = ("decimalLatitude", "decimalLongitude")
-    if all(c in table.column_names for c in cols):
-        source = table.select(["gbifID", *cols])
-    elif coordinates is not None and all(c in coordinates.column_names for c in ("gbifID", *cols)):
-        wanted = pa.table({"gbifID": table.column("gbifID")})
-        source = wanted.join(
-            coordinates.select(["gbifID", *cols]), "gbifID", join_type="inner", use_threads=False
+_PROVENANCE_LABELS = {
+    "spec_name": "training-set spec",
+    "spec_fingerprint": "spec fingerprint",
+    "snapshot_id": "occurrence snapshot",
+    "rules_version": "annotation rules version",
+    "manifest_id": "manifest",
+    "date": "data retrieved",
+    "version": "export version",
+    "url": "home page",
+}
+_SOURCE_NOTE = {
+    "creator": "by the media creator",
+    "rightsHolder": "by the media rights holder",
+    "record_rightsHolder": "by the record's rights holder",
+    "recordedBy": "by the recorder",
+    "publisher": "by the dataset's publisher",
+}
+
+
+def _provenance_rows(
+    provenance: dict[str, Any], sources: Sequence[dict[str, Any]], created: str
+) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for key, label in _PROVENANCE_LABELS.items():
+        if provenance.get(key) not in (None, ""):
+            value = provenance[key]
+            rows.append([label, r.Link(value, value) if key == "url" else value])
+    for s in sources:
+        if s.get("doi"):
+            rows.append(
+                [
+                    "snapshot source",
+                    r.Link(f"GBIF occurrence download {doi_url(s['doi'])}", doi_url(s["doi"])),
+                ]
+            )
+        else:
+            rows.append(
+                ["snapshot source", f"GBIF search API, {s.get('date', 'date not recorded')}: {query_text(s)}"]
+            )
+    known = {*_PROVENANCE_LABELS, "snapshot_source"}
+    rows += [
+        [k, v if isinstance(v, str) else json.dumps(v, sort_keys=True)]
+        for k, v in provenance.items()
+        if k not in known
+    ]
+    rows.append(["exported", created])
+    return rows
+
+
+def datacard_blocks(
+    facts: ExportFacts,
+    *,
+    training_set: str,
+    classes: Sequence[dict[str, Any]],
+    missing: int = 0,
+    provenance: dict[str, Any] | None = None,
+    sources: Sequence[dict[str, Any]] = (),
+    attribution_sources: dict[str, int] | None = None,
+    unattributed: int = 0,
+    dropped_unattributed: int = 0,
+    min_class_images: int = 5,
+    formats: Sequence[str] = ("imagefolder", "webdataset"),
+    created: str = "",
+) -> list[r.Block]:
+    """The data card as blocks (see :mod:`.render`)."""
+    provenance = dict(provenance or {})
+    n = facts.images
+    split_names = sorted(facts.splits, key=lambda s: (_SPLIT_ORDER.get(s, 9), s))
+    dropped = (
+        f"; {dropped_unattributed} were left out for lack of a name to credit" if dropped_unattributed else ""
+    )
+    blocks: list[r.Block] = [
+        r.Heading(f"Data card: {training_set}", 1),
+        r.Para(
+            [
+                f"{n} images of {facts.occurrences} occurrences in {len(classes)} classes "
+                f"({', '.join(f'{s} {facts.splits[s]}' for s in split_names)}). {missing} manifest images "
+                f"were not stored and are left out{dropped}."
+            ]
+        ),
+        r.Heading("Provenance"),
+    ]
+    if provenance or sources:
+        blocks.append(r.Table(["what", "value"], _provenance_rows(provenance, sources, created)))
+    else:
+        blocks.append(
+            r.Para(
+                [
+                    "No provenance was given to this export: the spec, snapshot and rules it was built from are not recorded."
+                ]
+            )
+        )
+    blocks += [
+        r.Heading("Splits"),
+        r.Table(
+            ["split", "images", "share"],
+            [[s, facts.splits[s], f"{100 * facts.splits[s] / n:.1f}%"] for s in split_names]
+            + [["total", n, "100%"]],
+        ),
+        r.Heading("Classes"),
+        r.Image(CHART_KEY, "Images per class"),
+        r.Table(
+            ["index", "taxon key", "name", *split_names, "total"],
+            [
+                [
+                    c["index"],
+                    c["label"],
+                    c.get("name") or "",
+                    *(facts.class_split[(c["label"], s)] for s in split_names),
+                    c["count"],
+                ]
+                for c in classes
+            ],
+        ),
+    ]
+    small = small_classes(facts, classes, min_class_images)
+    if small:
+        blocks += [
+            r.Para(
+                [
+                    f"Warning: {len(small)} class/split pairs have fewer than {min_class_images} images; metrics on them are noisy:"
+                ]
+            ),
+            r.Table(
+                ["class", "taxon key", "split", "images"],
+                [[c.get("name") or "", c["label"], s, k] for c, s, k in small],
+            ),
+        ]
+    else:
+        blocks.append(r.Para([f"Every class has at least {min_class_images} images in every split."]))
+    blocks += [
+        r.Heading("Licences"),
+        r.Table(
+            ["licence", "id", "images", "share"],
+            [[label, lic, k, f"{pct:.1f}%"] for label, lic, k, pct in license_mix(facts)]
+            + [["total", "", n, "100%"]],
+        ),
+        r.Para(
+            [
+                "Each image may be reused only under its own licence and with its credit (CREDITS.md, credits.csv)."
+            ]
+        ),
+        r.Heading("Credits"),
+    ]
+    credit = [f"{k} {_SOURCE_NOTE.get(src, src)}" for src, k in (attribution_sources or {}).items()]
+    blocks.append(r.Para([f"Images credited: {', '.join(credit) or 'none'}."]))
+    if unattributed:
+        fate = "left out" if dropped_unattributed else "kept and marked 'no name on record' in CREDITS.md"
+        blocks.append(
+            r.Para(
+                [
+                    f"Warning: {unattributed} images under an attribution licence have no name on record; they were {fate}."
+                ]
+            )
+        )
+    blocks += [r.Heading("Duplicates")]
+    if facts.duplicate_groups:
+        blocks.append(
+            r.Para(
+                [
+                    f"{facts.duplicate_images} images are byte-identical copies in {facts.duplicate_groups} groups; "
+                    f"{facts.cross_split_groups} groups span more than one split (a leak between splits)."
+                ]
+            )
         )
     else:
-        return []
-    pts = []
-    for lat, lon in zip(source.column(cols[0]).to_pylist(), source.column(cols[1]).to_pylist(), strict=True):
-        if lat is not None and lon is not None and -90 <= lat <= 90 and -180 <= lon <= 180:
-            pts.append((float(lon), float(lat)))
-    return pts
-
-
-def _table_md(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
-    return out + [""]
-
-
-def _table_html(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        blocks.append(r.Para(["No two exported images have identical bytes."]))
+    located = len(facts.points)
+    map_note = (
+        f"{located} of the {facts.occurrences} exported occurrences ({n} images) have coordinates; one dot per occurrence."
+        if located
+        else "No occurrence coordinates were available for this export; the map shows outlines only."
+    )
+    blocks += [
+        r.Heading("Where the occurrences are"),
+        r.Image(MAP_KEY, "Occurrence map"),
+        r.Para([map_note]),
+        r.Heading("Biases and limitations"),
+        r.Bullets([[b] for b in bias_statements(facts, classes)]),
+        r.Heading("How to load it"),
+    ]
+    for tool, needs, code in loading_snippets(formats):
+        blocks.append(r.Code(code, "python", caption=[f"{tool} (needs {needs}):"]))
+    blocks += [
+        r.Heading("Credits and citation"),
+        r.Para(
+            [
+                "See CREDITS.md (per image), CITATION.md (how to cite the data) and croissant.json (machine-readable)."
+            ]
+        ),
+    ]
+    return blocks
 
 
 def write_datacard(
@@ -141,74 +322,24 @@ def write_datacard(
     missing: int = 0,
     coordinates: pa.Table | None = None,
     world_outlines: str | os.PathLike[str] | None = None,
-) -> None:
-    """Write the two PNGs, then ``datacard.md`` and ``datacard.html`` linking them relatively."""
+    facts: ExportFacts | None = None,
+    **card: Any,
+) -> ExportFacts:
+    """Write the two PNGs, then ``datacard.md`` and ``datacard.html`` linking them relatively.
+
+    ``coordinates`` is the records table (see :func:`.facts.collect_facts`); ``card`` takes the
+    keyword arguments of :func:`datacard_blocks` (provenance, sources, min_class_images, ...).
+    """
     if world_outlines is None:
         from gbifdl_assets.annotations.areas import world_outlines_path
 
         world_outlines = world_outlines_path()
-    points = _points(table, coordinates)
+    facts = facts if facts is not None else collect_facts(table, coordinates)
     out.write_bytes(CHART_KEY, class_chart_png(classes))
-    out.write_bytes(MAP_KEY, occurrence_map_png(points, world_outlines))
-
-    splits = Counter(table.column("split").to_pylist())
-    by_class_split = Counter(
-        zip(table.column("label").to_pylist(), table.column("split").to_pylist(), strict=True)
-    )
-    split_names = sorted(splits, key=lambda s: (_SPLIT_ORDER.get(s, 9), s))
-    licenses = Counter(table.column("license").to_pylist())
-    n = table.num_rows
-
-    class_rows = [
-        [
-            c["index"],
-            c["label"],
-            c.get("name") or "",
-            *(by_class_split[(c["label"], s)] for s in split_names),
-            c["count"],
-        ]
-        for c in classes
-    ]
-    class_head = ["index", "taxon key", "name", *split_names, "total"]
-    split_rows = [[s, splits[s], f"{100 * splits[s] / n:.1f}%"] for s in split_names]
-    lic_rows = [
-        [license_label_or_code(k), k, v, f"{100 * v / n:.1f}%"]
-        for k, v in sorted(licenses.items(), key=lambda kv: (-kv[1], kv[0]))
-    ]
-    map_note = (
-        f"{len(points)} of {n} images have occurrence coordinates."
-        if points
-        else "No occurrence coordinates were available for this export; the map shows outlines only."
-    )
-    facts = (
-        f"{n} images in {len(classes)} classes; {missing} manifest images were not stored and are left out."
-    )
-
-    md = [f"# Data card: {training_set}", "", facts, ""]
-    md += ["## Splits", "", *_table_md(["split", "images", "share"], split_rows)]
-    md += ["## Classes", "", f"![Images per class]({CHART_KEY})", "", *_table_md(class_head, class_rows)]
-    md += ["## Licences", "", *_table_md(["licence", "id", "images", "share"], lic_rows)]
-    md += ["## Where the occurrences are", "", f"![Occurrence map]({MAP_KEY})", "", map_note, ""]
-    md += [
-        "## Credits and citation",
-        "",
-        "See `CREDITS.md` (per image) and `CITATION.md` (how to cite the data).",
-        "",
-    ]
-    out.write_bytes("datacard.md", "\n".join(md).encode("utf-8"))
-
-    title = html.escape(f"Data card: {training_set}")
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;max-width:1040px;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}
-img{{max-width:100%}}</style></head><body>
-<h1>{title}</h1><p>{html.escape(facts)}</p>
-<h2>Splits</h2>{_table_html(["split", "images", "share"], split_rows)}
-<h2>Classes</h2><img src="{CHART_KEY}" alt="Images per class">{_table_html(class_head, class_rows)}
-<h2>Licences</h2>{_table_html(["licence", "id", "images", "share"], lic_rows)}
-<h2>Where the occurrences are</h2><img src="{MAP_KEY}" alt="Occurrence map"><p>{html.escape(map_note)}</p>
-<h2>Credits and citation</h2><p>See <a href="CREDITS.md">CREDITS.md</a> and <a href="CITATION.md">CITATION.md</a>.</p>
-</body></html>
-"""
-    out.write_bytes("datacard.html", page.encode("utf-8"))
+    out.write_bytes(MAP_KEY, occurrence_map_png(facts.points, world_outlines))
+    if "provenance" in card:
+        card["provenance"] = clean_value(dict(card["provenance"] or {}))
+    blocks = datacard_blocks(facts, training_set=training_set, classes=classes, missing=missing, **card)
+    out.write_bytes("datacard.md", r.to_markdown(blocks).encode("utf-8"))
+    out.write_bytes("datacard.html", r.to_html(f"Data card: {training_set}", blocks).encode("utf-8"))
+    return facts

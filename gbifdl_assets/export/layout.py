@@ -9,6 +9,8 @@ Layout of an export (all keys relative to the ``out`` storage)::
     credits.csv, CREDITS.md          per-image attribution
     CITATION.md                      how to cite the data (GBIF download DOIs or the search query)
     datacard.md, datacard.html, datacard/classes.png, datacard/map.png
+    croissant.json                   Croissant 1.1 + RAI: every file with its sha256, record sets
+    imagefolder/<split>/metadata.jsonl   Hugging Face ImageFolder metadata (file_name, label, credit)
     export.json                      written last: its presence means the export is complete
 
 Atomicity: ``export.json`` of a previous export is removed first. On local storage everything is
@@ -40,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.errors import GbifdlError
+from gbifdl_assets.export.escape import clean_table, clean_text
 from gbifdl_assets.storage import TMP_PREFIX, LocalStorage, Storage
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "FORMATS",
     "ExportError",
     "ExportSummary",
+    "IncompleteExportError",
     "class_table",
     "export_training_set",
     "image_ext",
@@ -74,13 +78,25 @@ EXPORT_ENTRIES = (
     "datacard.md",
     "datacard.html",
     "datacard",
+    "croissant.json",
 )
 _SAFE = re.compile(r"[^A-Za-z0-9.-]+")
+# content keys and split names become file names and shard names
+_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _EXTS = {"JPEG": "jpg", "JPG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
 class ExportError(GbifdlError, ValueError):
     """A user-caused problem with the export's inputs (message says which input and the fix)."""
+
+
+class IncompleteExportError(ExportError):
+    """More of the manifest's images are missing from the ledgers than ``max_missing`` allows."""
+
+    def __init__(self, message: str, *, missing: int, manifest_images: int) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.manifest_images = manifest_images
 
 
 @dataclass
@@ -95,6 +111,11 @@ class ExportSummary:
     shards: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     licenses: dict[str, int] = field(default_factory=dict)
+    #: BY-family images without any name to credit (kept, or dropped when ``unattributed="drop"``)
+    unattributed: int = 0
+    dropped_unattributed: int = 0
+    #: images credited per link of the attribution chain (creator, rightsHolder, …, publisher)
+    attribution_sources: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     created: str = ""
 
@@ -155,6 +176,12 @@ def prepare_export_table(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table
     ``height``, ``sha256``, ``format``, ``bytes``, ``ext``, ``label_index``, ``dirname``) and how many
     manifest rows were left out for lack of a stored image.
     """
+    joined, missing = _join_ledger(manifest, ledger)
+    return _index_classes(joined), missing
+
+
+def _join_ledger(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table, int]:
+    """The stored images of the manifest with the ledger's facts (checked and cleaned), and the rest's count."""
     for col in ("content_key", "label", "split", "gbifID", "license"):
         if col not in manifest.column_names:
             raise ExportError(f"the manifest has no {col!r} column: pass the training set's manifest table")
@@ -175,6 +202,20 @@ def prepare_export_table(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table
         stored = stored.take(last)
     joined = manifest.join(stored, "content_key", join_type="inner", use_threads=False)
     missing = manifest.num_rows - joined.num_rows
+    for col in ("content_key", "split"):
+        bad = [v for v in pc.unique(joined.column(col)).to_pylist() if not _KEY_RE.fullmatch(str(v or ""))]
+        if bad:
+            raise ExportError(
+                f"the manifest's {col!r} holds {bad[0]!r}, which cannot name a file: "
+                "content keys are sha256 hex digests and splits train/val/test (rebuild the manifest)"
+            )
+    # text from archives reaches CSV, JSON, Markdown and HTML: no control characters past here
+    joined = clean_table(joined)
+    return joined, missing
+
+
+def _index_classes(joined: pa.Table) -> pa.Table:
+    """Sorted by split, label, content key, with ``label_index``, ``dirname`` and ``ext``."""
     joined = joined.sort_by([("split", "ascending"), ("label", "ascending"), ("content_key", "ascending")])
     classes = class_table(joined)
     index = {c["label"]: c["index"] for c in classes}
@@ -184,7 +225,7 @@ def prepare_export_table(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table
     joined = joined.append_column("label_index", pa.array([index[v] for v in labels], pa.int32()))
     joined = joined.append_column("dirname", pa.array([dirname[v] for v in labels], pa.string()))
     joined = joined.append_column("ext", pa.array([image_ext(f) for f in fmt], pa.string()))
-    return joined, missing
+    return joined
 
 
 def imagefolder_path(row: Mapping[str, Any]) -> str:
@@ -260,28 +301,77 @@ def export_training_set(
     shard_size: int = 1000,
     coordinates: pa.Table | None = None,
     world_outlines: str | os.PathLike[str] | None = None,
+    records: pa.Table | None = None,
+    datasets: Mapping[str, Mapping[str, Any]] | None = None,
+    unattributed: str = "keep",
+    provenance: Mapping[str, Any] | None = None,
+    min_class_images: int = 5,
+    max_missing: float | None = None,
 ) -> ExportSummary:
     """Write a complete training export of ``manifest`` (images from ``image_storage``) to ``out``.
 
     ``citation`` is the snapshot's ``source`` (snapshot.json), or a list of them, or
-    ``{"sources": [...]}``. ``coordinates`` (``gbifID``, ``decimalLatitude``, ``decimalLongitude``)
-    feeds the data card's map when the manifest has no coordinate columns.
+    ``{"sources": [...]}``. ``records`` is a table keyed by ``gbifID`` with occurrence facts the
+    manifest lacks, e.g. the snapshot's media table: ``decimalLatitude``/``decimalLongitude`` (the data
+    card's map), ``recordedBy``, ``record_rightsHolder``, ``datasetTitle``/``datasetName``, a publisher
+    name (attribution, see :mod:`.attribution`); ``coordinates`` is the older name of the same argument.
+    ``datasets`` maps ``datasetKey`` to ``{"title", "publisher"}`` (the last attribution fallback).
+    ``unattributed``: ``"keep"`` (default) or ``"drop"`` BY-family images nobody can be credited for.
+    ``provenance``: what the export was built from, shown in the data card and croissant.json:
+    ``spec_name``, ``spec_fingerprint``, ``snapshot_id``, ``snapshot_source`` (the snapshot's source
+    mapping: type, doi or params, dates; used as ``citation`` when that is not given),
+    ``rules_version``, ``manifest_id``, ``date`` (when the data was retrieved), and optionally
+    ``version`` (semver of the export) and ``url``; other keys are shown as they are.
+    ``min_class_images``: the data card warns about every class with fewer images in a split.
+    ``max_missing``: the largest share (0..1) of manifest images allowed to lack a stored image;
+    beyond it :class:`IncompleteExportError` is raised before anything is written (None: no limit).
     """
-    from gbifdl_assets.export import credits, datacard, imagefolder, webdataset
+    from gbifdl_assets.export import attribution, credits, croissant, datacard, facts, imagefolder, webdataset
+    from gbifdl_assets.export.digests import DigestingStorage
 
+    training_set = clean_text(training_set)
     formats = [f.strip().lower() for f in formats]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ExportError(f"unknown export format(s) {bad or formats}: choose from {', '.join(FORMATS)}")
     if shard_size < 1:
         raise ExportError(f"shard_size must be at least 1, got {shard_size}")
-    table, missing = prepare_export_table(manifest, ledger)
-    if table.num_rows == 0:
+    if max_missing is not None and not 0 <= max_missing <= 1:
+        raise ExportError(f"max_missing is a share of the manifest between 0 and 1, got {max_missing}")
+    if min_class_images < 0:
+        raise ExportError(f"min_class_images must be 0 or more, got {min_class_images}")
+    if unattributed not in ("keep", "drop"):
+        raise ExportError(f"unattributed must be 'keep' or 'drop', got {unattributed!r}")
+    records = records if records is not None else coordinates
+    provenance = dict(provenance or {})
+    if citation is None and provenance.get("snapshot_source"):
+        citation = provenance["snapshot_source"]
+    joined, missing = _join_ledger(manifest, ledger)
+    if joined.num_rows == 0:
         raise ExportError(
             f"none of the {manifest.num_rows} manifest images of {training_set!r} is stored in the ledger: "
             "download the images (image_store) before exporting"
         )
+    if max_missing is not None and missing > max_missing * manifest.num_rows:
+        raise IncompleteExportError(
+            f"{missing} of the {manifest.num_rows} manifest images of {training_set!r} "
+            f"({100 * missing / manifest.num_rows:.1f}%) have no stored image in the ledgers, more than the "
+            f"{100 * max_missing:g}% allowed: give every ledger of the training set (its shards), download "
+            "the missing images, or raise the limit",
+            missing=missing,
+            manifest_images=manifest.num_rows,
+        )
+    joined, credited = attribution.attribute(
+        joined, records=records, datasets=datasets, unattributed=unattributed
+    )
+    if joined.num_rows == 0:
+        raise ExportError(
+            f"every stored image of {training_set!r} lacks a name to credit under its BY licence: "
+            "export with unattributed='keep' or give records/datasets with recorders or publishers"
+        )
+    table = _index_classes(joined)
     classes = class_table(table)
+    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     out.delete(EXPORT_MARKER)  # an export being rewritten is not complete
     staging = _Staging(out)
     summary = ExportSummary(
@@ -293,33 +383,62 @@ def export_training_set(
         classes=len(classes),
         splits=_counts(table.column("split")),
         licenses=_counts(table.column("license")),
+        unattributed=credited.unattributed,
+        dropped_unattributed=credited.dropped,
+        attribution_sources=credited.sources,
     )
     try:
-        target = staging.storage
+        target = DigestingStorage(staging.storage)
         final = _final_manifest(table, image_storage, formats)
         target.write_parquet(MANIFEST_FILE, final)
         target.write_bytes(CLASSES_FILE, (json.dumps(classes, indent=1, ensure_ascii=False) + "\n").encode())
         if "imagefolder" in formats:
             summary.bytes += imagefolder.write_imagefolder(final, image_storage, target)
+            imagefolder.write_hf_metadata(final, target)
         if "webdataset" in formats:
             summary.shards = webdataset.write_webdataset(final, image_storage, target, shard_size=shard_size)
         credits.write_credits(final, target)
         credits.write_citation(final, target, citation, training_set=training_set)
+        sources = credits.citation_sources(citation)
+        counted = facts.collect_facts(final, records)
+        stamp = created.isoformat(timespec="seconds").replace("+00:00", "Z")
         datacard.write_datacard(
             final,
             target,
             training_set=training_set,
             classes=classes,
             missing=missing,
-            coordinates=coordinates,
             world_outlines=world_outlines,
+            facts=counted,
+            provenance=provenance,
+            sources=sources,
+            attribution_sources=credited.sources,
+            unattributed=credited.unattributed,
+            dropped_unattributed=credited.dropped,
+            min_class_images=min_class_images,
+            formats=formats,
+            created=stamp,
+        )
+        croissant.write_croissant(
+            target,
+            final,
+            training_set=training_set,
+            classes=classes,
+            facts=counted,
+            sources=sources,
+            provenance=provenance,
+            missing=missing,
+            unattributed=credited.unattributed,
+            dropped_unattributed=credited.dropped,
+            owned=EXPORT_ENTRIES,
+            created=created,
         )
         summary.files = sorted(k for k in target.list("") if "/" not in k or k.startswith("datacard/"))
         staging.commit()
     except BaseException:
         staging.abort()
         raise
-    summary.created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    summary.created = stamp
     out.write_bytes(EXPORT_MARKER, (json.dumps(summary.to_dict(), indent=1) + "\n").encode())
     log.info("exported %d images of %s to %s (%d missing)", summary.images, training_set, out.uri, missing)
     return summary

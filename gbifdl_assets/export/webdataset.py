@@ -23,7 +23,17 @@ __all__ = ["SHARD_PATTERN", "sample_json", "shard_key", "write_webdataset"]
 
 SHARD_PATTERN = "webdataset/{split}-{index:06d}.tar"
 _MTIME = 946684800  # 2000-01-01: fixed so shards are reproducible
-_JSON_FIELDS = ("label", "label_name", "license", "creator", "rightsHolder", "references", "gbifID", "url")
+_JSON_FIELDS = (
+    "label",
+    "label_name",
+    "license",
+    "attribution",
+    "creator",
+    "rightsHolder",
+    "references",
+    "gbifID",
+    "url",
+)
 
 
 def shard_key(split: str, index: int) -> str:

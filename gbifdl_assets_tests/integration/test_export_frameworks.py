@@ -178,7 +178,7 @@ def test_export_from_and_to_s3(s3_bucket, tmp_path):
         citation=CITATION,
     )
     assert summary.images == 30
-    files = [p for p in (local_out / "imagefolder").rglob("*") if p.is_file()]
+    files = [p for p in (local_out / "imagefolder").rglob("*") if p.is_file() and p.name != "metadata.jsonl"]
     assert len(files) == 30 and all(p.stat().st_nlink == 1 for p in files)
 
     out = s3.child("exports/t")
@@ -187,7 +187,8 @@ def test_export_from_and_to_s3(s3_bucket, tmp_path):
     )
     keys = set(out.list(""))
     assert "export.json" in keys and "credits.csv" in keys and "datacard/map.png" in keys
-    assert len([k for k in keys if k.startswith("imagefolder/")]) == 30
+    pictures = [k for k in keys if k.startswith("imagefolder/") and not k.endswith("/metadata.jsonl")]
+    assert len(pictures) == 30 and len([k for k in keys if k.endswith("/metadata.jsonl")]) == 3
     assert {k for k in keys if k.startswith("webdataset/")} == {
         "webdataset/test-000000.tar",
         "webdataset/train-000000.tar",
@@ -195,6 +196,18 @@ def test_export_from_and_to_s3(s3_bucket, tmp_path):
         "webdataset/val-000000.tar",
     }
     assert json.loads(out.read_bytes("export.json"))["images"] == 30
+    # croissant.json's checksums were taken while writing to S3: they match the objects
+    import hashlib
+
+    doc = json.loads(out.read_bytes("croissant.json"))
+    objects = [d for d in doc["distribution"] if d["@type"] == "cr:FileObject"]
+    assert {d["contentUrl"] for d in objects} >= {
+        "manifest.parquet",
+        "credits.csv",
+        "webdataset/train-000001.tar",
+    }
+    for d in objects:
+        assert hashlib.sha256(out.read_bytes(d["contentUrl"])).hexdigest() == d["sha256"], d["contentUrl"]
     # a re-export with fewer shards and no ImageFolder leaves none of the old objects behind
     export_training_set(
         inputs["manifest"],

@@ -153,7 +153,7 @@ def test_classes_json_ordered_by_taxon_key_and_matches_folder_sort(exported):
     assert [c["label"] for c in classes] == [12, 5219404, 5219416]
     assert [c["index"] for c in classes] == [0, 1, 2]
     # torchvision / Keras sort folder names as strings: that order must be our index order
-    dirs = sorted(p.name for p in (out / "imagefolder" / "train").iterdir())
+    dirs = sorted(p.name for p in (out / "imagefolder" / "train").iterdir() if p.is_dir())
     assert dirs == [c["dirname"] for c in classes]
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", d) for d in dirs)
 
@@ -169,6 +169,10 @@ def test_imagefolder_layout_holds_every_image_once(exported):
     inputs, out, _ = exported
     man = pq.read_table(out / "manifest.parquet").to_pylist()
     files = sorted(p.relative_to(out).as_posix() for p in (out / "imagefolder").rglob("*") if p.is_file())
+    # beside the images: one Hugging Face metadata.jsonl per split folder (test_export_ml_metadata)
+    meta = [f"imagefolder/{s}/metadata.jsonl" for s in ("test", "train", "val")]
+    assert [f for f in files if f.endswith("metadata.jsonl")] == meta
+    files = [f for f in files if f not in meta]
     assert files == sorted(r["imagefolder_path"] for r in man)
     for r in man:
         f = out / r["imagefolder_path"]
@@ -256,7 +260,7 @@ def test_datacard_renders_with_its_images(exported):
     for src in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (out / src).is_file()
     assert "Panthera leo" in md and "CC BY 4.0" in md and "| train | 18 |" in md
-    assert "30 of 30 images have occurrence coordinates" in md
+    assert "30 of the 30 exported occurrences (30 images) have coordinates" in md
     # the map has red dots where the points are (lon 10, lat -30 → pixel)
     m = Image.open(out / "datacard/map.png").convert("RGB")
     x, y = round((10 + 180) / 360 * 999), round((90 + 30) / 180 * 499)
