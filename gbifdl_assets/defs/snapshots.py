@@ -82,6 +82,8 @@ class SnapshotConfig(dg.Config):
     max_wait_minutes: float = SnapshotSettings.max_wait_minutes
     poll_seconds: float = SnapshotSettings.poll_seconds
     search_workers: int = SnapshotSettings.search_workers  # parallel pages, polite to GBIF
+    # cached registry entries (dataset title/DOI/licence, publisher) older than this are fetched again
+    registry_max_age_days: float = SnapshotSettings.registry_max_age_days
 
 
 @dg.asset(
@@ -105,7 +107,9 @@ def occurrence_snapshot(
 ) -> dg.MaterializeResult:
     training_set = context.partition_key
     spec = specs.get(training_set)
-    settings = SnapshotSettings(config.max_wait_minutes, config.poll_seconds, config.search_workers)
+    settings = SnapshotSettings(
+        config.max_wait_minutes, config.poll_seconds, config.search_workers, config.registry_max_age_days
+    )
     with stage_failures(context):
         result = take_occurrence_snapshot(
             training_set, spec, gbif.client(), storage.open(), settings=settings, log=context.log
@@ -135,6 +139,9 @@ def _snapshot_metadata(result: OccurrenceSnapshot) -> dict:
         "media": dg.MetadataValue.int(int(counts.get("media", 0))),
         "species": dg.MetadataValue.int(int(counts.get("species", 0))),
         "skipped": dg.MetadataValue.json(counts.get("skipped", {})),
+        # GBIF's registry: outcomes per distinct dataset/publisher key by reason, and what stayed empty
+        "registry": dg.MetadataValue.json(counts.get("registry", {})),
+        "registry_gaps": dg.MetadataValue.json(info.registry.get("gaps", {})),
         "bytes": dg.MetadataValue.int(info.bytes),
         "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
         "rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),

@@ -6,6 +6,12 @@ GBIF's term names (``gbifID``, ``speciesKey``, ``decimalLatitude``, ...) so a us
 in GBIF's documentation; media fields that would clash with occurrence fields are prefixed
 ``media_`` (the occurrence ``license`` is the record's licence, ``media_license`` the image's,
 which GBIF lets differ).
+
+The registry columns (``publishingOrgKey`` and the dataset's title, DOI and licence, the publishing
+organization's title and country; :data:`gbifdl_assets.gbif.registry.REGISTRY_COLUMNS`) are filled
+from GBIF's registry per dataset when a snapshot is written: a real DWCA download has no
+``publishingOrgKey`` column, and neither source carries the titles. They sit in the occurrence part,
+so an archive or record that does carry one of them (``publishingCountry``) is read as it is.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ SNAPSHOT_SCHEMA = pa.schema(
         pa.field("taxonRank", pa.string()),
         pa.field("datasetKey", pa.string()),
         pa.field("publishingOrgKey", pa.string()),
+        # --- registry (gbif.registry: the dataset's and its publisher's, filled for every source) ---
+        pa.field("datasetTitle", pa.string()),
+        pa.field("datasetDOI", pa.string()),
+        pa.field("datasetLicense", pa.string()),  # the dataset's licence URL (the record's is `license`)
+        pa.field("publishingOrganizationTitle", pa.string()),
+        pa.field("publishingCountry", pa.string()),  # ISO 3166 alpha-2 of the publishing organization
         pa.field("basisOfRecord", pa.string()),
         pa.field("occurrenceStatus", pa.string()),
         pa.field("establishmentMeans", pa.string()),

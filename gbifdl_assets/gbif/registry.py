@@ -54,7 +54,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -345,17 +345,24 @@ class RegistryReport:
         For summaries that must say which columns stayed empty: ``{"datasetTitle": "12 of 40 rows
         empty (registry: 2 unreachable)"}``. Columns filled in every row are left out.
         """
+        nulls = {
+            name: table.column(name).null_count if name in table.column_names else None
+            for name in REGISTRY_COLUMNS
+        }
+        return self.gaps_of(table.num_rows, nulls)
+
+    def gaps_of(self, rows: int, nulls: Mapping[str, int | None]) -> dict[str, str]:
+        """:meth:`gaps` from counts: ``nulls`` maps a registry column to its empty rows (None: no column)."""
         why = ", ".join(
             f"{n} {o}" for o, n in sorted(self.missing().items(), key=lambda x: OUTCOMES.index(x[0]))
         )
         out = {}
         for name in REGISTRY_COLUMNS:
-            if name not in table.column_names:
+            empty = nulls.get(name)
+            if empty is None:
                 out[name] = "column missing"
-                continue
-            nulls = table.column(name).null_count
-            if nulls:
-                out[name] = f"{nulls} of {table.num_rows} rows empty" + (
+            elif empty:
+                out[name] = f"{empty} of {rows} rows empty" + (
                     f" (registry: {why})" if why else " (no registry value, or no datasetKey)"
                 )
         return out

@@ -16,7 +16,9 @@ carry their creation time, the newest snapshot is found by listing, so a crash b
 hide a commit.
 
 Both sources produce identical rows (:mod:`.search_records` converts search-API records with the
-archive path's own building blocks).
+archive path's own building blocks), and both get GBIF's registry data before the commit
+(:mod:`.snapshot_registry`: publisher, dataset title, DOI and licence per row, counted by outcome in
+``counts["registry"]`` and described in ``snapshot.json``'s ``registry``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,9 @@ from gbifdl_assets.gbif.dwca import (
     convert_to_snapshot,
 )
 from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
+from gbifdl_assets.gbif.registry import DEFAULT_MAX_AGE, RegistryClient
 from gbifdl_assets.occurrences.search_records import records_to_snapshot_table
+from gbifdl_assets.occurrences.snapshot_registry import RegistrySummary, add_registry_data
 from gbifdl_assets.storage import Storage, layout, staging_name
 
 log = logging.getLogger("gbifdl_assets.occurrences.snapshots")
@@ -111,6 +116,11 @@ class SnapshotInfo:
     @property
     def bytes(self) -> int:
         return int(self.metadata.get("bytes", 0))
+
+    @property
+    def registry(self) -> dict[str, Any]:
+        """What GBIF's registry gave this snapshot (outcomes, requests, empty columns and why)."""
+        return dict(self.metadata.get("registry", {}))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,6 +273,11 @@ def _commit(
     return SnapshotInfo(training_set, snapshot_id, metadata, storage.uri)
 
 
+def _with_registry(staging: _Staging, client: RegistryClient | None, max_age: timedelta) -> RegistrySummary:
+    """Registry data into the staged file (every source, before the commit; never fails for the registry)."""
+    return add_registry_data(staging.path, client=client, storage=staging.storage, max_age=max_age)
+
+
 def _counts(report: IngestReport) -> dict[str, Any]:
     return {
         "occurrences": report.occurrences,
@@ -312,13 +327,17 @@ def write_snapshot_from_dwca(
     block_size: int = DEFAULT_BLOCK_SIZE,
     max_block_size: int = MAX_BLOCK_SIZE,
     tmp_dir: str | Path | None = None,
+    registry: RegistryClient | None = None,
+    registry_max_age: timedelta = DEFAULT_MAX_AGE,
 ) -> SnapshotInfo:
     """Ingest a DWCA download into a new snapshot and return it.
 
     ``source_info`` describes the download (``key``, ``doi``, ``citation``, ``license``,
     ``totalRecords``, typically from the download status); the archive's own metadata fills what
-    is missing. Raises :class:`~gbifdl_assets.gbif.dwca.DwcaError` (nothing is written) for
-    archives without image URLs (SIMPLE_CSV, no multimedia extension) or that are damaged.
+    is missing. ``registry`` is the client for GBIF's registry (publisher, dataset title, DOI and
+    licence, which a real DWCA lacks); None uses only what the storage's registry cache holds.
+    Raises :class:`~gbifdl_assets.gbif.dwca.DwcaError` (nothing is written) for archives without
+    image URLs (SIMPLE_CSV, no multimedia extension) or that are damaged.
     """
     layout.check_training_set(training_set)
     archive_path = Path(archive_path)
@@ -344,6 +363,7 @@ def write_snapshot_from_dwca(
                 source[name] = value
         source["archive"] = archive_path.name
         source["archive_bytes"] = archive_path.stat().st_size
+        registry_data = _with_registry(staging, registry, registry_max_age)
         extra = {
             "archive": {
                 "bad_rows": report.bad_row_numbers,
@@ -351,9 +371,11 @@ def write_snapshot_from_dwca(
                 "ignored_members": [f"{n} ({why})" for n, why in report.ignored_members],
                 "buckets": report.buckets,
                 "seconds": round(report.seconds, 3),
-            }
+            },
+            "registry": registry_data.metadata(),
         }
-        return _commit(staging, source=_jsonable(source), counts=_counts(report), extra=extra)
+        counts = {**_counts(report), "registry": registry_data.counts()}
+        return _commit(staging, source=_jsonable(source), counts=counts, extra=extra)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,11 +400,15 @@ def write_snapshot_from_search(
     *,
     batch_records: int = SEARCH_BATCH_RECORDS,
     tmp_dir: str | Path | None = None,
+    registry: RegistryClient | None = None,
+    registry_max_age: timedelta = DEFAULT_MAX_AGE,
 ) -> SnapshotInfo:
     """Write search-API records (an iterator, e.g. ``GbifClient.iter_occurrences``) as a snapshot.
 
     Records are converted ``batch_records`` at a time into a ParquetWriter, so memory holds one
     batch. ``source_info`` should carry the query (``params``); ``type``/``date`` are filled in.
+    ``registry``: as for :func:`write_snapshot_from_dwca` (search records carry the publisher's key
+    but not the dataset's title, DOI or licence, nor the publisher's name).
     An error while iterating (GBIF unreachable, ...) leaves no snapshot.
     """
     layout.check_training_set(training_set)
@@ -404,7 +430,11 @@ def write_snapshot_from_search(
         total.species = writer.species
         source: dict[str, Any] = {"type": "search", **dict(source_info or {})}
         source.setdefault("date", dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"))
-        return _commit(staging, source=_jsonable(source), counts=_counts(total))
+        registry_data = _with_registry(staging, registry, registry_max_age)
+        counts = {**_counts(total), "registry": registry_data.counts()}
+        return _commit(
+            staging, source=_jsonable(source), counts=counts, extra={"registry": registry_data.metadata()}
+        )
 
 
 def _add(total: IngestReport, part: IngestReport) -> None:

@@ -3,6 +3,8 @@
 From the search API (paged, a few workers) or from the GBIF download the training set waits for
 (fetched and ingested as a DwC-A). A snapshot run waits for a running download only a few minutes
 (:class:`SnapshotSettings`); the download sensor launches it again once GBIF has finished.
+Either way the snapshot gets GBIF's registry data (publisher, dataset title, DOI and licence) from the
+same API before it is committed; an unreachable registry leaves those columns null and is counted.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from gbifdl_assets.gbif.client import GbifClient
 from gbifdl_assets.gbif.downloads import DEAD_STATUSES, RUNNING_STATUSES, wait_for_download
 from gbifdl_assets.gbif.dwca import DwcaError
 from gbifdl_assets.gbif.errors import GbifDownloadNotReady, GbifError
+from gbifdl_assets.gbif.registry import RegistryClient
 from gbifdl_assets.occurrences.snapshots import (
     SnapshotInfo,
     write_snapshot_from_dwca,
@@ -38,18 +42,24 @@ from gbifdl_assets.storage import Storage
 
 _log = logging.getLogger(__name__)
 
-PREVIEW_COLUMNS = ("gbifID", "species", "countryCode", "media_license", "identifier")
+PREVIEW_COLUMNS = ("gbifID", "species", "countryCode", "media_license", "datasetTitle", "identifier")
 PREVIEW_ROWS = 10
 
 
 @dataclass(frozen=True)
 class SnapshotSettings:
-    """How long a snapshot run waits for a GBIF download that is still running, and how many
-    search pages it reads at once (GBIF asks for about 1 request/s per user: a few are polite)."""
+    """How long a snapshot run waits for a GBIF download that is still running, how many search
+    pages it reads at once (GBIF asks for about 1 request/s per user: a few are polite), and how old
+    a cached registry entry (dataset, publisher) may be before it is fetched again."""
 
     max_wait_minutes: float = 10.0
     poll_seconds: float = 15.0
     search_workers: int = 3
+    registry_max_age_days: float = 30.0
+
+    @property
+    def registry_max_age(self) -> timedelta:
+        return timedelta(days=self.registry_max_age_days)
 
 
 @dataclass(frozen=True)
@@ -90,25 +100,43 @@ def take_occurrence_snapshot(
     """Write a new snapshot of the training set from its source (search API or GBIF download)."""
     started = time.monotonic()
     try:
-        keys = taxon_keys_of(storage, training_set)
-        plan = plan_source(spec, client, keys)
-        if plan.type == "search":
-            info, source = _from_search(training_set, plan, client, storage, settings, log)
-        else:
-            record = DownloadRecord.load(storage, training_set)
-            if record is None:
-                record = (
-                    request_spec_download(spec, client, keys, storage)
-                    if plan.type == "download"
-                    else record_spec_download(spec, client, storage)
-                )
-            info, source = _from_download(training_set, record, client, storage, settings, log)
+        with RegistryClient(client.base_url) as registry:
+            info, source = _snapshot(training_set, spec, client, storage, settings, log, registry)
     except (GbifError, DwcaError) as exc:
         # DwcaError: the archive cannot serve this spec (SIMPLE_CSV has no media, truncated zip, ...)
         raise service_failure(f"occurrence_snapshot[{training_set}]", exc) from exc
     elapsed = time.monotonic() - started
+    registry_counts = info.counts.get("registry", {})
+    log.info(
+        f"{training_set}: registry data for {sum(registry_counts.get('datasets', {}).values())} datasets "
+        f"({registry_counts.get('datasets')}); {registry_counts.get('rows_without_publisher', 0)} rows "
+        "without a publisher"
+    )
     preview = storage.read_parquet(info.media_key, columns=list(PREVIEW_COLUMNS)).slice(0, PREVIEW_ROWS)
     return OccurrenceSnapshot(info, source, storage.uri_of(info.prefix), elapsed, preview.to_pylist())
+
+
+def _snapshot(
+    training_set: str,
+    spec: TrainingSetSpec,
+    client: GbifClient,
+    storage: Storage,
+    settings: SnapshotSettings,
+    log: logging.Logger,
+    registry: RegistryClient,
+) -> tuple[SnapshotInfo, SnapshotSource]:
+    keys = taxon_keys_of(storage, training_set)
+    plan = plan_source(spec, client, keys)
+    if plan.type == "search":
+        return _from_search(training_set, plan, client, storage, settings, log, registry)
+    record = DownloadRecord.load(storage, training_set)
+    if record is None:
+        record = (
+            request_spec_download(spec, client, keys, storage)
+            if plan.type == "download"
+            else record_spec_download(spec, client, storage)
+        )
+    return _from_download(training_set, record, client, storage, settings, log, registry)
 
 
 def _from_search(
@@ -118,6 +146,7 @@ def _from_search(
     storage: Storage,
     settings: SnapshotSettings,
     log: logging.Logger,
+    registry: RegistryClient,
 ) -> tuple[SnapshotInfo, SnapshotSource]:
     log.info(f"{training_set}: paging {plan.count:,} records from the search API")
     info = write_snapshot_from_search(
@@ -125,6 +154,8 @@ def _from_search(
         storage,
         training_set,
         {"type": "search", "query": plan.params, "api": client.base_url, "records": plan.count},
+        registry=registry,
+        registry_max_age=settings.registry_max_age,
     )
     return info, SnapshotSource("search", query=plan.params)
 
@@ -136,6 +167,7 @@ def _from_download(
     storage: Storage,
     settings: SnapshotSettings,
     log: logging.Logger,
+    registry: RegistryClient,
 ) -> tuple[SnapshotInfo, SnapshotSource]:
     status = wait_for_archive(client, record.key, settings, log)
     with tempfile.TemporaryDirectory(prefix="gbifdl-dwca-") as tmp:
@@ -153,6 +185,8 @@ def _from_download(
                 "license": status.get("license"),
                 "totalRecords": status.get("totalRecords"),
             },
+            registry=registry,
+            registry_max_age=settings.registry_max_age,
         )
     record.extra["snapshot_id"] = info.snapshot_id
     record.save(storage)  # the download poll stops here
