@@ -23,8 +23,9 @@ Endpoints (GBIF's shapes and errors; see ``app.py``):
 - ``/v1/dataset/{key}``, ``/v1/organization/{key}`` (the registry: GBIF's Dataset and Organization
   objects of the generated datasets and publishers; 404 JSON for an unknown key)
 
-DWCA downloads have the layout of real GBIF downloads (``dwca_text``); ``SandboxConfig.real_dwca_columns``
-drops the sandbox-only ``publishingOrgKey`` column from ``occurrence.txt``, as real downloads have none.
+DWCA downloads have the layout and the columns of real GBIF downloads (``dwca_text``): no
+``publishingOrgKey`` in ``occurrence.txt`` (``SandboxConfig.real_dwca_columns``, True by default; False
+adds the sandbox-only column back), so snapshots must take the publisher from the registry, as with GBIF.
 ``gbifdl_assets_tests/integration/test_sandbox_conformance.py`` holds all of this against recorded GBIF.
 - ``/media/{occurrenceKey}/{item}.{jpg|png|…}[?fault=…]`` (see :mod:`.media` for fault names)
 - ``/sandbox/info``, ``/sandbox/health``, ``GET|POST|DELETE /sandbox/faults``

@@ -42,11 +42,10 @@ class SandboxConfig:
     #: where archives are written; None = a temporary directory removed when the process exits.
     work_dir: str | None = None
     #: DWCA ``occurrence.txt`` with exactly the columns of real GBIF downloads. Real downloads have
-    #: no ``publishingOrgKey`` (reference real-world.md; snapshots must take the publisher from the
-    #: registry, ``gbifdl_assets.gbif.registry``). False keeps the sandbox's extra
-    #: ``publishingOrgKey`` column until the snapshot layer enriches downloads from the registry;
-    #: then flip the default to True. SIMPLE_CSV always has the column, as GBIF's does.
-    real_dwca_columns: bool = False
+    #: no ``publishingOrgKey`` (reference real-world.md); snapshots take the publisher from the
+    #: registry (``gbifdl_assets.gbif.registry``, which the sandbox serves). False adds the column
+    #: back, only for tests of that older picture. SIMPLE_CSV always has it, as GBIF's does.
+    real_dwca_columns: bool = True
 
     # --- media ------------------------------------------------------------------------------------
     #: base URL written into media identifiers; None = the URL the request came in on.

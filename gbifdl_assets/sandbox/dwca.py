@@ -6,8 +6,9 @@ Occurrence extension), ``multimedia.txt`` (always present, header-only when no r
 ``meta.xml``, ``metadata.xml`` (EML whose packageId is the DOI), ``citations.txt``, ``rights.txt``
 and one ``dataset/<datasetKey>.xml`` EML per dataset. Files are tab-separated with a header line,
 no quoting (tabs/newlines inside values become spaces), arrays joined with ``;``, the ``license``
-column holds enum names. ``real_columns=False`` (the default for now) keeps the sandbox-only
-``publishingOrgKey`` column in ``occurrence.txt``; ``SandboxConfig.real_dwca_columns`` flips it.
+column holds enum names. ``real_columns`` leaves out the sandbox-only ``publishingOrgKey`` column of
+``occurrence.txt``: the served archives do (``SandboxConfig.real_dwca_columns``, True by default);
+:func:`write_archive` keeps the column unless asked, so the benchmark's cached archives stay the same.
 
 Rows are rendered in chunks and written straight into the zip entry, so a million-row archive never
 exists as one string in memory. Verbatim and multimedia rows go to temporary files during the

@@ -175,7 +175,8 @@ def test_download_lifecycle_and_archive_match_the_search_api(sb, http):
         assert row["countryCode"] == rec["countryCode"]
         assert "StillImage" in row["mediaType"].split(";")
         assert row["eventDate"] == rec.get("eventDate", "")
-        assert row["publishingOrgKey"] == rec["publishingOrgKey"]  # sandbox-only column, by default
+        assert "publishingOrgKey" not in row  # as in real downloads: the publisher comes from the registry
+        assert row["publishingCountry"] == rec["publishingCountry"]
 
     verbatim_rows = read_tsv(zf, "verbatim.txt")
     verbatim_fields = extensions["verbatim.txt"].findall(f"{DWC_TEXT}field")

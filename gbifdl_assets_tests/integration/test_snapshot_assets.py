@@ -52,6 +52,7 @@ def test_search_source_snapshot(sandbox, tmp_path):
     meta = result.asset_materializations_for_node("occurrence_snapshot")[0].metadata
     assert meta["source"].value == "search"
     assert meta["media"].value > 0 and meta["species"].value == 2
+    assert set(meta["registry"].value["datasets"]) == {"ok"} and meta["registry_gaps"].value == {}
     download_meta = result.asset_materializations_for_node("gbif_download")[0].metadata
     assert download_meta["source"].value == "search"
 
@@ -111,6 +112,10 @@ def test_download_source_through_the_sensor(slow_download_sandbox, tmp_path):
         assert meta["source"].value == "download" and meta["download_key"].value == key
         assert meta["doi"].value.startswith("10.") and "GBIF Occurrence Download" in meta["citation"].value
         assert meta["media"].value > 0
+        # the sandbox's DWCA has no publishingOrgKey, as GBIF's has none: the registry gave it back
+        registry = meta["registry"].value
+        assert set(registry["datasets"]) == {"ok"} and registry["rows_without_publisher"] == 0
+        assert meta["registry_gaps"].value == {}
 
         # the record is done: the sensor stops polling it
         again = gbif_download_sensor(

@@ -1,8 +1,10 @@
 """Both snapshot sources against the sandbox: a DWCA download and the search API give the same rows.
 
 Drives the real client: request a download, poll it to SUCCEEDED, fetch the zip, ingest it; then
-page the search API with the same filters and compare the two snapshots row by row. Also writes
-to the S3 endpoint, and checks a failed ingest leaves the bucket untouched.
+page the search API with the same filters and compare the two snapshots row by row. The sandbox's
+DWCA has no publishingOrgKey, as GBIF's has none: both snapshots take the publisher (and the
+dataset's title, DOI and licence) from the sandbox's registry and must hold the same values. Also
+writes to the S3 endpoint, and checks a failed ingest leaves the bucket untouched.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 from gbifdl_assets.gbif.client import GbifClient
 from gbifdl_assets.gbif.dwca import DwcaError
 from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA
+from gbifdl_assets.gbif.registry import REGISTRY_COLUMNS, RegistryClient
 from gbifdl_assets.occurrences.snapshots import (
     latest_snapshot,
     read_snapshot,
@@ -49,9 +52,11 @@ def download(sandbox, tmp_path_factory) -> tuple[GbifClient, dict, Path]:
 
 
 def _columns_in_sandbox_archive() -> list[str]:
-    from gbifdl_assets.sandbox.dwca import MULTIMEDIA_COLUMNS, OCCURRENCE_COLUMNS
+    from gbifdl_assets.sandbox import SandboxConfig
+    from gbifdl_assets.sandbox.dwca_text import MULTIMEDIA_COLUMNS, occurrence_columns
 
-    terms = {name for name, _ in OCCURRENCE_COLUMNS} | set(MULTIMEDIA_COLUMNS) | {"issues", "media_index"}
+    served = occurrence_columns(SandboxConfig().real_dwca_columns)
+    terms = {name for name, _ in served} | set(MULTIMEDIA_COLUMNS) | {"issues", "media_index"}
     terms |= {"media_license", "media_license_raw"}  # from the multimedia licence column
     return [c for c in SNAPSHOT_SCHEMA.names if c in terms]
 
@@ -60,10 +65,14 @@ def test_download_and_search_give_the_same_snapshot(download, tmp_path: Path) ->
     client, status, path = download
     storage = LocalStorage(tmp_path / "store")
     source = {k: status.get(k) for k in ("key", "doi", "license", "totalRecords")}
-    from_download = write_snapshot_from_dwca(path, storage, "dl", source)
-    from_search = write_snapshot_from_search(
-        client.iter_occurrences(PARAMS), storage, "search", {"params": PARAMS}
-    )
+    with RegistryClient(client.base_url) as registry:
+        from_download = write_snapshot_from_dwca(path, storage, "dl", source, registry=registry)
+    # a storage of its own: the search side must not profit from the registry cache of the download
+    other = LocalStorage(tmp_path / "other")
+    with RegistryClient(client.base_url) as registry:
+        from_search = write_snapshot_from_search(
+            client.iter_occurrences(PARAMS), other, "search", {"params": PARAMS}, registry=registry
+        )
 
     assert from_download.source["doi"] == status["doi"] and from_download.source["key"] == status["key"]
     assert from_download.counts["occurrences"] == status["totalRecords"] == from_search.counts["occurrences"]
@@ -71,16 +80,24 @@ def test_download_and_search_give_the_same_snapshot(download, tmp_path: Path) ->
         assert from_download.counts[name] == from_search.counts[name], name
     assert from_download.counts["skipped"] == from_search.counts["skipped"]
     assert from_download.counts["media"] > 50  # the comparison is about something
+    assert from_download.counts["registry"] == from_search.counts["registry"]
+    assert from_download.counts["registry"]["rows_without_publisher"] == 0
+    assert set(from_download.counts["registry"]["datasets"]) == {"ok"}
 
     a = read_snapshot(storage, "dl").sort_by(KEYS)
-    b = read_snapshot(storage, "search").sort_by(KEYS)
+    b = read_snapshot(other, "search").sort_by(KEYS)
     assert a.schema.equals(SNAPSHOT_SCHEMA) and b.schema.equals(SNAPSHOT_SCHEMA)
     shared = _columns_in_sandbox_archive()
-    assert len(shared) > 30
+    assert len(shared) > 30 and "publishingOrgKey" not in shared  # as in real GBIF downloads
     for name in shared:
         assert a.column(name).equals(b.column(name)), name
+    # the same publisher values whatever the source: the download's from the registry, the search's
+    # from its records (the registry fills the titles)
+    for name in REGISTRY_COLUMNS:
+        assert a.column(name).null_count == 0, name
+        assert a.column(name).equals(b.column(name)), name
     # the sandbox's occurrence.txt lacks these terms, so only the search side has them
-    for name in set(SNAPSHOT_SCHEMA.names) - set(shared):
+    for name in set(SNAPSHOT_SCHEMA.names) - set(shared) - set(REGISTRY_COLUMNS):
         assert a.column(name).null_count == a.num_rows, name
 
 
