@@ -1,8 +1,13 @@
-"""The registry client against the sandbox over HTTP: values, 404, 429 then ok, 5xx, refused connections."""
+"""The registry client against the sandbox over HTTP: values, 404, 429 then ok, 5xx, refused connections;
+and ``gbifdl dwca ingest --api-url`` filling a real-layout DWCA's publishers from it."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import socket
+import time
+import zipfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,6 +15,8 @@ import pytest
 import requests
 
 from gbifdl_assets.gbif.registry import REGISTRY_COLUMNS, RegistryClient, lookup_registry, with_registry_data
+from gbifdl_assets.occurrences.ingest_cli import add_dwca_parser
+from gbifdl_assets.occurrences.snapshots import read_snapshot
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets.storage import LocalStorage
 
@@ -98,3 +105,55 @@ def test_connection_refused_gives_unreachable(records):
         data = lookup_registry(keys, client=client)
     assert data.report.datasets == {"unreachable": len(keys)}
     assert "no response" in data.datasets.column("message")[0].as_py()
+
+
+# ------------------------------------------------------------------------ gbifdl dwca ingest
+def _sandbox_download(sb, tmp_path: Path) -> Path:
+    r = requests.post(
+        sb.api_url + "/occurrence/download/request",
+        json={
+            "creator": "sandbox",
+            "format": "DWCA",
+            "predicate": {"type": "equals", "key": "MEDIA_TYPE", "value": "StillImage"},
+        },
+        auth=("sandbox", "sandbox"),
+    )
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = requests.get(f"{sb.api_url}/occurrence/download/{r.text}").json()
+        if status["status"] == "SUCCEEDED":
+            path = tmp_path / f"{r.text}.zip"
+            path.write_bytes(requests.get(status["downloadLink"]).content)
+            return path
+        time.sleep(0.1)
+    raise AssertionError(f"sandbox download {r.text} did not succeed")
+
+
+def test_dwca_ingest_with_api_url_gives_every_row_its_publisher(sb, tmp_path: Path, capsys) -> None:
+    """Issue 16's "done when": a DWCA without publishingOrgKey, ingested with --api-url pointing at
+    the sandbox, gives every media row its dataset's publishingOrgKey and title."""
+    archive = _sandbox_download(sb, tmp_path)
+    with zipfile.ZipFile(archive) as zf:
+        header = zf.read("occurrence.txt").split(b"\n", 1)[0].decode().split("\t")
+    assert "publishingOrgKey" not in header and "datasetKey" in header  # as GBIF writes it
+    parser = argparse.ArgumentParser(prog="gbifdl")
+    add_dwca_parser(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "out"
+    args = parser.parse_args(["dwca", "ingest", str(archive), str(out), "--api-url", sb.api_url])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["registry"]["empty"] == {} and "fix" not in summary["registry"]
+    assert set(summary["registry"]["datasets"]) == {"ok"}
+    table = read_snapshot(LocalStorage(out), summary["training_set"])
+    assert table.num_rows == summary["media"] > 100
+    for name in REGISTRY_COLUMNS:
+        assert table.column(name).null_count == 0, name
+    datasets = {
+        key: requests.get(f"{sb.api_url}/dataset/{key}").json()
+        for key in set(table.column("datasetKey").to_pylist())
+    }
+    for row in table.select(["datasetKey", "publishingOrgKey", "datasetTitle"]).to_pylist():
+        answer = datasets[row["datasetKey"]]
+        assert row["publishingOrgKey"] == answer["publishingOrganizationKey"]
+        assert row["datasetTitle"] == answer["title"]
