@@ -2,8 +2,11 @@
 
 Each row holds the label, split, licence, attribution and the content key the image store uses.
 Four checks guard what a model would train on (:data:`CHECKS`): balance within the spec's tolerance,
-every licence allowed, no split group in two splits, no duplicate URL. The manifest is named after the
-annotated table it was built from, and keeps the images of the previous manifest where it can.
+every licence allowed, no split group in two splits, no duplicate URL; a fifth warns (does not block)
+when a ``balancing.by`` column is empty in every candidate row, since balancing by it is then no
+balancing (a download snapshot written without GBIF's registry has no publisher). The manifest is
+named after the annotated table it was built from, and keeps the images of the previous manifest
+where it can.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from gbifdl_assets.sampling.manifest import (
     check_balance,
     check_licenses,
     check_split_leakage,
+    check_strata_columns,
     check_unique_urls,
 )
 from gbifdl_assets.specs import TrainingSetSpec
@@ -38,7 +42,10 @@ CHECKS = {
     "licenses_allowed": "Every image's licence is in the spec's allowlist.",
     "no_split_leakage": "No split group (occurrence, observer, location cell or dataset) is in two splits.",
     "unique_urls": "No image URL appears twice.",
+    "strata_columns_filled": "Every balancing.by column has values in some candidate row (else one stratum per class).",
 }
+#: checks that warn instead of blocking: the manifest is usable, but not balanced as the spec asked
+WARNING_CHECKS = frozenset({"strata_columns_filled"})
 
 
 @dataclass(frozen=True)
@@ -49,11 +56,14 @@ class CheckOutcome:
     passed: bool
     details: dict[str, Any]
     text: str  # what passing means
+    warning: bool = False  # a failure warns (the output is usable) instead of blocking
 
     @property
     def description(self) -> str:
         if self.passed:
             return self.text
+        if isinstance(self.details.get("message"), str):
+            return f"{self.text} Failed: {self.details['message']}"
         # the scalar facts of the details, for a one-line description
         facts = ", ".join(f"{k}={v}" for k, v in self.details.items() if isinstance(v, int | float | str))
         return f"{self.text} Failed: {facts[:300]}"
@@ -115,7 +125,7 @@ def build_balanced_manifest(
             {"label": k, "name": names.get(k), "missing": v} for k, v in stats.get("shortfall", {}).items()
         ],
         stats=stats,
-        checks=manifest_checks(table, spec),
+        checks=manifest_checks(table, spec, stats),
         bytes=nbytes,
         seconds=elapsed,
     )
@@ -136,8 +146,10 @@ def _build(
     )
 
 
-def manifest_checks(table: pa.Table, spec: TrainingSetSpec) -> list[CheckOutcome]:
-    """The outcomes of :data:`CHECKS` on a manifest."""
+def manifest_checks(
+    table: pa.Table, spec: TrainingSetSpec, stats: dict[str, Any] | None = None
+) -> list[CheckOutcome]:
+    """The outcomes of :data:`CHECKS` on a manifest (``stats``: its build statistics)."""
     if spec.balancing.mode == "weighted":  # natural proportions are unbalanced on purpose
         balance = (True, {"skipped": "weighted mode keeps natural proportions; tolerance does not apply"})
     else:
@@ -147,9 +159,10 @@ def manifest_checks(table: pa.Table, spec: TrainingSetSpec) -> list[CheckOutcome
         "licenses_allowed": check_licenses(table, spec.licenses),
         "no_split_leakage": check_split_leakage(table, "split_group"),
         "unique_urls": check_unique_urls(table),
+        "strata_columns_filled": check_strata_columns((stats or {}).get("strata_columns", {})),
     }
     return [
-        CheckOutcome(name, bool(passed), details, CHECKS[name])
+        CheckOutcome(name, bool(passed), details, CHECKS[name], warning=name in WARNING_CHECKS)
         for name, (passed, details) in outcomes.items()
     ]
 

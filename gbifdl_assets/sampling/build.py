@@ -27,6 +27,7 @@ from gbifdl_assets.sampling.assemble import (
     stratum_column,
 )
 from gbifdl_assets.sampling.balance import balance, require_by_columns
+from gbifdl_assets.sampling.checks import check_strata_columns, strata_column_fill
 from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.filters import (
     apply_filters,
@@ -187,6 +188,11 @@ def _build(
     sticky_all = _concat(kept.sticky, bool) if prev_urls is not None else None
     by_parts, lic_parts = kept.by, kept.licenses
     del kept
+    # a balancing.by column empty in every candidate row is no balancing: said in stats and a check
+    strata_columns = strata_column_fill(by_parts)
+    filled, strata_details = check_strata_columns(strata_columns)
+    if not filled:
+        log.warning("%s", strata_details["message"])
 
     # Duplicate URLs across the whole input. Rows with equal 64-bit hashes are candidates; they
     # are resolved as if equal hashes meant equal URLs (first by gbifID, media_index kept), and
@@ -314,6 +320,8 @@ def _build(
         "shortfall_classes": len(br.shortfall),
         "shortfall_images": int(sum(br.shortfall.values())),
         "strata_sampled": br.stratum_count,
+        "strata_columns": strata_columns,
+        "empty_strata_columns": strata_details["empty_columns"],
         "filters_not_applied": not_applied,
         "notes": notes,
         "previous": br.previous,

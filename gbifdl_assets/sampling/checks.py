@@ -1,11 +1,12 @@
-"""The manifest asset checks' logic: balance, licences, split leakage, unique URLs; a class table.
+"""The manifest asset checks' logic: balance, licences, split leakage, unique URLs, filled strata
+columns; a class table.
 
 Each ``check_*`` returns (passed, details); the Dagster layer only wraps them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.gbif import licenses as lic
+from gbifdl_assets.gbif.registry import REGISTRY_COLUMNS
+from gbifdl_assets.sampling.arrays import decoded
 from gbifdl_assets.sampling.splits import SPLIT_NAMES
 
 
@@ -82,6 +85,59 @@ def check_unique_urls(table: pa.Table) -> tuple[bool, dict[str, Any]]:
         "duplicated_urls": int(dup.sum()),
         "examples": examples,
     }
+
+
+def _empty_values(arr: pa.Array | pa.ChunkedArray) -> int:
+    """Nulls, and empty or blank strings (a DWCA's empty field), in ``arr``."""
+    values = decoded(arr)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return values.null_count
+    blank = pc.equal(pc.utf8_trim_whitespace(values), "")
+    return values.null_count + int(pc.sum(pc.fill_null(blank, False)).as_py() or 0)
+
+
+def strata_column_fill(
+    columns: Mapping[str, Sequence[pa.Array | pa.ChunkedArray]],
+) -> dict[str, dict[str, int]]:
+    """For each ``balancing.by`` column (given as parts of the candidate rows): rows and empty rows."""
+    return {
+        name: {"rows": sum(len(p) for p in parts), "empty": sum(_empty_values(p) for p in parts)}
+        for name, parts in columns.items()
+    }
+
+
+def empty_column_fix(column: str) -> str:
+    """What to do about a ``balancing.by`` column that is empty in every candidate row."""
+    if column in REGISTRY_COLUMNS:
+        return (
+            f"{column} comes from GBIF's registry (a DWCA download does not carry it): the snapshot was "
+            "written while the registry was unreachable or offline (see occurrence_snapshot's registry "
+            f"metadata); re-materialize occurrence_snapshot with the registry reachable, or remove {column} "
+            "from balancing.by"
+        )
+    return (
+        f"the snapshot carries no {column} values for these records: balance by a column that has values "
+        f"(publishingOrgKey, datasetKey, institutionCode, countryCode, recordedBy) or remove {column} from "
+        "balancing.by"
+    )
+
+
+def check_strata_columns(fill: Mapping[str, Mapping[str, int]]) -> tuple[bool, dict[str, Any]]:
+    """Passes unless a ``balancing.by`` column is empty in every candidate row (``fill`` from
+    :func:`strata_column_fill`): balancing by it is then no balancing, one stratum per class."""
+    empty = [name for name, f in fill.items() if f.get("rows", 0) and f.get("empty", 0) >= f["rows"]]
+    details: dict[str, Any] = {
+        "columns": {k: dict(v) for k, v in fill.items()},
+        "empty_columns": empty,
+        "fixes": {name: empty_column_fix(name) for name in empty},
+    }
+    if empty:
+        details["message"] = "; ".join(
+            f"balancing.by column {name!r} is empty in all {fill[name]['rows']} candidate rows, so every "
+            f"class was sampled as one stratum: {empty_column_fix(name)}"
+            for name in empty
+        )
+    return not empty, details
 
 
 def class_counts_markdown(table: pa.Table, *, limit: int = 100) -> str:

@@ -66,6 +66,7 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
         SamplingError,
         build_manifest_from_parquet,
         class_counts_markdown,
+        empty_column_fix,
         write_manifest,
     )
     from gbifdl_assets.specs import SpecError, load_spec
@@ -110,6 +111,13 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
         )
     for note in stats["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    for column in stats["empty_strata_columns"]:
+        rows = stats["strata_columns"][column]["rows"]
+        print(
+            f"warning: balancing.by column {column!r} is empty in all {rows} candidate rows (one stratum per "
+            f"class): {empty_column_fix(column)}",
+            file=sys.stderr,
+        )
     _emit(
         {
             "ok": True,
@@ -123,6 +131,7 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
             "dropped": {k: v for k, v in stats["dropped"].items() if v},
             "classes_below_min": len(stats["classes_below_min"]),
             "shortfall_classes": stats["shortfall_classes"],
+            "empty_strata_columns": stats["empty_strata_columns"],
             "seconds": round(time.perf_counter() - t0, 3),
         }
     )

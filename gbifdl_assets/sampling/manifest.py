@@ -35,8 +35,10 @@ from gbifdl_assets.sampling.checks import (
     check_balance,
     check_licenses,
     check_split_leakage,
+    check_strata_columns,
     check_unique_urls,
     class_counts_markdown,
+    empty_column_fix,
 )
 from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.manifest_table import (
@@ -59,8 +61,10 @@ __all__ = [
     "check_balance",
     "check_licenses",
     "check_split_leakage",
+    "check_strata_columns",
     "check_unique_urls",
     "class_counts_markdown",
+    "empty_column_fix",
     "content_keys",
     "input_columns",
     "read_input",

@@ -9,6 +9,7 @@ import pytest
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
 from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
+from gbifdl_assets.defs.resources import GbifResource
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.gbif.licenses import parse_license_allowlist
@@ -28,16 +29,28 @@ licenses: [CC0, CC-BY, CC-BY-SA, CC-BY-NC]
 """
 
 
-def _run(sandbox, tmp_path, instance):
+def _run(sandbox, tmp_path, instance, partition="butterflies"):
     resources = sandbox_resources(sandbox.api_url, tmp_path, seed_rules=True, images=False)
+    # the sandbox's test account, for download-sourced specs
+    resources["gbif"] = GbifResource(base_url=sandbox.api_url, username="sandbox", password="sandbox")
     assert dg.materialize([annotation_rulesets], instance=instance, resources=resources).success
     return dg.materialize(
         [*PARTITIONED, annotation_rulesets],
         selection=[a.key for a in PARTITIONED],
-        partition_key="butterflies",
+        partition_key=partition,
         instance=instance,
         resources=resources,
+        run_config={"ops": {"occurrence_snapshot": {"config": {"poll_seconds": 0.2}}}},
+        raise_on_error=False,
     )
+
+
+def _checks(result) -> dict:
+    return {
+        c.check_name: c
+        for c in result.get_asset_check_evaluations()
+        if c.asset_key.path == ["balanced_manifest"]
+    }
 
 
 def test_manifest_is_exact_checked_and_reproducible(sandbox, tmp_path):
@@ -47,11 +60,7 @@ def test_manifest_is_exact_checked_and_reproducible(sandbox, tmp_path):
         instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["butterflies"])
         result = _run(sandbox, tmp_path, instance)
         assert result.success
-        checks = {
-            c.check_name: c.passed
-            for c in result.get_asset_check_evaluations()
-            if c.asset_key.path == ["balanced_manifest"]
-        }
+        checks = {name: c.passed for name, c in _checks(result).items()}
         assert checks == dict.fromkeys(CHECKS, True)
         meta = result.asset_materializations_for_node("balanced_manifest")[0].metadata
         store = open_storage(str(tmp_path / "data"))
@@ -74,3 +83,63 @@ def test_manifest_is_exact_checked_and_reproducible(sandbox, tmp_path):
             for u, s in zip(second.column("url").to_pylist(), second.column("split").to_pylist(), strict=True)
         )
         assert pc.count_distinct(second.column("snapshot_id")).as_py() == 1
+
+
+def test_a_download_sourced_manifest_balances_by_the_publisher_the_registry_gave(sandbox, tmp_path):
+    """The sandbox's DWCA has no publishingOrgKey, like GBIF's: the default balancing by publisher
+    works on the download path because the snapshot took the publisher from the registry, and the
+    manifest equals the search-sourced one of the same query, publishers included."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "b.yaml").write_text(SPEC)
+    (tmp_path / "specs" / "d.yaml").write_text(
+        SPEC.replace("name: butterflies", "name: butterflies-dl").replace(
+            "source: search", "source: download"
+        )
+    )
+    store = open_storage(str(tmp_path / "data"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["butterflies", "butterflies-dl"])
+        by_search = _run(sandbox, tmp_path, instance)
+        by_download = _run(sandbox, tmp_path, instance, "butterflies-dl")
+        assert by_search.success and by_download.success
+        snapshot_meta = by_download.asset_materializations_for_node("occurrence_snapshot")[0].metadata
+        assert snapshot_meta["source"].value == "download"
+        assert snapshot_meta["registry"].value["rows_without_publisher"] == 0
+        checks = {name: c.passed for name, c in _checks(by_download).items()}
+        assert checks == dict.fromkeys(CHECKS, True)
+        meta = by_download.asset_materializations_for_node("balanced_manifest")[0].metadata
+        fill = meta["strata_columns"].value["publishingOrgKey"]
+        assert fill["empty"] == 0 and fill["rows"] > 0 and meta["empty_strata_columns"].value == {}
+    search_manifest = read_latest_manifest(store, "butterflies")
+    download_manifest = read_latest_manifest(store, "butterflies-dl")
+    assert download_manifest.column("publisher").null_count == 0
+    assert pc.count_distinct(download_manifest.column("stratum")).as_py() > 1
+
+    def rows(m):
+        return sorted(
+            zip(*(m.column(c).to_pylist() for c in ("url", "publisher", "stratum", "split")), strict=True)
+        )
+
+    assert rows(download_manifest) == rows(search_manifest)
+
+
+def test_balancing_by_an_empty_column_warns_with_the_column_and_the_fix(sandbox, tmp_path):
+    """establishmentMeans is null in every sandbox record: balancing by it is no balancing."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "b.yaml").write_text(SPEC.replace("seed: 1}", "seed: 1, by: [establishmentMeans]}"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["butterflies"])
+        result = _run(sandbox, tmp_path, instance)
+        assert result.success  # a warning, not a blocking failure
+        checks = _checks(result)
+        check = checks["strata_columns_filled"]
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert "balancing.by column 'establishmentMeans' is empty in all" in check.description
+        assert "remove establishmentMeans from balancing.by" in check.description
+        assert all(c.passed for name, c in checks.items() if name != "strata_columns_filled")
+        meta = result.asset_materializations_for_node("balanced_manifest")[0].metadata
+        assert list(meta["empty_strata_columns"].value) == ["establishmentMeans"]
+        assert (
+            "the snapshot carries no establishmentMeans values"
+            in meta["empty_strata_columns"].value["establishmentMeans"]
+        )

@@ -23,6 +23,7 @@ from gbifdl_assets.sampling.manifest import (
     check_balance,
     check_licenses,
     check_split_leakage,
+    check_strata_columns,
     check_unique_urls,
     class_counts_markdown,
     write_manifest,
@@ -243,6 +244,44 @@ def test_check_unique_urls_fails_on_duplicates() -> None:
     m = _manifest([{"url": "a"}, {"url": "a"}, {"url": "b"}])
     ok, details = check_unique_urls(m)
     assert not ok and details["duplicated_urls"] == 1 and details["examples"] == ["a"]
+
+
+def test_a_filled_strata_column_passes_and_its_fill_is_in_the_stats() -> None:
+    result = build_manifest(snapshot(), spec(), snapshot_id="x")
+    fill = result.stats["strata_columns"]
+    assert fill["publishingOrgKey"]["empty"] == 0 and fill["publishingOrgKey"]["rows"] > 0
+    assert result.stats["empty_strata_columns"] == []
+    assert check_strata_columns(fill)[0]
+
+
+@pytest.mark.parametrize("empty", [None, "", "  "])
+def test_balancing_by_a_column_empty_everywhere_says_so_with_the_fix(empty) -> None:
+    table = snapshot()
+    i = table.column_names.index("publishingOrgKey")
+    table = table.set_column(i, "publishingOrgKey", pa.array([empty] * table.num_rows, pa.string()))
+    s = spec(balancing={"max_per_class": 40, "min_per_class": 10, "by": ["publishingOrgKey", "datasetKey"]})
+    result = build_manifest(table, s, snapshot_id="x")  # still built: one stratum per publisher-less class
+    stats = result.stats
+    assert stats["empty_strata_columns"] == ["publishingOrgKey"]
+    rows = stats["strata_columns"]["publishingOrgKey"]["rows"]
+    assert stats["strata_columns"]["publishingOrgKey"]["empty"] == rows > 0
+    assert stats["strata_columns"]["datasetKey"]["empty"] == 0
+    ok, details = check_strata_columns(stats["strata_columns"])
+    assert not ok and details["empty_columns"] == ["publishingOrgKey"]
+    message = details["message"]
+    assert f"balancing.by column 'publishingOrgKey' is empty in all {rows} candidate rows" in message
+    assert "re-materialize occurrence_snapshot with the registry reachable" in message
+    assert "or remove publishingOrgKey from balancing.by" in message
+    assert details["fixes"]["publishingOrgKey"] in message
+
+
+def test_an_empty_column_that_is_not_the_registrys_gets_its_own_fix() -> None:
+    ok, details = check_strata_columns(
+        {"institutionCode": {"rows": 5, "empty": 5}, "x": {"rows": 0, "empty": 0}}
+    )
+    assert not ok and details["empty_columns"] == ["institutionCode"]
+    assert "the snapshot carries no institutionCode values" in details["message"]
+    assert check_strata_columns({})[0]  # balancing by nothing: nothing to say
 
 
 def test_class_counts_markdown() -> None:
