@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -65,10 +66,25 @@ def test_corrupt_member_data_is_caught_by_inflate_or_crc(tmp_path: Path) -> None
     )
 
 
-def test_not_a_zip(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"<html>502 Bad Gateway</html>", "it holds an HTML page"),
+        (b"\n<!DOCTYPE html><title>Login</title>", "it holds an HTML page"),
+        (b'{"status": "RUNNING"}', "it holds JSON"),
+        (b"\x1f\x8b\x08\x00 compressed", "it holds a gzip file, not a zip"),
+        (b"gbifID\tdatasetKey\n1\tx\n", "it holds a bare table"),
+        (b"", "the file is empty (0 bytes)"),
+        (b"\x00\x01\x02garbage", r"it starts with b'\x00\x01\x02garba', not with a zip header"),
+    ],
+)
+def test_not_a_zip_says_so(tmp_path: Path, body: bytes, said: str) -> None:
+    # it used to say "not a complete zip file ... probably truncated", which sent users to download
+    # the same error page again (issue 16, part 7)
     path = tmp_path / "page.zip"
-    path.write_text("<html>502 Bad Gateway</html>")
-    ingest_fails(path, tmp_path, "not a complete zip file")
+    path.write_bytes(body)
+    err = ingest_fails(path, tmp_path, re.escape(f"archive page.zip is not a zip file: {said}"))
+    assert "truncated" not in str(err) and "give the .zip of a GBIF DWCA download" in str(err)
 
 
 def test_unsafe_member_names_are_never_used(tmp_path: Path) -> None:

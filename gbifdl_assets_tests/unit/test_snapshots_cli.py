@@ -111,3 +111,15 @@ def test_ingest_missing_archive(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_default_training_set_names() -> None:
     assert default_training_set(Path("rgbif_0000066-140928181241064_DWCA.zip")) == "0000066-140928181241064"
     assert default_training_set(Path("my archive (1).zip")) == "my-archive-1"
+
+
+def test_ingest_of_a_file_that_is_not_a_zip_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "0000001-260101000000000.zip"
+    page.write_text("<!DOCTYPE html><html><body>Service unavailable</body></html>")
+    code, summary = run(["dwca", "ingest", str(page), str(tmp_path / "out"), "--offline"], capsys)
+    assert code == 2 and summary["ok"] is False
+    assert "is not a zip file: it holds an HTML page" in summary["error"]
+    assert "truncated" not in summary["error"]
+    assert not (tmp_path / "out" / "snapshots").exists() or not any((tmp_path / "out").rglob("snapshot.json"))

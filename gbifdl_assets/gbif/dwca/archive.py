@@ -52,6 +52,39 @@ log = logging.getLogger("gbifdl_assets.gbif.dwca")  # one logger name for the wh
 _DOI = re.compile(r"(10\.\d{4,9}/[^\s\"<>]+)")
 
 
+#: how a zip file starts: a local file header, or the end record of an empty zip
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+#: what else a "download" sometimes is: first bytes -> what to call it
+_LOOKS_LIKE = (
+    (
+        (b"<!doctype html", b"<html", b"<head", b"<body"),
+        "an HTML page (an error or login page saved as the archive?)",
+    ),
+    ((b"<?xml", b"<"), "XML or HTML text"),
+    ((b"{", b"["), "JSON (an API answer saved as the archive?)"),
+    ((b"\x1f\x8b",), "a gzip file, not a zip"),
+    ((b"gbifid\t", b"gbifid,"), "a bare table (an unzipped occurrence file?)"),
+)
+
+
+def not_a_zip(path: Path) -> str | None:
+    """What the file at ``path`` is when it is not a zip at all (None: it starts like a zip)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return None
+    if not head:
+        return "the file is empty (0 bytes)"
+    if head.startswith(_ZIP_MAGIC):
+        return None
+    lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    for starts, what in _LOOKS_LIKE:
+        if lowered.startswith(starts):
+            return f"it holds {what}"
+    return f"it starts with {head[:8]!r}, not with a zip header"
+
+
 class DwcArchive:
     """An opened download archive. Use :func:`open_archive`; close it (or use ``with``).
 
@@ -71,6 +104,12 @@ class DwcArchive:
             with zipfile.ZipFile(self.path) as zf:
                 infos = zf.infolist()
         except zipfile.BadZipFile as exc:
+            what = not_a_zip(self.path)
+            if what is not None:
+                raise DwcaError(
+                    f"archive {self.name} is not a zip file: {what}; give the .zip of a GBIF DWCA "
+                    "download (GET /occurrence/download/request/<key>.zip)"
+                ) from None
             raise DwcaError(
                 f"archive {self.name} is not a complete zip file ({exc}); it is probably truncated: "
                 "download it again"
