@@ -43,7 +43,13 @@ ATTRIBUTION_SOURCES = ("creator", "rightsHolder", "record_rightsHolder", "record
 #: columns read for each link, first present wins (manifest, then ``records``)
 _RECORD_RIGHTS = ("record_rightsHolder", "occurrence_rightsHolder", "recordRightsHolder")
 _TITLE = ("datasetTitle", "dataset_title", "datasetName")
-_PUBLISHER = ("publisherTitle", "publishingOrgTitle", "publisher_name", "publisherName")
+_PUBLISHER = (
+    "publisherTitle",
+    "publishingOrgTitle",
+    "publishingOrganizationTitle",  # the snapshot's registry column
+    "publisher_name",
+    "publisherName",
+)
 _PLACEHOLDERS = frozenset({"", "-", "--", "—", "–", "?", "n/a", "na", "none", "null", "unknown", "anonymous"})
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 

@@ -47,6 +47,12 @@ RECORD_COLUMNS = (
     "datasetName",
     "publisher",
     "publisherTitle",
+    # the snapshot's registry columns: contributing datasets by title, publisher and DOI
+    "datasetKey",
+    "datasetDOI",
+    "datasetLicense",
+    "publishingOrgKey",
+    "publishingOrganizationTitle",
 )
 
 

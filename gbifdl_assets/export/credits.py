@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -23,7 +23,8 @@ from urllib.parse import quote
 import pyarrow as pa
 
 from gbifdl_assets.export.attribution import requires_attribution
-from gbifdl_assets.export.escape import clean_text, clean_value, http_url, md_code, md_link, md_text
+from gbifdl_assets.export.datasets import contributing_datasets, doi_url, search_page
+from gbifdl_assets.export.escape import clean_text, clean_value, http_url, md_link, md_text
 from gbifdl_assets.export.license_display import license_label_or_code, license_url_or_blank
 from gbifdl_assets.storage import Storage
 
@@ -34,6 +35,7 @@ __all__ = [
     "citation_text",
     "credit_rows",
     "doi_url",
+    "query_json",
     "query_text",
     "write_citation",
     "write_credits",
@@ -58,7 +60,6 @@ CREDIT_COLUMNS = (
     "datasetKey",
 )
 OCCURRENCE_PAGE = "https://www.gbif.org/occurrence/{}"
-DATASET_PAGE = "https://www.gbif.org/dataset/{}"
 DERIVED_DATASET_PAGE = "https://www.gbif.org/derived-dataset/register"
 
 
@@ -181,14 +182,6 @@ def citation_sources(
     return [dict(s) for s in citation]
 
 
-def doi_url(doi: str) -> str:
-    doi = doi.strip()
-    for prefix in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "doi:"):
-        if doi.lower().startswith(prefix):
-            doi = doi[len(prefix) :]
-    return f"https://doi.org/{doi}"
-
-
 def _date(source: Mapping[str, Any]) -> str:
     for key in ("created", "modified", "date", "eraseAfter"):
         value = source.get(key)
@@ -203,6 +196,12 @@ def query_text(source: Mapping[str, Any]) -> str:
     return params if isinstance(params, str) else json.dumps(params, ensure_ascii=False, sort_keys=True)
 
 
+def query_json(source: Mapping[str, Any]) -> str:
+    """The search query of a search-API source as indented JSON (for a code block)."""
+    params = source.get("params", source.get("query"))
+    return json.dumps(params, ensure_ascii=False, sort_keys=True, indent=2)
+
+
 def citation_text(source: Mapping[str, Any]) -> str:
     """How to cite one source: GBIF's text for a download (by DOI), the query and date for a search."""
     if source.get("doi"):
@@ -212,8 +211,14 @@ def citation_text(source: Mapping[str, Any]) -> str:
 
 
 def citation_markdown(
-    table: pa.Table, citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, *, training_set: str
+    table: pa.Table,
+    citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+    *,
+    training_set: str,
+    datasets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
+    """CITATION.md: the download DOIs, or the search query (JSON and a gbif.org link), and the
+    contributing datasets by title, publisher and DOI (``datasets``: see :mod:`.datasets`)."""
     sources = citation_sources(citation)
     lines = [f"# How to cite the data of {md_text(training_set)}", ""]
     downloads = [s for s in sources if s.get("doi")]
@@ -223,16 +228,26 @@ def citation_markdown(
         for s in downloads:
             lines.append(f"> {md_text(citation_text(s))}")
             lines.append("")
+            lines.append(f"Download DOI: {md_link(doi_url(s['doi']), doi_url(s['doi']))}")
+            lines.append("")
     if searches:
         lines += ["## Data retrieved through the GBIF search API", ""]
         for s in searches:
-            params = s.get("params", s.get("query"))
-            query = (
-                params if isinstance(params, str) else json.dumps(params, ensure_ascii=False, sort_keys=True)
-            )
-            lines.append(f"- retrieved {md_text(s.get('date', 'n.d.'))} with the query {md_code(query)}")
+            page = search_page(s.get("params", s.get("query")))
+            seen = f" ({md_link('the same search on gbif.org', page)})" if page else ""
+            query = query_json(s)
+            # JSON in a fenced block: data never becomes Markdown; the fence is longer than any run of
+            # backticks inside, so no value can close it
+            fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", query)), default=0))
+            lines += [
+                f"Retrieved {md_text(s.get('date', 'n.d.'))} with this query{seen}:",
+                "",
+                f"{fence}json",
+                query,
+                fence,
+                "",
+            ]
         lines += [
-            "",
             "Search-API data has no DOI of its own. GBIF's citation guidelines ask that data used in a",
             "publication be cited with a DOI: register a **derived dataset** at",
             f"<{DERIVED_DATASET_PAGE}> listing the contributing datasets below (with their record counts),",
@@ -244,15 +259,19 @@ def citation_markdown(
             "No source information was given for this export; cite the GBIF download DOI of its snapshot.",
             "",
         ]
-    counts = (
-        Counter(v for v in table.column("datasetKey").to_pylist() if v)
-        if "datasetKey" in table.column_names
-        else Counter()
-    )
-    if counts:
-        lines += ["## Contributing datasets", "", "| Dataset | Images |", "|---|---|"]
-        for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-            lines.append(f"| {md_link(key, DATASET_PAGE.format(quote(clean_text(key), safe='')))} | {n} |")
+    contributing = contributing_datasets(table, datasets)
+    if contributing:
+        lines += [
+            "## Contributing datasets",
+            "",
+            "| Dataset | Publisher | DOI | Images |",
+            "|---|---|---|---|",
+        ]
+        for d in contributing:
+            title = md_link(d["title"] or d["key"], d["url"])
+            publisher = md_link(d["publisher"] or d["publisher_key"] or "—", d["publisher_url"])
+            doi = md_link(d["doi"], d["doi_url"]) if d["doi"] else "—"
+            lines.append(f"| {title} | {publisher} | {doi} | {d['images']} |")
         lines.append("")
     lines += ["Per-image attribution (creators, rights holders, licences): `CREDITS.md` / `credits.csv`.", ""]
     return "\n".join(lines)
@@ -264,7 +283,7 @@ def write_citation(
     citation: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
     *,
     training_set: str,
+    datasets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    out.write_bytes(
-        "CITATION.md", citation_markdown(table, citation, training_set=training_set).encode("utf-8")
-    )
+    text = citation_markdown(table, citation, training_set=training_set, datasets=datasets)
+    out.write_bytes("CITATION.md", text.encode("utf-8"))

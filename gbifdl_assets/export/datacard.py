@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gbifdl_assets.export import render as r
 from gbifdl_assets.export.credits import doi_url, query_text
+from gbifdl_assets.export.datasets import search_page
 from gbifdl_assets.export.escape import clean_value
 from gbifdl_assets.export.facts import ExportFacts, bias_statements, collect_facts, license_mix, small_classes
 from gbifdl_assets.export.snippets import loading_snippets
@@ -46,6 +47,8 @@ __all__ = [
 CHART_KEY = "datacard/classes.png"
 MAP_KEY = "datacard/map.png"
 MAX_CHART_CLASSES = 40
+#: contributing datasets listed in the card (all of them are in CITATION.md)
+MAX_CARD_DATASETS = 25
 _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
@@ -158,6 +161,9 @@ def _provenance_rows(
             rows.append(
                 ["snapshot source", f"GBIF search API, {s.get('date', 'date not recorded')}: {query_text(s)}"]
             )
+            page = search_page(s.get("params", s.get("query")))
+            if page:
+                rows.append(["the same search on gbif.org", r.Link(page, page)])
     known = {*_PROVENANCE_LABELS, "snapshot_source"}
     rows += [
         [k, v if isinstance(v, str) else json.dumps(v, sort_keys=True)]
@@ -166,6 +172,29 @@ def _provenance_rows(
     ]
     rows.append(["exported", created])
     return rows
+
+
+def _dataset_blocks(datasets: Sequence[dict[str, Any]]) -> list[r.Block]:
+    """The contributing datasets by title, publisher and DOI, linked to gbif.org (most images first)."""
+    if not datasets:
+        return []
+    shown = datasets[:MAX_CARD_DATASETS]
+    rows = [
+        [
+            r.Link(d["title"] or d["key"], d["url"]),
+            r.Link(d["publisher"] or d["publisher_key"] or "unknown", d["publisher_url"]),
+            r.Link(d["doi"], d["doi_url"]) if d["doi"] else "",
+            d["images"],
+        ]
+        for d in shown
+    ]
+    rest = len(datasets) - len(shown)
+    more = f" The {rest} others are listed in CITATION.md." if rest > 0 else ""
+    return [
+        r.Heading("Contributing datasets"),
+        r.Para([f"The images come from {len(datasets)} GBIF datasets; cite them as CITATION.md says.{more}"]),
+        r.Table(["dataset", "publisher", "DOI", "images"], rows),
+    ]
 
 
 def datacard_blocks(
@@ -182,8 +211,10 @@ def datacard_blocks(
     min_class_images: int = 5,
     formats: Sequence[str] = ("imagefolder", "webdataset"),
     created: str = "",
+    datasets: Sequence[dict[str, Any]] = (),
 ) -> list[r.Block]:
-    """The data card as blocks (see :mod:`.render`)."""
+    """The data card as blocks (see :mod:`.render`); ``datasets`` is
+    :func:`.datasets.contributing_datasets` of the export."""
     provenance = dict(provenance or {})
     n = facts.images
     split_names = sorted(facts.splits, key=lambda s: (_SPLIT_ORDER.get(s, 9), s))
@@ -261,6 +292,7 @@ def datacard_blocks(
                 "Each image may be reused only under its own licence and with its credit (CREDITS.md, credits.csv)."
             ]
         ),
+        *_dataset_blocks(datasets),
         r.Heading("Credits"),
     ]
     credit = [f"{k} {_SOURCE_NOTE.get(src, src)}" for src, k in (attribution_sources or {}).items()]

@@ -315,7 +315,9 @@ def export_training_set(
     manifest lacks, e.g. the snapshot's media table: ``decimalLatitude``/``decimalLongitude`` (the data
     card's map), ``recordedBy``, ``record_rightsHolder``, ``datasetTitle``/``datasetName``, a publisher
     name (attribution, see :mod:`.attribution`); ``coordinates`` is the older name of the same argument.
-    ``datasets`` maps ``datasetKey`` to ``{"title", "publisher"}`` (the last attribution fallback).
+    ``datasets`` maps ``datasetKey`` to ``{"title", "publisher"}`` (the last attribution fallback;
+    also ``"doi"`` and ``"publisher_key"``, for the contributing datasets of CITATION.md and the data
+    card); when None it is read from the registry columns of ``records`` (:mod:`.datasets`).
     ``unattributed``: ``"keep"`` (default) or ``"drop"`` BY-family images nobody can be credited for.
     ``provenance``: what the export was built from, shown in the data card and croissant.json:
     ``spec_name``, ``spec_fingerprint``, ``snapshot_id``, ``snapshot_source`` (the snapshot's source
@@ -326,7 +328,16 @@ def export_training_set(
     ``max_missing``: the largest share (0..1) of manifest images allowed to lack a stored image;
     beyond it :class:`IncompleteExportError` is raised before anything is written (None: no limit).
     """
-    from gbifdl_assets.export import attribution, credits, croissant, datacard, facts, imagefolder, webdataset
+    from gbifdl_assets.export import (
+        attribution,
+        credits,
+        croissant,
+        datacard,
+        facts,
+        imagefolder,
+        webdataset,
+    )
+    from gbifdl_assets.export.datasets import contributing_datasets, datasets_from_records
     from gbifdl_assets.export.digests import DigestingStorage
 
     training_set = clean_text(training_set)
@@ -343,6 +354,8 @@ def export_training_set(
     if unattributed not in ("keep", "drop"):
         raise ExportError(f"unattributed must be 'keep' or 'drop', got {unattributed!r}")
     records = records if records is not None else coordinates
+    if datasets is None:
+        datasets = datasets_from_records(records)
     provenance = dict(provenance or {})
     if citation is None and provenance.get("snapshot_source"):
         citation = provenance["snapshot_source"]
@@ -398,7 +411,7 @@ def export_training_set(
         if "webdataset" in formats:
             summary.shards = webdataset.write_webdataset(final, image_storage, target, shard_size=shard_size)
         credits.write_credits(final, target)
-        credits.write_citation(final, target, citation, training_set=training_set)
+        credits.write_citation(final, target, citation, training_set=training_set, datasets=datasets)
         sources = credits.citation_sources(citation)
         counted = facts.collect_facts(final, records)
         stamp = created.isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -418,6 +431,7 @@ def export_training_set(
             min_class_images=min_class_images,
             formats=formats,
             created=stamp,
+            datasets=contributing_datasets(final, datasets),
         )
         croissant.write_croissant(
             target,
