@@ -15,6 +15,7 @@ from gbifdl_assets.defs.resources import ImageFetchResource, SpecsResource, Stor
 from gbifdl_assets.defs.retries import final_attempt_says_why, stage_failures
 from gbifdl_assets.pipeline.image_shards import shard_keys
 from gbifdl_assets.pipeline.image_store import StoredShard, store_shard
+from gbifdl_assets.pipeline.training_export import CHECKS as EXPORT_CHECKS
 from gbifdl_assets.pipeline.training_export import TrainingExport, build_training_export
 
 shard_partitions = dg.StaticPartitionsDefinition(shard_keys())
@@ -141,19 +142,37 @@ def completeness_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
     kinds={"python", "pytorch", "tensorflow"},
     # Re-export once every shard is stored again (eager waits while any shard is missing or running).
     automation_condition=dg.AutomationCondition.eager(),
+    # the export is the last asset: its checks inform (nothing downstream to block)
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="training_export", description=text)
+        for name, text in EXPORT_CHECKS.items()
+    ],
     description=(
-        "What a training loop reads: the final manifest with storage keys, an ImageFolder tree, WebDataset "
-        "shards, credits for every image, the citation and a data card (exports/<training_set>/)."
+        "What a training loop reads: the final manifest with storage keys, an ImageFolder tree (with Hugging "
+        "Face metadata), WebDataset shards, credits for every image, the citation, a data card and "
+        "croissant.json (exports/<training_set>/)."
     ),
 )
 def training_export(
     context: dg.AssetExecutionContext, storage: StorageResource, specs: SpecsResource
 ) -> dg.MaterializeResult:
     training_set = context.partition_key
-    specs.get(training_set)  # a clear failure when the spec went away
+    spec = specs.get(training_set)  # a clear failure when the spec went away
     with stage_failures(context):
-        result = build_training_export(training_set, storage.open(), log=context.log)
-    return dg.MaterializeResult(metadata=_export_metadata(result))
+        result = build_training_export(training_set, storage.open(), spec=spec, log=context.log)
+    return dg.MaterializeResult(
+        metadata=_export_metadata(result),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=check.name,
+                passed=check.passed,
+                severity=dg.AssetCheckSeverity.WARN if check.warning else dg.AssetCheckSeverity.ERROR,
+                metadata={"details": dg.MetadataValue.json(check.details)},
+                description=check.description,
+            )
+            for check in result.checks
+        ],
+    )
 
 
 def _export_metadata(result: TrainingExport) -> dict[str, dg.MetadataValue]:
@@ -166,7 +185,14 @@ def _export_metadata(result: TrainingExport) -> dict[str, dg.MetadataValue]:
         "splits": dg.MetadataValue.json(summary.splits),
         "shards": dg.MetadataValue.json(summary.shards),
         "licenses": dg.MetadataValue.json(summary.licenses),
+        # BY-licensed images with no name to credit, and how many the spec's images.unattributed left out
+        "unattributed": dg.MetadataValue.int(summary.unattributed),
+        "dropped_unattributed": dg.MetadataValue.int(summary.dropped_unattributed),
+        "attribution_sources": dg.MetadataValue.json(summary.attribution_sources),
+        "contributing_datasets": dg.MetadataValue.int(result.datasets),
+        "provenance": dg.MetadataValue.json(result.provenance),
         "bytes": dg.MetadataValue.int(summary.bytes),
         "data_card": dg.MetadataValue.path(result.data_card_uri),
+        "croissant": dg.MetadataValue.path(result.croissant_uri),
         "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
     }

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from gbifdl_assets.pipeline.annotated_occurrences import newest_annotated
+from gbifdl_assets.pipeline.checks import CheckOutcome
 from gbifdl_assets.pipeline.errors import StageError
 from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.manifest import (
@@ -46,27 +47,6 @@ CHECKS = {
 }
 #: checks that warn instead of blocking: the manifest is usable, but not balanced as the spec asked
 WARNING_CHECKS = frozenset({"strata_columns_filled"})
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """One check of a stage's output: passed or not, and the facts behind it."""
-
-    name: str
-    passed: bool
-    details: dict[str, Any]
-    text: str  # what passing means
-    warning: bool = False  # a failure warns (the output is usable) instead of blocking
-
-    @property
-    def description(self) -> str:
-        if self.passed:
-            return self.text
-        if isinstance(self.details.get("message"), str):
-            return f"{self.text} Failed: {self.details['message']}"
-        # the scalar facts of the details, for a one-line description
-        facts = ", ".join(f"{k}={v}" for k, v in self.details.items() if isinstance(v, int | float | str))
-        return f"{self.text} Failed: {facts[:300]}"
 
 
 @dataclass(frozen=True)

@@ -384,8 +384,13 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE
 _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
 
 
+#: what the export does with images under an attribution (BY-family) licence that nobody can be
+#: credited for (no creator, rights holder, recorder or publisher): keep them marked, or leave them out
+UNATTRIBUTED_CHOICES: tuple[str, ...] = ("keep", "drop")
+
+
 class ImageOptions(Section):
-    """How images are fetched, validated and stored."""
+    """How images are fetched, validated and stored, and what the training export keeps of them."""
 
     max_side: int | None = Field(default=512, ge=16)  # resize so the longer side is at most this; None: keep
     min_side: int = Field(default=64, ge=1)  # smaller images are rejected as unusable
@@ -394,6 +399,13 @@ class ImageOptions(Section):
     max_bytes: int = Field(default=20_000_000, ge=1024)  # larger downloads are refused ("20MB" accepted)
     completeness_threshold: float = Field(default=0.95, ge=0.0, le=1.0)  # share of images that must arrive
     shards: int = Field(default=8, ge=1, le=256)  # image_store partitions per training set
+    unattributed: str = "keep"  # keep | drop: BY-licensed images with no name to credit (training_export)
+    min_class_images: int = Field(default=5, ge=0)  # the data card warns about classes with fewer in a split
+
+    @field_validator("unattributed", mode="before")
+    @classmethod
+    def _unattributed(cls, value: Any) -> Any:
+        return match_choice(value, UNATTRIBUTED_CHOICES, "unattributed choice")
 
     @field_validator("format", mode="before")
     @classmethod

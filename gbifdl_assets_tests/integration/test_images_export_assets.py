@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
@@ -91,3 +93,38 @@ def test_images_are_fetched_per_shard_and_exported(sandbox, tmp_path):
     assert (out / "datacard.html").exists() and (out / "export.json").exists()
     images = list((out / "imagefolder").rglob("*.jpg"))
     assert len(images) == ok
+
+    # issue 19's wiring: the checks, what the export was built from, and the names behind it
+    checks = {c.check_name: c for c in export.get_asset_check_evaluations()}
+    assert set(checks) == {"manifest_images_accounted_for", "credits_cover_every_image"}
+    assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items()}
+    covered = checks["manifest_images_accounted_for"].metadata["details"].value
+    assert covered["manifest_images"] == manifest.num_rows and covered["exported"] == ok
+    assert (
+        covered["not_exported"] == sum(covered["not_exported_by_reason"].values()) == manifest.num_rows - ok
+    )
+    assert meta["unattributed"].value == 0 and meta["dropped_unattributed"].value == 0
+    assert meta["contributing_datasets"].value > 0
+    provenance = meta["provenance"].value
+    snapshot_id = manifest.column("snapshot_id")[0].as_py()
+    assert provenance["spec_name"] == "cats" and len(provenance["spec_fingerprint"]) == 64
+    assert provenance["snapshot_id"] == snapshot_id and provenance["manifest_id"].startswith(snapshot_id)
+    assert provenance["rules_version"] and provenance["snapshot_source"]["type"] == "search"
+    assert provenance["date"]
+    card = (out / "datacard.md").read_text()
+    assert "## Contributing datasets" in card and snapshot_id in card and provenance["rules_version"] in card
+    citation = (out / "CITATION.md").read_text()
+    assert "https://www.gbif.org/occurrence/search?" in citation and "```json" in citation
+    titles = {
+        v
+        for v in pq.read_table(
+            next((tmp_path / "data" / "snapshots" / "cats").glob("*/media.parquet")), columns=["datasetTitle"]
+        )
+        .column("datasetTitle")
+        .to_pylist()
+        if v
+    }
+    assert titles and any(t in citation for t in titles)
+    croissant = json.loads((out / "croissant.json").read_text())
+    assert croissant["conformsTo"] == "http://mlcommons.org/croissant/1.1"
+    assert (out / "imagefolder" / "train" / "metadata.jsonl").exists()

@@ -418,6 +418,11 @@ def test_load_spec_folder_examples() -> None:
             id="original-with-resize",
         ),
         pytest.param(
+            with_(images={"unattributed": "delete"}),
+            "images.unattributed: 'delete' is not a valid unattributed choice; use one of: keep, drop",
+            id="bad-unattributed",
+        ),
+        pytest.param(
             with_(images={"max_bytes": "lots"}),
             "images.max_bytes: 'lots' is not a size; write bytes (20000000) or e.g. '20MB'",
             id="bad-size",
@@ -535,6 +540,8 @@ def test_defaults() -> None:
     assert spec.annotations.drop_labels == ["MANAGED", "FORMER", "SUSPICIOUS"]
     assert (spec.annotations.conflicts, spec.annotations.min_support) == ("exclude_any", 0)
     assert spec.images.shards == 8 and spec.images.format == "jpeg"
+    assert (spec.images.unattributed, spec.images.min_class_images) == ("keep", 5)
+    assert parse_spec(with_(images={"unattributed": " Drop "})).images.unattributed == "drop"
     assert spec.refresh.cron is None
     # license-clean default: CC0, PDM, CC BY and CC BY-SA (all versions); no NC, ND, ARR, UNKNOWN
     assert spec.licenses[:3] == ["CC0-1.0", "PDM", "CC-BY-4.0"]
