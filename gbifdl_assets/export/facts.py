@@ -47,6 +47,8 @@ class ExportFacts:
     duplicate_groups: int = 0
     duplicate_images: int = 0
     cross_split_groups: int = 0
+    #: datasetKey -> title (from the registry), so statements name datasets rather than UUIDs
+    dataset_titles: dict[str, str] = field(default_factory=dict)
 
 
 def _occurrence_columns(table: pa.Table, records: pa.Table | None, names: Sequence[str]) -> dict[str, dict]:
@@ -160,7 +162,9 @@ def bias_statements(facts: ExportFacts, classes: Sequence[dict[str, Any]]) -> li
     if facts.datasets:
         n = len(facts.datasets)
         ((top, top_n),) = facts.datasets.most_common(1)
-        first = f"the largest ({top}) provides {100 * top_n / facts.images:.0f}%"
+        first = (
+            f"the largest ({facts.dataset_titles.get(top) or top}) provides {100 * top_n / facts.images:.0f}%"
+        )
         if n > 3:
             _, share = _share(facts.datasets, 3)
             out.append(

@@ -414,6 +414,9 @@ def export_training_set(
         credits.write_citation(final, target, citation, training_set=training_set, datasets=datasets)
         sources = credits.citation_sources(citation)
         counted = facts.collect_facts(final, records)
+        counted.dataset_titles = {
+            str(k): clean_text(v["title"]) for k, v in datasets.items() if v.get("title")
+        }
         stamp = created.isoformat(timespec="seconds").replace("+00:00", "Z")
         datacard.write_datacard(
             final,

@@ -102,6 +102,8 @@ def to_markdown(blocks: Sequence[Block]) -> str:
 _STYLE = (
     "body{font-family:sans-serif;max-width:1040px;margin:2em auto;padding:0 1em}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+    # long values (a search query as JSON, a link to the same search) wrap instead of widening the page
+    "td{overflow-wrap:anywhere;vertical-align:top}"
     "img{max-width:100%}pre{background:#f6f6f6;padding:.5em;overflow-x:auto}"
 )
 

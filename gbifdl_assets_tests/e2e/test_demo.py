@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -51,3 +52,27 @@ def test_demo_offline_materializes_the_example_species_list(tmp_path):
     assert len(list((export / "imagefolder").rglob("*.jpg"))) == summary["exported_images"]
     assert (export / "datacard" / "map.png").exists() and (export / "CREDITS.md").exists()
     assert (tmp_path / "home" / "dagster.yaml").exists()
+
+    # issue 19: what ML tools read, and a data card that says what the export was built from
+    mlc = pytest.importorskip("mlcroissant")
+    dataset = mlc.Dataset(jsonld=str(export / "croissant.json"))  # raises on a validation error
+    assert not dataset.metadata.ctx.issues.errors
+    doc = json.loads((export / "croissant.json").read_text())
+    for item in doc["distribution"]:
+        if item["@type"] == "cr:FileObject":
+            data = (export / item["contentUrl"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == item["sha256"], item["contentUrl"]
+    snapshot_dir = Path(summary["snapshot"].removeprefix("file://"))
+    card = (export / "datacard.md").read_text()
+    for value in ("european-butterflies", snapshot_dir.name, summary["rules_version"]):
+        assert value in card, value
+    assert "## Provenance" in card and "## Contributing datasets" in card
+    # issue 16: the snapshot's registry titles reach the data card and CITATION.md
+    titles = {
+        t
+        for t in pq.read_table(snapshot_dir / "media.parquet", columns=["datasetTitle"]).column(0).to_pylist()
+        if t
+    }
+    assert titles and any(t in card for t in titles)
+    citation = (export / "CITATION.md").read_text()
+    assert sum(t in citation for t in titles) >= 1 and "https://www.gbif.org/occurrence/search?" in citation

@@ -108,6 +108,7 @@ def test_citation_of_a_download_names_the_doi_and_the_datasets(tmp_path):
     )
     card = (out / "datacard.md").read_text()
     assert "## Contributing datasets" in card and "The images come from 2 GBIF datasets" in card
+    assert re.search(r"the largest \(Big cats of [AB]\) provides 50%", card)  # a title, not a key
     assert f"[Big cats of A](https://www.gbif.org/dataset/{DS0})" in card
     html = (out / "datacard.html").read_text()
     assert f'<a href="https://www.gbif.org/dataset/{DS0}" rel="nofollow noopener">Big cats of A</a>' in html
