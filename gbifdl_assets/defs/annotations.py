@@ -9,7 +9,7 @@ rule reaches every training set without anyone clicking. The work is in
 
 import dagster as dg
 
-from gbifdl_assets.defs.metadata import markdown_table
+from gbifdl_assets.defs.metadata import STORAGE_KIND, count_table, markdown_table, md
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import AnnotationsResource, SpecsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
@@ -24,7 +24,7 @@ from gbifdl_assets.pipeline.annotation_rulesets import CompiledRules, compile_ru
 
 @dg.asset(
     group_name="annotations",
-    kinds={"python", "parquet"},
+    kinds={"python", "parquet", STORAGE_KIND},
     description=(
         "Every rule source compiled into one versioned table (annotations/rulesets/<version>/): the "
         "annotation store, rule files, GBIF's annotation API (when configured) and seed rules."
@@ -39,15 +39,14 @@ def annotation_rulesets(
 
 
 def _rules_metadata(result: CompiledRules) -> dict:
-    by_label = [{"label": label, "rules": n} for label, n in result.by_label.items()]
     return {
         "version": result.version,
         "rules": dg.MetadataValue.int(result.rules),
         "path": dg.MetadataValue.path(result.uri),
         "store_version": result.store_version,
         "rule_files": dg.MetadataValue.int(result.rule_files),
-        "by_label": dg.MetadataValue.md(markdown_table(by_label, ("label", "rules"))),
-        "by_source": dg.MetadataValue.json(result.by_source),
+        "by_label": md(count_table(result.by_label, ("label", "rules"), skip_zero=True)),
+        "by_source": md(count_table(result.by_source, ("source", "rules"))),
         "gbif_pull": dg.MetadataValue.text(result.gbif_pull or "not configured"),
     }
 
@@ -56,7 +55,11 @@ def _rules_metadata(result: CompiledRules) -> dict:
     target=[annotation_rulesets],
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
-    description="Re-compiles the rules when the annotation store or the rule files change.",
+    description=(
+        "Every minute: re-compiles annotation_rulesets when a rule source changed (the annotation store, "
+        "the rule files, GBIF's annotation API); annotated_occurrences follows through automation. Its "
+        "runs carry the tags gbifdl/target and gbifdl/trigger=rules_changed."
+    ),
 )
 def annotation_rules_sensor(context: dg.SensorEvaluationContext, annotations: AnnotationsResource):
     fingerprint = annotations.sources().fingerprint()
@@ -64,7 +67,10 @@ def annotation_rules_sensor(context: dg.SensorEvaluationContext, annotations: An
         return dg.SkipReason("rules unchanged")
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(run_key=f"rules:{fingerprint}", tags={"gbifdl/trigger": "rules_changed"})
+            dg.RunRequest(
+                run_key=f"rules:{fingerprint}",
+                tags={"gbifdl/trigger": "rules_changed", "gbifdl/target": "annotation_rulesets"},
+            )
         ],
         cursor=fingerprint,
     )
@@ -74,7 +80,7 @@ def annotation_rules_sensor(context: dg.SensorEvaluationContext, annotations: An
     partitions_def=training_set_partitions,
     deps=[occurrence_snapshot, annotation_rulesets],
     group_name="annotations",
-    kinds={"python", "parquet"},
+    kinds={"python", "parquet", STORAGE_KIND},
     automation_condition=dg.AutomationCondition.eager(),
     description=(
         "The snapshot with the labels of the rules that match each occurrence (taxonomy-aware, "
@@ -95,7 +101,6 @@ def annotated_occurrences(
 
 
 def _annotated_metadata(result: AnnotatedOccurrences) -> dict:
-    per_label = [{"label": k, "occurrences": v} for k, v in result.by_label.items()]
     return {
         "snapshot_id": result.snapshot_id,
         "rules_version": result.rules_version,
@@ -104,9 +109,9 @@ def _annotated_metadata(result: AnnotatedOccurrences) -> dict:
         "rows": dg.MetadataValue.int(result.rows),
         "occurrences_matched": dg.MetadataValue.int(result.occurrences_matched),
         "conflicts": dg.MetadataValue.int(result.conflicts),
-        "records_per_label": dg.MetadataValue.md(markdown_table(per_label, ("label", "occurrences"))),
+        "records_per_label": md(count_table(result.by_label, ("label", "occurrences"), skip_zero=True)),
         "top_rules": dg.MetadataValue.md(
-            markdown_table(result.top_rules, ("rule_id", "label", "hits", "description"))
+            markdown_table(result.top_rules, ("rule_id", "label", "taxon", "hits", "description"))
         ),
         "preview": dg.MetadataValue.md(markdown_table(result.preview, PREVIEW_COLUMNS)),
         "path": dg.MetadataValue.path(result.uri),

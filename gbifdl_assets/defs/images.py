@@ -6,15 +6,28 @@ runs (and machines). The work is in :mod:`gbifdl_assets.pipeline.image_store` an
 :mod:`~gbifdl_assets.pipeline.training_export`.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from gbifdl_assets.defs.manifest import balanced_manifest
-from gbifdl_assets.defs.metadata import markdown_table
+from gbifdl_assets.defs.metadata import (
+    NONE,
+    STORAGE_KIND,
+    check_result,
+    count_table,
+    fields_table,
+    markdown_table,
+    md,
+    numbers,
+    percent,
+)
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION, training_set_partitions
 from gbifdl_assets.defs.resources import ImageFetchResource, SpecsResource, StorageResource
 from gbifdl_assets.defs.retries import final_attempt_says_why, stage_failures
+from gbifdl_assets.media.download import DownloadSummary
 from gbifdl_assets.pipeline.image_shards import shard_keys
-from gbifdl_assets.pipeline.image_store import StoredShard, store_shard
+from gbifdl_assets.pipeline.image_store import StoredShard, TrainingSetImages, store_shard
 from gbifdl_assets.pipeline.training_export import CHECKS as EXPORT_CHECKS
 from gbifdl_assets.pipeline.training_export import TrainingExport, build_training_export
 
@@ -42,7 +55,7 @@ def _keys(context: dg.AssetExecutionContext) -> tuple[str, str]:
         )
     ],
     group_name="images",
-    kinds={"python", "s3"},
+    kinds={"python", STORAGE_KIND},
     # A new manifest (first build or a scheduled refresh) fetches what it added; the ledger skips the rest.
     automation_condition=dg.AutomationCondition.eager(),
     pool="image_download",
@@ -69,11 +82,7 @@ def image_store(
     result = run_shard(context, training_set, shard, storage, specs, image_fetch)
     return dg.MaterializeResult(
         metadata=shard_metadata(result),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=COMPLETE, passed=result.complete, metadata=completeness_metadata(result)
-            )
-        ],
+        check_results=[completeness_check(result)],
     )
 
 
@@ -99,24 +108,116 @@ def run_shard(
 
 
 def shard_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
-    """A stored shard as image_store's materialization metadata (also the Celery job's)."""
+    """A stored shard as image_store's materialization metadata (also the Celery job's): the whole
+    training set so far first (the page shows the latest shard to run), then this shard and this run."""
     counts, run = result.counts, result.this_run
     return {
+        **training_set_metadata(result.training_set),
         "images": dg.MetadataValue.int(result.images),
         "ok": dg.MetadataValue.int(int(counts.get("ok", 0))),
         "failed": dg.MetadataValue.int(int(counts.get("failed", 0))),
         "skipped": dg.MetadataValue.int(int(counts.get("skipped", 0))),
-        "failed_by_reason": dg.MetadataValue.json(counts.get("failed_by_reason", {})),
-        "this_run": dg.MetadataValue.json(run.to_dict()),
+        "failed_by_reason": md(count_table(counts.get("failed_by_reason", {}), ("reason", "images"))),
+        "this_run": md(this_run_table(run)),
+        "this_run_fetched": dg.MetadataValue.int(int(run.ok)),
+        "this_run_failed": dg.MetadataValue.int(int(run.failed)),
+        "this_run_already_done": dg.MetadataValue.int(int(run.already_done)),
+        "this_run_ledger_entries": dg.MetadataValue.int(int(run.ledger_entries)),
+        "this_run_id": dg.MetadataValue.text(run.run_id),
         "images_per_s": dg.MetadataValue.float(float(run.images_per_s)),
         "bytes": dg.MetadataValue.int(int(run.bytes)),
         # recorded as stored but gone from the storage (lost or deleted): fetched again by this run
         "missing_refetched": dg.MetadataValue.int(int(run.missing_refetched)),
-        "completeness": dg.MetadataValue.md(
-            markdown_table(result.completeness, result.completeness_columns, limit=50)
-        ),
+        "completeness": md(completeness_table(result.completeness)),
         "attribution_log": dg.MetadataValue.path(result.attribution_uri),
     }
+
+
+def training_set_metadata(summary: TrainingSetImages | None) -> dict[str, dg.MetadataValue]:
+    """The training set's images across every shard so far (from the ledgers)."""
+    if summary is None:
+        return {}
+    shards = [
+        {**row, "stored_share": percent(row["stored"], row["images"]) if row["images"] else "–"}
+        for row in summary.shards
+    ]
+    total = {c: summary.total(c) for c in ("images", "stored", "failed", "skipped", "pending")}
+    done = f"{summary.shards_done} of {len(shards)} done"
+    share = percent(total["stored"], total["images"])
+    shards.append({"shard": "**all**", "state": done, **total, "stored_share": share})
+    columns = ("shard", "state", "images", "stored", "stored_share", "failed", "skipped", "pending")
+    headers = ("shard", "state", "images", "stored", "stored %", "failed", "skipped", "not fetched yet")
+    return {
+        "training_set_images": dg.MetadataValue.int(total["images"]),
+        "training_set_stored": dg.MetadataValue.int(total["stored"]),
+        "training_set_failed": dg.MetadataValue.int(total["failed"]),
+        "training_set_not_fetched": dg.MetadataValue.int(total["pending"]),
+        "training_set_completeness": dg.MetadataValue.float(round(summary.completeness, 4)),
+        "training_set_shards_done": dg.MetadataValue.int(summary.shards_done),
+        "training_set_classes_below_threshold": dg.MetadataValue.int(summary.classes_below),
+        "training_set": md(markdown_table(shards, columns, headers=headers, limit=len(shards))),
+    }
+
+
+def this_run_table(run: DownloadSummary) -> str:
+    """What this run did, one row per count (the ledger and store it worked on, then its numbers)."""
+    fields = {
+        "fetched and stored": run.ok,
+        "failed": run.failed,
+        "skipped": run.skipped,
+        "already done by earlier runs": run.already_done,
+        "ledger entries written": run.ledger_entries,
+        "stored but gone, fetched again": run.missing_refetched,
+        "bytes": run.bytes,
+        "seconds": round(run.seconds, 2),
+        "images per second": round(run.images_per_s, 1),
+        "storage retries": run.storage_retries,
+        "failed by reason": ", ".join(f"{k} {v}" for k, v in run.failed_by_reason.items()) or "none",
+        "skipped by reason": ", ".join(f"{k} {v}" for k, v in run.skipped_by_reason.items()) or "none",
+        "ledger": run.ledger,
+        "image variant": run.variant,
+        "run id": run.run_id,
+    }
+    return fields_table(fields, columns=("this run", "value"))
+
+
+def completeness_table(rows: list[dict[str, Any]]) -> str:
+    """Per class: expected and stored images, the stored share, and whether it is below the threshold."""
+    if not rows:
+        return NONE
+    shown = [
+        {
+            **row,
+            "share": percent(row["stored"], row["expected"]),
+            "below": "below" if row["below_threshold"] else "",
+        }
+        for row in rows
+    ]
+    columns = ("label", "label_name", "expected", "stored", "share", "below")
+    return markdown_table(
+        shown, columns, headers=("label", "name", "expected", "stored", "stored %", "threshold"), limit=50
+    )
+
+
+def completeness_check(result: StoredShard) -> dg.AssetCheckResult:
+    """complete_enough for one shard: its classes against the spec's completeness_threshold."""
+    below = [taxon_label(row) for row in result.below]
+    threshold = f"{100 * result.threshold:g}%"
+    return dg.AssetCheckResult(
+        check_name=COMPLETE,
+        passed=result.complete,
+        metadata=completeness_metadata(result),
+        description=(
+            f"every class of the shard ({len(result.completeness)}) has at least {threshold} of its images stored"
+            if result.complete
+            else f"{len(below)} of {len(result.completeness)} classes have less than {threshold} of their images "
+            f"stored: {', '.join(below[:10])}{' …' if len(below) > 10 else ''}; see failed_by_reason"
+        ),
+    )
+
+
+def taxon_label(row: dict[str, Any]) -> str:
+    return f"{row.get('label_name') or ''} ({row.get('label')})".strip()
 
 
 def completeness_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
@@ -124,7 +225,8 @@ def completeness_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
     return {
         "threshold": dg.MetadataValue.float(result.threshold),
         "classes_below": dg.MetadataValue.int(len(result.below)),
-        "below": dg.MetadataValue.md(markdown_table(result.below, result.completeness_columns)),
+        "classes": dg.MetadataValue.int(len(result.completeness)),
+        "below": md(completeness_table(result.below)),
     }
 
 
@@ -139,7 +241,7 @@ def completeness_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
         )
     ],
     group_name="export",
-    kinds={"python", "pytorch", "tensorflow"},
+    kinds={"python", "pytorch", "tensorflow", STORAGE_KIND},
     # Re-export once every shard is stored again (eager waits while any shard is missing or running).
     automation_condition=dg.AutomationCondition.eager(),
     # the export is the last asset: its checks inform (nothing downstream to block)
@@ -162,16 +264,7 @@ def training_export(
         result = build_training_export(training_set, storage.open(), spec=spec, log=context.log)
     return dg.MaterializeResult(
         metadata=_export_metadata(result),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=check.name,
-                passed=check.passed,
-                severity=dg.AssetCheckSeverity.WARN if check.warning else dg.AssetCheckSeverity.ERROR,
-                metadata={"details": dg.MetadataValue.json(check.details)},
-                description=check.description,
-            )
-            for check in result.checks
-        ],
+        check_results=[check_result(check) for check in result.checks],
     )
 
 
@@ -182,17 +275,39 @@ def _export_metadata(result: TrainingExport) -> dict[str, dg.MetadataValue]:
         "images": dg.MetadataValue.int(summary.images),
         "missing": dg.MetadataValue.int(summary.missing),
         "classes": dg.MetadataValue.int(summary.classes),
-        "splits": dg.MetadataValue.json(summary.splits),
-        "shards": dg.MetadataValue.json(summary.shards),
-        "licenses": dg.MetadataValue.json(summary.licenses),
+        **numbers(summary.splits, "images_"),
+        "per_class": md(per_class_table(result)),
+        "splits": md(count_table(summary.splits, ("split", "images"))),
+        "webdataset_shards": md(count_table(summary.shards, ("split", "shards"), share=False)),
+        "licenses": md(count_table(summary.licenses, ("licence", "images"))),
         # BY-licensed images with no name to credit, and how many the spec's images.unattributed left out
         "unattributed": dg.MetadataValue.int(summary.unattributed),
         "dropped_unattributed": dg.MetadataValue.int(summary.dropped_unattributed),
-        "attribution_sources": dg.MetadataValue.json(summary.attribution_sources),
+        # which field of the record each image's credit came from (creator, rightsHolder, …)
+        "attribution_sources": md(count_table(summary.attribution_sources, ("credited from", "images"))),
         "contributing_datasets": dg.MetadataValue.int(result.datasets),
-        "provenance": dg.MetadataValue.json(result.provenance),
+        "provenance": md(fields_table(provenance_fields(result.provenance))),
         "bytes": dg.MetadataValue.int(summary.bytes),
         "data_card": dg.MetadataValue.path(result.data_card_uri),
         "croissant": dg.MetadataValue.path(result.croissant_uri),
         "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
     }
+
+
+def per_class_table(result: TrainingExport) -> str:
+    """Exported images per class and split, and what each class misses of the manifest."""
+    columns = ("label", "name", "images", *result.splits, "missing")
+    return markdown_table(result.per_class, columns, limit=100) if result.per_class else NONE
+
+
+def provenance_fields(provenance: dict[str, Any]) -> dict[str, Any]:
+    """What the export was built from, without the search query's long lists (the snapshot's page has
+    the query with taxon names): a list becomes its length."""
+    out: dict[str, Any] = {}
+    for key, value in provenance.items():
+        if isinstance(value, dict):
+            value = provenance_fields(value)
+        elif isinstance(value, list) and len(value) > 3:
+            value = f"{len(value)} values"
+        out[key] = value
+    return out

@@ -9,7 +9,16 @@ The work is in :mod:`gbifdl_assets.pipeline.balanced_manifest`.
 import dagster as dg
 
 from gbifdl_assets.defs.annotations import annotated_occurrences
-from gbifdl_assets.defs.metadata import markdown_table
+from gbifdl_assets.defs.metadata import (
+    NONE,
+    STORAGE_KIND,
+    check_result,
+    count_table,
+    fields_table,
+    markdown_table,
+    md,
+    numbers,
+)
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import SpecsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
@@ -25,7 +34,7 @@ from gbifdl_assets.pipeline.balanced_manifest import (
     partitions_def=training_set_partitions,
     deps=[annotated_occurrences],
     group_name="manifest",
-    kinds={"python", "parquet"},
+    kinds={"python", "parquet", STORAGE_KIND},
     automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec(
@@ -47,44 +56,50 @@ def balanced_manifest(
         result = build_balanced_manifest(training_set, spec, storage.open(), log=context.log)
     return dg.MaterializeResult(
         metadata=_metadata(result),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=check.name,
-                passed=check.passed,
-                severity=dg.AssetCheckSeverity.WARN if check.warning else dg.AssetCheckSeverity.ERROR,
-                metadata={"details": dg.MetadataValue.json(check.details)},
-                description=check.description,
-            )
-            for check in result.checks
-        ],
+        check_results=[check_result(check, names=result.names) for check in result.checks],
         data_version=dg.DataVersion(result.output_id),
     )
 
 
 def _metadata(result: BalancedManifest) -> dict:
     stats = result.stats
+    per_split = stats.get("per_split", {})
+    strata = [{"column": k, **v} for k, v in stats.get("strata_columns", {}).items()]
     return {
         "path": dg.MetadataValue.path(result.uri),
         "snapshot_id": result.snapshot_id,
         "images": dg.MetadataValue.int(result.images),
         "classes": dg.MetadataValue.int(len(result.per_class)),
-        "per_class": dg.MetadataValue.md(
-            markdown_table(result.per_class, ("label", "name", "images"), limit=50)
-        ),
-        "per_split": dg.MetadataValue.json(stats.get("per_split", {})),
-        "license_mix": dg.MetadataValue.json(stats.get("licenses", {})),
-        "dropped": dg.MetadataValue.json(stats.get("dropped", {})),
-        "classes_below_min": dg.MetadataValue.json(stats.get("classes_below_min", {})),
+        **numbers(per_split, "images_"),
+        "per_class": md(markdown_table(result.per_class, ("label", "name", "images"), limit=50)),
+        "per_split": md(count_table(per_split, ("split", "images"))),
+        "license_mix": md(count_table(stats.get("licenses", {}), ("licence", "images"))),
+        # rows left out on the way, by reason (filters, licences, annotations, balancing)
+        "dropped": md(count_table(stats.get("dropped", {}), ("reason", "rows"), skip_zero=True, share=False)),
+        # classes with fewer candidate images than min_per_class: left out of the manifest
+        "classes_below_min": md(_below_min(result)),
+        "dropped_classes": dg.MetadataValue.int(len(result.below_min)),
         "shortfall_classes": dg.MetadataValue.int(int(stats.get("shortfall_classes", 0))),
-        # balancing.by columns: candidate rows and empty ones; a column empty everywhere is no balancing
-        "strata_columns": dg.MetadataValue.json(stats.get("strata_columns", {})),
-        "empty_strata_columns": dg.MetadataValue.json(_empty_strata(result)),
         # classes with fewer images than max_per_class asks for: how many are missing
-        "shortfall": dg.MetadataValue.md(markdown_table(result.shortfall, ("label", "name", "missing"))),
-        "kept_from_previous": dg.MetadataValue.json(stats.get("previous") or {}),
+        "shortfall": md(
+            markdown_table(result.shortfall, ("label", "name", "missing")) if result.shortfall else NONE
+        ),
+        # balancing.by columns: candidate rows and empty ones; a column empty everywhere is no balancing
+        "strata_columns": md(
+            markdown_table(strata, ("column", "rows", "empty"), headers=("column", "candidate rows", "empty"))
+            if strata
+            else NONE
+        ),
+        "empty_strata_columns": md(fields_table(_empty_strata(result), columns=("column", "what to do"))),
+        "kept_from_previous": md(fields_table(stats.get("previous") or {}, columns=("images", "count"))),
         "bytes": dg.MetadataValue.int(result.bytes),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
     }
+
+
+def _below_min(result: BalancedManifest) -> str:
+    rows = result.below_min
+    return markdown_table(rows, ("label", "name", "images"), limit=30) if rows else NONE
 
 
 def _empty_strata(result: BalancedManifest) -> dict[str, str]:

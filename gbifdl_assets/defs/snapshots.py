@@ -12,7 +12,7 @@ import json
 
 import dagster as dg
 
-from gbifdl_assets.defs.metadata import markdown_table
+from gbifdl_assets.defs.metadata import STORAGE_KIND, count_table, fields_table, markdown_table, md, taxon
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import GbifResource, SpecsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
@@ -39,7 +39,7 @@ GBIF_RETRY = dg.RetryPolicy(
     partitions_def=training_set_partitions,
     deps=[species_list],
     group_name="gbif",
-    kinds={"python"},
+    kinds={"python", STORAGE_KIND},
     pool="gbif_download",
     retry_policy=dg.RetryPolicy(max_retries=5, delay=120, backoff=dg.Backoff.EXPONENTIAL),
     description=(
@@ -90,7 +90,7 @@ class SnapshotConfig(dg.Config):
     partitions_def=training_set_partitions,
     deps=[species_list, gbif_download],
     group_name="gbif",
-    kinds={"python", "parquet"},
+    kinds={"python", "parquet", STORAGE_KIND},
     pool="gbif_api",
     retry_policy=GBIF_RETRY,
     description=(
@@ -122,7 +122,7 @@ def occurrence_snapshot(
 def _snapshot_metadata(result: OccurrenceSnapshot) -> dict:
     source, info, counts = result.source, result.info, result.info.counts
     if source.type == "search":
-        origin = {"source": "search", "query": dg.MetadataValue.json(source.query)}
+        origin = {"source": "search", "query": md(query_table(source.query or {}, result.taxon_names))}
     else:
         origin = {
             "source": "download",
@@ -130,6 +130,8 @@ def _snapshot_metadata(result: OccurrenceSnapshot) -> dict:
             "doi": source.doi,
             "citation": source.citation,
         }
+    skipped = counts.get("skipped", {})
+    registry = counts.get("registry", {})
     return {
         **origin,
         "snapshot_id": info.snapshot_id,
@@ -138,10 +140,12 @@ def _snapshot_metadata(result: OccurrenceSnapshot) -> dict:
         "occurrences_with_media": dg.MetadataValue.int(int(counts.get("occurrences_with_media", 0))),
         "media": dg.MetadataValue.int(int(counts.get("media", 0))),
         "species": dg.MetadataValue.int(int(counts.get("species", 0))),
-        "skipped": dg.MetadataValue.json(counts.get("skipped", {})),
+        "skipped_rows": dg.MetadataValue.int(sum(int(v) for v in skipped.values())),
+        "skipped": md(count_table(skipped, ("reason", "rows"), skip_zero=True)),
         # GBIF's registry: outcomes per distinct dataset/publisher key by reason, and what stayed empty
-        "registry": dg.MetadataValue.json(counts.get("registry", {})),
-        "registry_gaps": dg.MetadataValue.json(info.registry.get("gaps", {})),
+        "registry": md(registry_table(registry)),
+        "rows_without_publisher": dg.MetadataValue.int(int(registry.get("rows_without_publisher", 0))),
+        "registry_gaps": md(fields_table(info.registry.get("gaps", {}), columns=("column", "why empty"))),
         "bytes": dg.MetadataValue.int(info.bytes),
         "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
         "rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
@@ -149,11 +153,38 @@ def _snapshot_metadata(result: OccurrenceSnapshot) -> dict:
     }
 
 
+def query_table(query: dict[str, list[str]], names: dict[str, str]) -> str:
+    """The occurrence-search parameters, one per row; taxon keys with their names."""
+    rows = [
+        {
+            "parameter": name,
+            "values": ", ".join(taxon(v, names) if name == "taxonKey" else str(v) for v in values),
+        }
+        for name, values in sorted(query.items())
+    ]
+    return markdown_table(rows, ("parameter", "values"), limit=60) if rows else "none"
+
+
+def registry_table(registry: dict) -> str:
+    """Registry look-ups per kind (datasets, organizations) and outcome."""
+    rows = [
+        {"lookup": kind, "outcome": outcome, "keys": n}
+        for kind, outcomes in registry.items()
+        if isinstance(outcomes, dict)
+        for outcome, n in sorted(outcomes.items(), key=lambda kv: -kv[1])
+    ]
+    return markdown_table(rows, ("lookup", "outcome", "keys")) if rows else "none"
+
+
 @dg.sensor(
     target=[occurrence_snapshot],
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
-    description="Polls the GBIF downloads training sets wait for; launches their snapshot when each ends.",
+    description=(
+        "Every minute: polls the GBIF downloads that training sets wait for, and launches "
+        "occurrence_snapshot[<training set>] when one ends (SUCCEEDED, or dead, so the failure shows in "
+        "one run). Its runs carry the tags gbifdl/target, gbifdl/download_key and gbifdl/download_status."
+    ),
 )
 def gbif_download_sensor(context: dg.SensorEvaluationContext, gbif: GbifResource, storage: StorageResource):
     previous: dict[str, str] = json.loads(context.cursor or "{}")
@@ -172,7 +203,11 @@ def gbif_download_sensor(context: dg.SensorEvaluationContext, gbif: GbifResource
         dg.RunRequest(
             partition_key=s.training_set,
             run_key=f"{s.training_set}:{s.key}:{s.state}",
-            tags={"gbifdl/download_key": s.key, "gbifdl/download_status": s.state},
+            tags={
+                "gbifdl/target": f"occurrence_snapshot[{s.training_set}]",
+                "gbifdl/download_key": s.key,
+                "gbifdl/download_status": s.state,
+            },
         )
         for s in states
         if s.ended

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from gbifdl_assets.defs.metadata import markdown_table
+from gbifdl_assets.defs.metadata import STORAGE_KIND, markdown_table
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import GbifResource, SpecsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
@@ -14,7 +14,7 @@ ALL_TAXA_MATCHED = "all_taxa_matched"
 @dg.asset(
     partitions_def=training_set_partitions,
     group_name="gbif",
-    kinds={"python", "parquet"},
+    kinds={"python", "parquet", STORAGE_KIND},
     pool="gbif_api",
     retry_policy=dg.RetryPolicy(
         max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS

@@ -18,6 +18,7 @@ from gbifdl_assets.annotations.engine import apply_rules
 from gbifdl_assets.occurrences.snapshots import latest_snapshot
 from gbifdl_assets.pipeline.annotation_rulesets import newest_rules
 from gbifdl_assets.pipeline.errors import StageError
+from gbifdl_assets.pipeline.species_list import taxon_names_of
 from gbifdl_assets.specs import TrainingSetSpec
 from gbifdl_assets.storage import Storage, layout
 
@@ -40,7 +41,7 @@ class AnnotatedOccurrences:
     occurrences_matched: int
     conflicts: int
     by_label: dict[str, int]
-    top_rules: list[dict[str, Any]]  # rule_id, label, hits, description
+    top_rules: list[dict[str, Any]]  # rule_id, label, taxon (name and key), hits, description
     preview: list[dict[str, Any]]  # labelled rows (PREVIEW_COLUMNS)
     bytes: int
     seconds: float
@@ -82,7 +83,7 @@ def annotate_occurrences(training_set: str, spec: TrainingSetSpec, storage: Stor
         occurrences_matched=len(set(result.matches.column("gbifID").to_pylist())),
         conflicts=int(pc.sum(annotated.column("annotation_conflict")).as_py() or 0),
         by_label=result.label_counts(),
-        top_rules=top_rules(result.matches, rules),
+        top_rules=top_rules(result.matches, rules, names=taxon_names_of(storage, training_set)),
         preview=labelled.select(list(PREVIEW_COLUMNS)).slice(0, PREVIEW_ROWS).to_pylist(),
         bytes=nbytes,
         seconds=elapsed,
@@ -100,24 +101,35 @@ def _only_rulesets(rules: pa.Table, wanted: list[str], training_set: str, versio
     return rules.filter(pc.is_in(rules.column("ruleset"), pa.array(wanted, pa.string())))
 
 
-def top_rules(matches: pa.Table, rules: pa.Table, limit: int = TOP_RULES) -> list[dict[str, Any]]:
-    """The rules that matched the most occurrences, with their description."""
+def top_rules(
+    matches: pa.Table, rules: pa.Table, limit: int = TOP_RULES, *, names: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The rules that matched the most occurrences, with their taxon (name and key; "any" for a rule
+    without one) and description. ``names``: taxon key (as text) -> name."""
     if not matches.num_rows:
         return []
     hits = matches.group_by(["rule_id", "label"]).aggregate([("gbifID", "count_distinct")])
     rows = sorted(hits.to_pylist(), key=lambda r: -r["gbifID_count_distinct"])[:limit]
-    descriptions = dict(
-        zip(rules.column("id").to_pylist(), rules.column("description").to_pylist(), strict=True)
-    )
+    ids = rules.column("id").to_pylist()
+    descriptions = dict(zip(ids, rules.column("description").to_pylist(), strict=True))
+    taxa = dict(zip(ids, rules.column("taxonKey").to_pylist(), strict=True))
     return [
         {
             "rule_id": r["rule_id"],
             "label": r["label"],
+            "taxon": _taxon(taxa.get(r["rule_id"]), names or {}),
             "hits": r["gbifID_count_distinct"],
             "description": (descriptions.get(r["rule_id"]) or "")[:80],
         }
         for r in rows
     ]
+
+
+def _taxon(key: Any, names: dict[str, str]) -> str:
+    if key is None:
+        return "any"
+    name = names.get(str(key))
+    return f"{name} ({key})" if name else str(key)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -21,6 +21,7 @@ import pyarrow as pa
 from gbifdl_assets.pipeline.annotated_occurrences import newest_annotated
 from gbifdl_assets.pipeline.checks import CheckOutcome
 from gbifdl_assets.pipeline.errors import StageError
+from gbifdl_assets.pipeline.species_list import taxon_names_of
 from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.manifest import (
     ManifestResult,
@@ -64,6 +65,14 @@ class BalancedManifest:
     checks: list[CheckOutcome]
     bytes: int
     seconds: float
+    #: label (as text) -> taxon name: the manifest's classes and the species list's taxa
+    names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def below_min(self) -> list[dict[str, Any]]:
+        """Classes dropped for having fewer than min_per_class images: label, name, images."""
+        below = self.stats.get("classes_below_min", {})
+        return [{"label": k, "name": self.names.get(str(k), ""), "images": v} for k, v in below.items()]
 
 
 def build_balanced_manifest(
@@ -86,6 +95,7 @@ def build_balanced_manifest(
     layout.publish(storage, folder, source.output_id)
 
     names = dict(zip(table.column("label").to_pylist(), table.column("label_name").to_pylist(), strict=True))
+    known = {**taxon_names_of(storage, training_set), **{str(k): v for k, v in names.items() if v}}
     per_class = [
         {"label": label, "name": names.get(label), "images": n}
         for label, n in stats.get("per_class", {}).items()
@@ -108,6 +118,7 @@ def build_balanced_manifest(
         checks=manifest_checks(table, spec, stats),
         bytes=nbytes,
         seconds=elapsed,
+        names=known,
     )
 
 

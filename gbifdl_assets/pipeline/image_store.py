@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.media.download import DownloadConfig, DownloadSummary, download_images
@@ -19,11 +20,38 @@ from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.media.ledger import attribution_table, completeness_table, load_ledger, summarize_ledger
 from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
-from gbifdl_assets.pipeline.image_shards import shard_of
+from gbifdl_assets.pipeline.image_shards import shard_keys, shard_of
 from gbifdl_assets.specs import TrainingSetSpec
 from gbifdl_assets.storage import Storage, layout
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingSetImages:
+    """The whole training set's images so far: every shard's ledger against the newest manifest.
+
+    One shard's run says little about the training set (the last shard to run may hold no image at
+    all); this is what the image_store page shows first, whichever shard ran last.
+    """
+
+    shards: list[dict[str, Any]]  # shard, state, images, stored, failed, skipped, pending
+    classes: int
+    classes_below: int  # classes whose stored share is below the completeness threshold, all shards
+
+    def total(self, column: str) -> int:
+        return sum(int(row[column]) for row in self.shards)
+
+    @property
+    def completeness(self) -> float:
+        """Stored share of the manifest's images (1.0 for an empty manifest)."""
+        images = self.total("images")
+        return self.total("stored") / images if images else 1.0
+
+    @property
+    def shards_done(self) -> int:
+        """Shards with every image looked at (stored, failed or skipped), empty ones included."""
+        return sum(1 for row in self.shards if row["pending"] == 0)
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,7 @@ class StoredShard:
     below: list[dict[str, Any]]  # the classes below the threshold
     threshold: float
     attribution_uri: str
+    training_set: TrainingSetImages | None = None  # every shard so far (None: not computed)
 
     @property
     def complete(self) -> bool:
@@ -59,7 +88,8 @@ def store_shard(
     ``fetch`` is the network behaviour; its ``max_bytes`` is replaced by the spec's.
     """
     manifest = read_latest_manifest(storage, training_set)
-    rows = manifest.filter(pc.equal(shard_of(manifest.column("label")), shard))
+    shards = _shard_column(manifest.column("label"))
+    rows = manifest.filter(pc.equal(shards, shard))
     name = layout.ledger_name(training_set, shard)
     log.info(f"{training_set} shard {shard}: {rows.num_rows} images of {manifest.num_rows}")
     summary = download_images(
@@ -88,4 +118,56 @@ def store_shard(
         below=below.to_pylist(),
         threshold=float(threshold),
         attribution_uri=storage.uri_of(attribution_key),
+        training_set=training_set_images(
+            storage, training_set, manifest, shards, threshold=threshold, known={shard: ledger}
+        ),
     )
+
+
+def _shard_column(labels: pa.ChunkedArray) -> pa.Array:
+    """Each row's shard, hashing every distinct label once."""
+    distinct = pc.unique(labels)
+    return pc.take(shard_of(distinct), pc.index_in(labels, value_set=distinct))
+
+
+_STATES = {"empty": "no images", "not_run": "not fetched yet", "partial": "partly fetched", "done": "done"}
+
+
+def _shard_row(shard: str, rows: pa.Table, ledger: pa.Table) -> dict[str, Any]:
+    mine = ledger.filter(pc.is_in(ledger.column("content_key"), value_set=rows.column("content_key")))
+    status = mine.column("status").to_pylist()
+    images, seen = rows.num_rows, mine.num_rows
+    state = "empty" if not images else "not_run" if not seen else "partial" if seen < images else "done"
+    return {
+        "shard": shard,
+        "state": _STATES[state],
+        "images": images,
+        "stored": int(pc.sum(pc.fill_null(mine.column("stored"), False)).as_py() or 0),
+        "failed": status.count("failed"),
+        "skipped": status.count("skipped"),
+        "pending": images - seen,
+    }
+
+
+def training_set_images(
+    storage: Storage,
+    training_set: str,
+    manifest: pa.Table,
+    shards: pa.Array,
+    *,
+    threshold: float,
+    known: dict[str, pa.Table] | None = None,
+) -> TrainingSetImages:
+    """Every shard's ledger against the manifest (``shards``: each row's shard); ``known`` are ledgers
+    already loaded, by shard."""
+    rows_per_shard, ledgers = [], []
+    for shard in shard_keys():
+        ledger = (known or {}).get(shard)
+        if ledger is None:
+            ledger = load_ledger(storage, layout.ledger_name(training_set, shard))
+        rows = manifest.filter(pc.equal(shards, shard))
+        rows_per_shard.append(_shard_row(shard, rows, ledger))
+        ledgers.append(ledger.select(["content_key", "stored"]))
+    complete = completeness_table(manifest, pa.concat_tables(ledgers), by="label", threshold=threshold)
+    below = int(pc.sum(complete.column("below_threshold")).as_py() or 0) if complete.num_rows else 0
+    return TrainingSetImages(rows_per_shard, classes=complete.num_rows, classes_below=below)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from gbifdl_assets.occurrences.sources import (
     request_spec_download,
 )
 from gbifdl_assets.pipeline.errors import StageError, service_failure
-from gbifdl_assets.pipeline.species_list import taxon_keys_of
+from gbifdl_assets.pipeline.species_list import taxon_keys_of, taxon_names_of
 from gbifdl_assets.specs import TrainingSetSpec
 from gbifdl_assets.storage import Storage
 
@@ -82,6 +82,7 @@ class OccurrenceSnapshot:
     uri: str
     seconds: float
     preview: list[dict[str, Any]]
+    taxon_names: dict[str, str] = field(default_factory=dict)  # taxon key -> name (the species list)
 
     @property
     def rows_per_second(self) -> float:
@@ -113,7 +114,14 @@ def take_occurrence_snapshot(
         "without a publisher"
     )
     preview = storage.read_parquet(info.media_key, columns=list(PREVIEW_COLUMNS)).slice(0, PREVIEW_ROWS)
-    return OccurrenceSnapshot(info, source, storage.uri_of(info.prefix), elapsed, preview.to_pylist())
+    return OccurrenceSnapshot(
+        info,
+        source,
+        storage.uri_of(info.prefix),
+        elapsed,
+        preview.to_pylist(),
+        taxon_names=taxon_names_of(storage, training_set),
+    )
 
 
 def _snapshot(

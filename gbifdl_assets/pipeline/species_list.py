@@ -87,3 +87,19 @@ def taxon_keys_of(storage: Storage, training_set: str) -> list[int]:
         for row in table.select(["taxon_key", "role", "match_type"]).to_pylist()
         if row["taxon_key"] is not None and row["role"] == "label" and row["match_type"] != "NONE"
     ]
+
+
+def taxon_names_of(storage: Storage, training_set: str) -> dict[str, str]:
+    """Taxon key (as text) -> canonical name, for every resolved row of the species list (the spec's
+    taxa as accepted taxa, and the species a higher taxon expanded to); empty without a list.
+
+    Metadata shows names beside the keys it reports (classes dropped, rules, the search query)."""
+    key = layout.species_list_key(training_set)
+    if not storage.exists(key):
+        return {}
+    table = storage.read_parquet(key, columns=["taxon_key", "canonical_name", "scientific_name"])
+    return {
+        str(row["taxon_key"]): row["canonical_name"] or row["scientific_name"]
+        for row in table.to_pylist()
+        if row["taxon_key"] is not None and (row["canonical_name"] or row["scientific_name"])
+    }

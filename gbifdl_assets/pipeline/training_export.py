@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,9 @@ class TrainingExport:
     datasets: int = 0  # contributing datasets with registry names
     croissant_uri: str = ""
     checks: list[CheckOutcome] = field(default_factory=list)
+    #: per class, in label order: label, name, images (exported), one count per split, missing
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)  # the split names, largest first
 
 
 def _manifest(storage: Storage, training_set: str) -> tuple[str, pa.Table]:
@@ -140,6 +144,36 @@ def _checks(out: Storage, manifest: pa.Table, ledger: pa.Table, summary: ExportS
     ]
 
 
+def _per_class(out: Storage, manifest: pa.Table) -> tuple[list[dict[str, Any]], list[str]]:
+    """Exported images per class and split, and the manifest images each class is missing."""
+    exported = out.read_parquet(MANIFEST_FILE, columns=["label", "label_name", "split"])
+    sizes = Counter(manifest.column("split").to_pylist())
+    splits = sorted(sizes, key=lambda split: (-sizes[split], str(split)))  # train first
+    expected = Counter(manifest.column("label").to_pylist())
+    names = dict(
+        zip(manifest.column("label").to_pylist(), manifest.column("label_name").to_pylist(), strict=True)
+    )
+    per_split: dict[Any, Counter] = {label: Counter() for label in expected}
+    for label, split in zip(
+        exported.column("label").to_pylist(), exported.column("split").to_pylist(), strict=True
+    ):
+        per_split.setdefault(label, Counter())[split] += 1
+    rows = []
+    for label in sorted(per_split, key=lambda k: (str(type(k)), k)):
+        counts = per_split[label]
+        images = sum(counts.values())
+        rows.append(
+            {
+                "label": label,
+                "name": names.get(label) or "",
+                "images": images,
+                **{split: counts.get(split, 0) for split in splits},
+                "missing": max(0, expected.get(label, 0) - images),
+            }
+        )
+    return rows, splits
+
+
 def build_training_export(
     training_set: str,
     storage: Storage,
@@ -180,6 +214,7 @@ def build_training_export(
         )
         raise StageError(f"training_export[{training_set}]: {exc}", metadata=facts) from exc
     elapsed = time.monotonic() - started
+    per_class, splits = _per_class(out, manifest)
     log.info(
         f"exported {training_set}: {summary.images} images, {summary.classes} classes, {summary.missing} missing, "
         f"{summary.unattributed} without a name to credit ({summary.dropped_unattributed} left out)"
@@ -193,4 +228,6 @@ def build_training_export(
         datasets=sum(1 for d in datasets.values() if d.get("title")),
         croissant_uri=out.uri_of("croissant.json"),
         checks=_checks(out, manifest, ledger, summary),
+        per_class=per_class,
+        splits=splits,
     )

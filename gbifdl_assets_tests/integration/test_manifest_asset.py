@@ -15,6 +15,7 @@ from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.gbif.licenses import parse_license_allowlist
 from gbifdl_assets.pipeline.balanced_manifest import CHECKS, read_latest_manifest
 from gbifdl_assets.storage import open_storage
+from gbifdl_assets_tests.harness.markdown_tables import as_int, markdown_column, markdown_rows
 from gbifdl_assets_tests.harness.project_resources import sandbox_resources
 
 pytestmark = pytest.mark.integration
@@ -104,12 +105,14 @@ def test_a_download_sourced_manifest_balances_by_the_publisher_the_registry_gave
         assert by_search.success and by_download.success
         snapshot_meta = by_download.asset_materializations_for_node("occurrence_snapshot")[0].metadata
         assert snapshot_meta["source"].value == "download"
-        assert snapshot_meta["registry"].value["rows_without_publisher"] == 0
+        assert snapshot_meta["rows_without_publisher"].value == 0
         checks = {name: c.passed for name, c in _checks(by_download).items()}
         assert checks == dict.fromkeys(CHECKS, True)
         meta = by_download.asset_materializations_for_node("balanced_manifest")[0].metadata
-        fill = meta["strata_columns"].value["publishingOrgKey"]
-        assert fill["empty"] == 0 and fill["rows"] > 0 and meta["empty_strata_columns"].value == {}
+        (fill,) = markdown_rows(meta["strata_columns"].value)
+        assert fill["column"] == "publishingOrgKey"
+        assert fill["empty"] == "0" and as_int(fill["candidate rows"]) > 0
+        assert meta["empty_strata_columns"].value == "none"
     search_manifest = read_latest_manifest(store, "butterflies")
     download_manifest = read_latest_manifest(store, "butterflies-dl")
     assert download_manifest.column("publisher").null_count == 0
@@ -138,8 +141,6 @@ def test_balancing_by_an_empty_column_warns_with_the_column_and_the_fix(sandbox,
         assert "remove establishmentMeans from balancing.by" in check.description
         assert all(c.passed for name, c in checks.items() if name != "strata_columns_filled")
         meta = result.asset_materializations_for_node("balanced_manifest")[0].metadata
-        assert list(meta["empty_strata_columns"].value) == ["establishmentMeans"]
-        assert (
-            "the snapshot carries no establishmentMeans values"
-            in meta["empty_strata_columns"].value["establishmentMeans"]
-        )
+        fixes = markdown_column(meta["empty_strata_columns"].value, "column", "what to do")
+        assert list(fixes) == ["establishmentMeans"]
+        assert "the snapshot carries no establishmentMeans values" in fixes["establishmentMeans"]

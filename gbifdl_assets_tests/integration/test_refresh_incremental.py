@@ -89,10 +89,14 @@ def _store_shards(instance, resources, manifest) -> dict[str, int]:
             resources=resources,
         )
         assert run.success
-        this_run = run.asset_materializations_for_node("image_store")[0].metadata["this_run"].value
+        meta = run.asset_materializations_for_node("image_store")[0].metadata
         # ledger_entries = images this run fetched (or tried to); already_done = skipped as stored
-        for name in ("ok", "ledger_entries", "already_done"):
-            totals[name] = totals.get(name, 0) + int(this_run[name])
+        for name, key in (
+            ("ok", "fetched"),
+            ("ledger_entries", "ledger_entries"),
+            ("already_done", "already_done"),
+        ):
+            totals[name] = totals.get(name, 0) + meta[f"this_run_{key}"].value
     return totals
 
 

@@ -17,6 +17,7 @@ from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.occurrences.sources import DownloadRecord
 from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
 from gbifdl_assets.storage import open_storage
+from gbifdl_assets_tests.harness.markdown_tables import markdown_rows
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,11 @@ def test_search_source_snapshot(sandbox, tmp_path):
     meta = result.asset_materializations_for_node("occurrence_snapshot")[0].metadata
     assert meta["source"].value == "search"
     assert meta["media"].value > 0 and meta["species"].value == 2
-    assert set(meta["registry"].value["datasets"]) == {"ok"} and meta["registry_gaps"].value == {}
+    registry = markdown_rows(meta["registry"].value)
+    assert {(r["lookup"], r["outcome"]) for r in registry if r["lookup"] == "datasets"} == {
+        ("datasets", "ok")
+    }
+    assert meta["registry_gaps"].value == "none"
     download_meta = result.asset_materializations_for_node("gbif_download")[0].metadata
     assert download_meta["source"].value == "search"
 
@@ -113,9 +118,10 @@ def test_download_source_through_the_sensor(slow_download_sandbox, tmp_path):
         assert meta["doi"].value.startswith("10.") and "GBIF Occurrence Download" in meta["citation"].value
         assert meta["media"].value > 0
         # the sandbox's DWCA has no publishingOrgKey, as GBIF's has none: the registry gave it back
-        registry = meta["registry"].value
-        assert set(registry["datasets"]) == {"ok"} and registry["rows_without_publisher"] == 0
-        assert meta["registry_gaps"].value == {}
+        registry = markdown_rows(meta["registry"].value)
+        assert {r["outcome"] for r in registry if r["lookup"] == "datasets"} == {"ok"}
+        assert meta["rows_without_publisher"].value == 0
+        assert meta["registry_gaps"].value == "none"
 
         # the record is done: the sensor stops polling it
         again = gbif_download_sensor(

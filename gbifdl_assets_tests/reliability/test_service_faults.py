@@ -253,11 +253,11 @@ def test_s3_stopped_mid_image_store_then_restarted(project_factory, sandbox, s3_
         )
     assert second.success
     (materialization,) = second.asset_materializations_for_node("image_store")
-    this_run = materialization.metadata["this_run"].value
-    assert materialization.metadata["missing_refetched"].value == this_run["missing_refetched"] == len(lost)
-    assert this_run["already_done"] == len(present_before)
+    meta = materialization.metadata
+    assert meta["missing_refetched"].value == len(lost)
+    assert meta["this_run_already_done"].value == len(present_before)
     history = load_ledger_history(store, name)
-    fresh = history.filter(pc.equal(history.column("run_id"), this_run["run_id"])).to_pylist()
+    fresh = history.filter(pc.equal(history.column("run_id"), meta["this_run_id"].value)).to_pylist()
     refetched = {row["content_key"] for row in fresh}
     assert refetched & present_before == set(), "an object that was there was fetched again"
     assert lost <= refetched and all(row["status"] == "ok" for row in fresh if row["content_key"] in lost)
