@@ -113,6 +113,9 @@ def shard_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
     counts, run = result.counts, result.this_run
     return {
         **training_set_metadata(result.training_set),
+        "shard": dg.MetadataValue.text(
+            f"{result.shard}: {result.images} images in {len(result.completeness)} classes"
+        ),
         "images": dg.MetadataValue.int(result.images),
         "ok": dg.MetadataValue.int(int(counts.get("ok", 0))),
         "failed": dg.MetadataValue.int(int(counts.get("failed", 0))),
@@ -133,69 +136,82 @@ def shard_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
     }
 
 
+def shard_line(result: StoredShard) -> str:
+    classes = len(result.completeness)
+    return f"{result.shard}: {result.images} images in {classes} {'class' if classes == 1 else 'classes'}"
+
+
 def training_set_metadata(summary: TrainingSetImages | None) -> dict[str, dg.MetadataValue]:
     """The training set's images across every shard so far (from the ledgers)."""
     if summary is None:
         return {}
-    shards = [
-        {**row, "stored_share": percent(row["stored"], row["images"]) if row["images"] else "–"}
-        for row in summary.shards
-    ]
-    total = {c: summary.total(c) for c in ("images", "stored", "failed", "skipped", "pending")}
-    done = f"{summary.shards_done} of {len(shards)} done"
-    share = percent(total["stored"], total["images"])
-    shards.append({"shard": "**all**", "state": done, **total, "stored_share": share})
-    columns = ("shard", "state", "images", "stored", "stored_share", "failed", "skipped", "pending")
-    headers = ("shard", "state", "images", "stored", "stored %", "failed", "skipped", "not fetched yet")
     return {
-        "training_set_images": dg.MetadataValue.int(total["images"]),
-        "training_set_stored": dg.MetadataValue.int(total["stored"]),
-        "training_set_failed": dg.MetadataValue.int(total["failed"]),
-        "training_set_not_fetched": dg.MetadataValue.int(total["pending"]),
-        "training_set_completeness": dg.MetadataValue.float(round(summary.completeness, 4)),
+        "training_set_images": dg.MetadataValue.int(summary.total("images")),
+        "training_set_stored": dg.MetadataValue.int(summary.total("stored")),
+        "training_set_failed": dg.MetadataValue.int(summary.total("failed")),
+        "training_set_to_fetch": dg.MetadataValue.int(summary.total("pending")),
+        "training_set_complete": dg.MetadataValue.float(round(summary.completeness, 4)),
         "training_set_shards_done": dg.MetadataValue.int(summary.shards_done),
-        "training_set_classes_below_threshold": dg.MetadataValue.int(summary.classes_below),
-        "training_set": md(markdown_table(shards, columns, headers=headers, limit=len(shards))),
+        "training_set_classes_below": dg.MetadataValue.int(summary.classes_below),
+        "training_set": md(shards_table(summary)),
     }
 
 
+def shards_table(summary: TrainingSetImages) -> str:
+    """One row per shard holding images (the empty ones in one row), then the whole training set;
+    the skipped column only when something was skipped."""
+    rows = [
+        {**row, "share": percent(row["stored"], row["images"])} for row in summary.shards if row["images"]
+    ]
+    empty = [row["shard"] for row in summary.shards if not row["images"]]
+    if empty:
+        rows.append({"shard": " ".join(empty), "state": "empty", "images": 0})
+    total = {c: summary.total(c) for c in ("images", "stored", "failed", "skipped", "pending")}
+    state = f"{summary.shards_done}/{len(summary.shards)} done"
+    rows.append(
+        {"shard": "**all**", "state": state, **total, "share": percent(total["stored"], total["images"])}
+    )
+    columns = ["shard", "state", "images", "stored", "share", "failed", "skipped", "pending"]
+    headers = ["shard", "state", "images", "stored", "stored %", "failed", "skipped", "to fetch"]
+    if not total["skipped"]:
+        del columns[6], headers[6]
+    return markdown_table(rows, columns, headers=headers, limit=len(rows))
+
+
 def this_run_table(run: DownloadSummary) -> str:
-    """What this run did, one row per count (the ledger and store it worked on, then its numbers)."""
-    fields = {
+    """What this run did, one row per count (reasons only when there are some)."""
+    fields: dict[str, Any] = {
         "fetched and stored": run.ok,
         "failed": run.failed,
         "skipped": run.skipped,
         "already done by earlier runs": run.already_done,
-        "ledger entries written": run.ledger_entries,
         "stored but gone, fetched again": run.missing_refetched,
+        "ledger entries written": run.ledger_entries,
         "bytes": run.bytes,
         "seconds": round(run.seconds, 2),
         "images per second": round(run.images_per_s, 1),
         "storage retries": run.storage_retries,
-        "failed by reason": ", ".join(f"{k} {v}" for k, v in run.failed_by_reason.items()) or "none",
-        "skipped by reason": ", ".join(f"{k} {v}" for k, v in run.skipped_by_reason.items()) or "none",
-        "ledger": run.ledger,
-        "image variant": run.variant,
-        "run id": run.run_id,
     }
+    for name, reasons in (("failed", run.failed_by_reason), ("skipped", run.skipped_by_reason)):
+        fields.update({f"{name}: {reason}": n for reason, n in reasons.items()})
+    fields.update({"image variant": run.variant, "run id": run.run_id})
     return fields_table(fields, columns=("this run", "value"))
 
 
 def completeness_table(rows: list[dict[str, Any]]) -> str:
-    """Per class: expected and stored images, the stored share, and whether it is below the threshold."""
+    """Per class: expected and stored images, and the stored share (marked when below the threshold)."""
     if not rows:
         return NONE
     shown = [
         {
             **row,
-            "share": percent(row["stored"], row["expected"]),
-            "below": "below" if row["below_threshold"] else "",
+            "share": percent(row["stored"], row["expected"]) + (" (below)" if row["below_threshold"] else ""),
         }
         for row in rows
     ]
-    columns = ("label", "label_name", "expected", "stored", "share", "below")
+    columns = ("label", "label_name", "expected", "stored", "share")
     return markdown_table(
-        shown, columns, headers=("label", "name", "expected", "stored", "stored %", "threshold"), limit=50
+        shown, columns, headers=("label", "name", "expected", "stored", "stored %"), limit=50
     )
 
 
@@ -226,7 +242,15 @@ def completeness_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
         "threshold": dg.MetadataValue.float(result.threshold),
         "classes_below": dg.MetadataValue.int(len(result.below)),
         "classes": dg.MetadataValue.int(len(result.completeness)),
-        "below": md(completeness_table(result.below)),
+        # one line (a check's page shows Markdown only behind a button)
+        "below": dg.MetadataValue.text(
+            "; ".join(
+                f"{taxon_label(row)}: {row['stored']} of {row['expected']} stored "
+                f"({percent(row['stored'], row['expected'])})"
+                for row in result.below
+            )
+            or "none"
+        ),
     }
 
 
@@ -301,13 +325,24 @@ def per_class_table(result: TrainingExport) -> str:
 
 
 def provenance_fields(provenance: dict[str, Any]) -> dict[str, Any]:
-    """What the export was built from, without the search query's long lists (the snapshot's page has
-    the query with taxon names): a list becomes its length."""
-    out: dict[str, Any] = {}
-    for key, value in provenance.items():
-        if isinstance(value, dict):
-            value = provenance_fields(value)
-        elif isinstance(value, list) and len(value) > 3:
-            value = f"{len(value)} values"
-        out[key] = value
-    return out
+    """What the export was built from, one short row each (the search query with taxon names is on
+    occurrence_snapshot's page; the data card and croissant.json keep the whole provenance)."""
+    source = dict(provenance.get("snapshot_source") or {})
+    if source.get("type") == "download":
+        origin = f"GBIF download {source.get('key', '')}" + (
+            f" (doi:{source['doi']})" if source.get("doi") else ""
+        )
+    elif source:
+        origin = f"search API, {source.get('records', '?')} records ({source.get('api', '')})"
+    else:
+        origin = ""
+    fingerprint = str(provenance.get("spec_fingerprint") or "")
+    return {
+        "spec": provenance.get("spec_name", ""),
+        "spec fingerprint": fingerprint[:16] + ("…" if len(fingerprint) > 16 else ""),
+        "snapshot": provenance.get("snapshot_id", ""),
+        "source": origin,
+        "retrieved": provenance.get("date", ""),
+        "rules version": provenance.get("rules_version", ""),
+        "manifest": provenance.get("manifest_id", ""),
+    }

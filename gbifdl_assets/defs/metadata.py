@@ -4,9 +4,9 @@ What the Dagster UI does with each kind of value decides the shape: a Markdown v
 characters is rendered inline on an asset's page (a longer one behind "[Show Markdown]"), int and
 float values are plotted over materializations ("Plots"), and a JSON value is shown as a blob. So
 counts go out as numbers, breakdowns as small Markdown tables (largest first, zeros left out where
-they are noise), and taxon keys with their names beside them. Check metadata shows scalars inline
-and tables behind a button, so :func:`check_metadata` puts every number of a check's details in a
-value of its own.
+they are noise), and taxon keys with their names beside them. A check's page shows numbers and text inline but
+Markdown only behind a button, so :func:`check_metadata` gives every number of a check's details a
+value of its own and every list or mapping one line of text.
 
 :data:`STORAGE_KIND` is the kind tag of the data storage (``s3`` or ``file``), decided when the code
 location loads, as the storage resource's default is.
@@ -33,7 +33,7 @@ def _cell(value: Any) -> str:
     elif isinstance(value, float):
         text = f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
     elif isinstance(value, int):
-        text = f"{value:,}"
+        text = str(value)  # no thousands separators: taxon keys are ints too
     elif isinstance(value, list | tuple):
         text = ", ".join(_cell(v) for v in value)
     else:
@@ -137,56 +137,42 @@ def numbers(counts: Mapping[str, int | float], prefix: str) -> dict[str, dg.Meta
 
 
 # ------------------------------------------------------------------------------ check metadata
-def _humanize(key: str) -> str:
-    return key.replace("_", " ")
+def _row_text(row: Mapping[str, Any], names: Mapping[str, str] | None) -> str:
+    row = dict(row)
+    head = taxon(row.pop("label"), names) if "label" in row else ""
+    rest = ", ".join(f"{k} {_cell(v)}" for k, v in row.items())
+    return f"{head}: {rest}" if head and rest else head or rest
 
 
-def _rows_with_names(rows: list[Mapping[str, Any]], names: Mapping[str, str] | None) -> list[dict]:
-    out = []
-    for row in rows:
-        row = dict(row)
-        if names is not None and "label" in row and "name" not in row:
-            label = row.pop("label")
-            row = {"label": label, "name": names.get(str(label), ""), **row}
-        out.append(row)
-    return out
-
-
-def _table_of_dicts(rows: list[Mapping[str, Any]], names: Mapping[str, str] | None) -> str:
-    rows = _rows_with_names(rows, names)
-    columns = list(dict.fromkeys(c for row in rows for c in row))
-    return markdown_table(rows, columns)
-
-
-def _detail_value(key: str, value: Any, names: Mapping[str, str] | None) -> dg.MetadataValue:
+def _detail_value(value: Any, names: Mapping[str, str] | None) -> dg.MetadataValue:
+    """One detail of a check as a value the check's page shows inline: a number, or one line of text
+    (the UI keeps Markdown behind a button there)."""
     if isinstance(value, bool | int | float):
         return number(value)
     if value is None or value in ({}, [], ""):
         return dg.MetadataValue.text(NONE)
-    if isinstance(value, str):
-        return dg.MetadataValue.text(value)
     if isinstance(value, list | tuple):
-        if all(isinstance(v, Mapping) for v in value):
-            return md(_table_of_dicts(list(value), names))
-        shown = ", ".join(str(v) for v in value[:20])
-        return dg.MetadataValue.text(shown + (f", … {len(value) - 20} more" if len(value) > 20 else ""))
+        parts = [_row_text(v, names) if isinstance(v, Mapping) else _cell(v) for v in value[:20]]
+        more = f"; … {len(value) - 20} more" if len(value) > 20 else ""
+        return dg.MetadataValue.text("; ".join(parts) + more)
     if isinstance(value, Mapping):
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
-            return md(count_table(value, (_humanize(key), "count"), share=False))
-        if all(isinstance(v, Mapping) for v in value.values()):
-            rows = [{_humanize(key): k, **v} for k, v in value.items()]
-            return md(_table_of_dicts(rows, None))
-        return md(fields_table(value, columns=(_humanize(key), "value")))
+        items = list(value.items())
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for _, v in items):
+            items.sort(key=lambda kv: -kv[1])  # counts: largest first
+        parts = [
+            f"{k}: {_row_text(v, names)}" if isinstance(v, Mapping) else f"{k}: {_cell(v)}" for k, v in items
+        ]
+        return dg.MetadataValue.text("; ".join(parts))
     return dg.MetadataValue.text(str(value))
 
 
 def check_metadata(
     details: Mapping[str, Any], *, names: Mapping[str, str] | None = None
 ) -> dict[str, dg.MetadataValue]:
-    """A check's details as metadata: numbers as numbers, lists and mappings as Markdown tables
-    (rows with a ``label`` get the taxon's name beside it). The ``message`` is left out: the
-    check's description already says it."""
-    return {key: _detail_value(key, value, names) for key, value in details.items() if key != "message"}
+    """A check's details as metadata its page shows inline: numbers as numbers (plotted), lists and
+    mappings as one line each (``"Papilio machaon (1938125): images 24; …"``, taxon names from
+    ``names`` beside labels). The ``message`` is left out: the check's description says it."""
+    return {key: _detail_value(value, names) for key, value in details.items() if key != "message"}
 
 
 def check_result(

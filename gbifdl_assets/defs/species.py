@@ -78,8 +78,9 @@ def _all_taxa_matched(result: SpeciesList) -> dg.AssetCheckResult:
         metadata={
             "unmatched": dg.MetadataValue.int(len(unmatched)),
             "matched": dg.MetadataValue.int(result.counts["taxa"]),
-            "problems": dg.MetadataValue.md(
-                markdown_table(unmatched, ("input", "note")) if unmatched else "none"
+            # one line (a check's page shows Markdown only behind a button)
+            "problems": dg.MetadataValue.text(
+                "; ".join(f"{row['input']}: {row['note']}" for row in unmatched) or "none"
             ),
         },
         description=(

@@ -67,6 +67,7 @@ class StoredShard:
     threshold: float
     attribution_uri: str
     training_set: TrainingSetImages | None = None  # every shard so far (None: not computed)
+    shard: str = ""
 
     @property
     def complete(self) -> bool:
@@ -121,6 +122,7 @@ def store_shard(
         training_set=training_set_images(
             storage, training_set, manifest, shards, threshold=threshold, known={shard: ledger}
         ),
+        shard=shard,
     )
 
 
@@ -130,7 +132,7 @@ def _shard_column(labels: pa.ChunkedArray) -> pa.Array:
     return pc.take(shard_of(distinct), pc.index_in(labels, value_set=distinct))
 
 
-_STATES = {"empty": "no images", "not_run": "not fetched yet", "partial": "partly fetched", "done": "done"}
+_STATES = {"empty": "empty", "not_run": "to do", "partial": "partly done", "done": "done"}
 
 
 def _shard_row(shard: str, rows: pa.Table, ledger: pa.Table) -> dict[str, Any]:

@@ -116,6 +116,7 @@ def test_rules_sensor_fires_on_change_only(sandbox, tmp_path):
     with dg.instance_for_test() as instance:
         first = annotation_rules_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert len(first.run_requests) == 1
+        assert first.run_requests[0].tags["gbifdl/target"] == "annotation_rulesets"
         quiet = annotation_rules_sensor(
             dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)
         )

@@ -102,6 +102,7 @@ def test_download_source_through_the_sensor(slow_download_sandbox, tmp_path):
         (request,) = requests
         assert request.partition_key == "butterflies"
         assert request.tags["gbifdl/download_status"] == "SUCCEEDED"
+        assert request.tags["gbifdl/target"] == "occurrence_snapshot[butterflies]"  # the Runs page says what
         assert any("PREPARING" in s or "RUNNING" in s for s in seen), seen
 
         snap = dg.materialize(
