@@ -111,9 +111,11 @@ def _annotated_metadata(result: AnnotatedOccurrences) -> dict:
         "conflicts": dg.MetadataValue.int(result.conflicts),
         "records_per_label": md(count_table(result.by_label, ("label", "occurrences"), skip_zero=True)),
         "top_rules": dg.MetadataValue.md(
-            markdown_table(result.top_rules, ("rule_id", "label", "taxon", "hits", "description"))
+            markdown_table(
+                result.top_rules, ("rule_id", "label", "taxon", "hits", "description"), inline=True
+            )
         ),
-        "preview": dg.MetadataValue.md(markdown_table(result.preview, PREVIEW_COLUMNS)),
+        "preview": dg.MetadataValue.md(markdown_table(result.preview, PREVIEW_COLUMNS, inline=True)),
         "path": dg.MetadataValue.path(result.uri),
         "bytes": dg.MetadataValue.int(result.bytes),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),

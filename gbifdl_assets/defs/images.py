@@ -113,9 +113,7 @@ def shard_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
     counts, run = result.counts, result.this_run
     return {
         **training_set_metadata(result.training_set),
-        "shard": dg.MetadataValue.text(
-            f"{result.shard}: {result.images} images in {len(result.completeness)} classes"
-        ),
+        "shard": dg.MetadataValue.text(shard_line(result)),
         "images": dg.MetadataValue.int(result.images),
         "ok": dg.MetadataValue.int(int(counts.get("ok", 0))),
         "failed": dg.MetadataValue.int(int(counts.get("failed", 0))),
@@ -158,24 +156,30 @@ def training_set_metadata(summary: TrainingSetImages | None) -> dict[str, dg.Met
 
 
 def shards_table(summary: TrainingSetImages) -> str:
-    """One row per shard holding images (the empty ones in one row), then the whole training set;
-    the skipped column only when something was skipped."""
+    """One row per shard holding images, then the whole training set, then a line naming the empty
+    shards; the skipped column only when something was skipped."""
     rows = [
         {**row, "share": percent(row["stored"], row["images"])} for row in summary.shards if row["images"]
     ]
-    empty = [row["shard"] for row in summary.shards if not row["images"]]
-    if empty:
-        rows.append({"shard": " ".join(empty), "state": "empty", "images": 0})
     total = {c: summary.total(c) for c in ("images", "stored", "failed", "skipped", "pending")}
-    state = f"{summary.shards_done}/{len(summary.shards)} done"
+    done = summary.shards_done == len(summary.shards)
     rows.append(
-        {"shard": "**all**", "state": state, **total, "share": percent(total["stored"], total["images"])}
+        {
+            "shard": "**all**",
+            "state": "done" if done else "to do",
+            **total,
+            "share": percent(total["stored"], total["images"]),
+        }
     )
     columns = ["shard", "state", "images", "stored", "share", "failed", "skipped", "pending"]
     headers = ["shard", "state", "images", "stored", "stored %", "failed", "skipped", "to fetch"]
     if not total["skipped"]:
         del columns[6], headers[6]
-    return markdown_table(rows, columns, headers=headers, limit=len(rows))
+    empty = [row["shard"] for row in summary.shards if not row["images"]]
+    line = f"{summary.shards_done} of {len(summary.shards)} shards done" + (
+        f"; no images in shard {', '.join(empty)}" if empty else ""
+    )
+    return markdown_table(rows, columns, headers=headers, limit=len(rows)) + f"\n\n{line}."
 
 
 def this_run_table(run: DownloadSummary) -> str:
@@ -299,7 +303,7 @@ def _export_metadata(result: TrainingExport) -> dict[str, dg.MetadataValue]:
         "images": dg.MetadataValue.int(summary.images),
         "missing": dg.MetadataValue.int(summary.missing),
         "classes": dg.MetadataValue.int(summary.classes),
-        **numbers(summary.splits, "images_"),
+        **numbers({split: summary.splits.get(split, 0) for split in result.splits}, "images_"),
         "per_class": md(per_class_table(result)),
         "splits": md(count_table(summary.splits, ("split", "images"))),
         "webdataset_shards": md(count_table(summary.shards, ("split", "shards"), share=False)),

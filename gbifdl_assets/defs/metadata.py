@@ -47,12 +47,25 @@ def markdown_table(
     *,
     limit: int = 25,
     headers: Sequence[str] | None = None,
+    inline: bool = False,
 ) -> str:
-    """A markdown table of the first ``limit`` rows, with a line saying how many were left out."""
+    """A markdown table of the first ``limit`` rows, with a line saying how many were left out.
+
+    ``inline``: as many rows as keep the table short enough for the UI to show it on the page
+    (:data:`INLINE_MARKDOWN`), for previews whose rows are long."""
     lines = ["| " + " | ".join(headers or columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows[:limit]]
-    if len(rows) > limit:
-        lines.append(f"\n… {len(rows) - limit} more rows")
+    budget = INLINE_MARKDOWN - 40 - len(lines[0]) - len(lines[1]) if inline else None
+    shown = 0
+    for row in rows[:limit]:
+        line = "| " + " | ".join(_cell(row.get(c)) for c in columns) + " |"
+        if budget is not None:
+            budget -= len(line) + 1
+            if budget < 0 and shown:
+                break
+        lines.append(line)
+        shown += 1
+    if len(rows) > shown:
+        lines.append(f"\n… {len(rows) - shown} more rows")
     return "\n".join(lines)
 
 

@@ -30,6 +30,9 @@ from gbifdl_assets.pipeline.occurrence_snapshot import (
     take_occurrence_snapshot,
 )
 
+#: characters of one query parameter's values shown on the snapshot's page
+QUERY_CELL = 500
+
 GBIF_RETRY = dg.RetryPolicy(
     max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -149,19 +152,21 @@ def _snapshot_metadata(result: OccurrenceSnapshot) -> dict:
         "bytes": dg.MetadataValue.int(info.bytes),
         "seconds": dg.MetadataValue.float(round(result.seconds, 2)),
         "rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
-        "preview": dg.MetadataValue.md(markdown_table(result.preview, PREVIEW_COLUMNS)),
+        "preview": dg.MetadataValue.md(markdown_table(result.preview, PREVIEW_COLUMNS, inline=True)),
     }
 
 
 def query_table(query: dict[str, list[str]], names: dict[str, str]) -> str:
-    """The occurrence-search parameters, one per row; taxon keys with their names."""
-    rows = [
-        {
-            "parameter": name,
-            "values": ", ".join(taxon(v, names) if name == "taxonKey" else str(v) for v in values),
-        }
-        for name, values in sorted(query.items())
-    ]
+    """The occurrence-search parameters, one per row; taxon keys with their names (as many as keep
+    the table on the page; the species list has them all)."""
+    rows = []
+    for name, values in sorted(query.items()):
+        shown = [taxon(v, names) if name == "taxonKey" else str(v) for v in values]
+        text = ", ".join(shown)
+        while len(text) > QUERY_CELL and len(shown) > 1:
+            shown.pop()
+            text = ", ".join(shown) + f", … {len(values) - len(shown)} more"
+        rows.append({"parameter": name, "values": text})
     return markdown_table(rows, ("parameter", "values"), limit=60) if rows else "none"
 
 

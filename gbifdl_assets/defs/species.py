@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from gbifdl_assets.defs.metadata import STORAGE_KIND, markdown_table
+from gbifdl_assets.defs.metadata import STORAGE_KIND, markdown_table, taxon
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import GbifResource, SpecsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
-from gbifdl_assets.pipeline.species_list import PREVIEW_COLUMNS, SpeciesList, build_species_list
+from gbifdl_assets.pipeline.species_list import SpeciesList, build_species_list
 
 ALL_TAXA_MATCHED = "all_taxa_matched"
 
@@ -65,8 +65,28 @@ def _metadata(result: SpeciesList) -> dict[str, dg.MetadataValue]:
         "bytes": dg.MetadataValue.int(result.bytes),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "spec_fingerprint": dg.MetadataValue.text(result.spec_fingerprint),
-        "preview": dg.MetadataValue.md(markdown_table(result.rows, PREVIEW_COLUMNS)),
+        "preview": dg.MetadataValue.md(preview_table(result.rows)),
     }
+
+
+def preview_table(rows: list[dict]) -> str:
+    """The list's first rows, narrow enough to read on the page: what the spec said, the taxon it
+    resolved to (name and key), how, and the note (synonym, expansion, no match)."""
+    shown = [
+        {
+            "input": row["input"],
+            "taxon": taxon(
+                row["taxon_key"], {str(row["taxon_key"]): row["canonical_name"] or row["scientific_name"]}
+            )
+            if row["taxon_key"] is not None
+            else "",
+            "rank": (row["rank"] or "").lower(),
+            "match": (row["match_type"] or "").lower(),
+            "note": row["note"],
+        }
+        for row in rows
+    ]
+    return markdown_table(shown, ("input", "taxon", "rank", "match", "note"), limit=len(shown), inline=True)
 
 
 def _all_taxa_matched(result: SpeciesList) -> dg.AssetCheckResult:

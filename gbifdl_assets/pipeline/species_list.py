@@ -20,9 +20,6 @@ from gbifdl_assets.storage import Storage, layout
 
 _log = logging.getLogger(__name__)
 
-PREVIEW_COLUMNS = ("input", "match_type", "scientific_name", "rank", "taxon_key", "family", "note")
-
-
 @dataclass(frozen=True)
 class SpeciesList:
     """A written species list: where, what it holds, and how it went."""
