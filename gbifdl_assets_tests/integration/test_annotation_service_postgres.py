@@ -17,6 +17,7 @@ from gbifdl_assets_tests.harness.annotation_service import AnnotationService
 
 UK = "POLYGON ((-8 50, 2 50, 2 59, -8 59, -8 50))"
 ALICE, BOB = ("alice", "alice-pg-secret"), ("bob", "bob-pg-secret")
+JSON = {"Content-Type": "application/json"}  # writes take JSON only (issue 21)
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_service_on_postgres(service):
         ("GET", "/rule", {"params": {"taxonKey": "99999999999999999999"}}),
         ("GET", "/project", {"params": {"name": "\x00"}}),
         ("POST", "/project", {"json": {"name": "nul\x00name"}}),
-        ("POST", "/project", {"data": b'{"name": "lone \\ud800 surrogate"}'}),
+        ("POST", "/project", {"data": b'{"name": "lone \\ud800 surrogate"}', "headers": JSON}),
         ("POST", "/ruleset", {"json": {"name": "big", "projectId": 2**64}}),
         ("POST", "/rule", {"json": {"taxonKey": 2**63, "geometry": UK, "annotation": "NATIVE"}}),
     ],

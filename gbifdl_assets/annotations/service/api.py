@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from gbifdl_assets.annotations.model import RuleError
 from gbifdl_assets.annotations.permissions import Actor, PermissionDenied
-from gbifdl_assets.annotations.service.auth import REALM, Authenticator, AuthError, parse_basic
+from gbifdl_assets.annotations.service.auth import Authenticator, AuthError, parse_basic
 from gbifdl_assets.annotations.service.http import (
     INT64_MAX,
     ApiError,
@@ -301,11 +301,10 @@ class AnnotationApi:
             client = request.client.host if request.client else "unknown"
             return await run_in_threadpool(self.auth.authenticate, creds, client)
         except AuthError as exc:
-            headers = {}
-            # a browser shows its own dialog on WWW-Authenticate; the page asks with X-Requested-With
-            if exc.status == 401 and not request.headers.get("x-requested-with"):
-                headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'
-            raise ApiError(exc.status, str(exc), headers) from None
+            # no WWW-Authenticate challenge: a browser would show its own dialog and then cache the
+            # credentials for every request to this origin, from any site (the page has its own login;
+            # scripts send Basic credentials up front)
+            raise ApiError(exc.status, str(exc)) from None
 
     def _wrap(self, ep: Endpoint) -> Callable[[Request], Any]:
         handler = getattr(self, ep.name)

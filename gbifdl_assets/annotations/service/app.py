@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from gbifdl_assets.annotations.service.api import API_PREFIX, AnnotationApi
 from gbifdl_assets.annotations.service.auth import MAX_FAILURES, Authenticator
+from gbifdl_assets.annotations.service.csrf import SameOriginWrites
 from gbifdl_assets.annotations.service.http import (
     DEFAULT_MAX_BODY_BYTES,
     BodySizeLimit,
@@ -45,10 +46,12 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     authenticator: Authenticator | None = None,
     max_failed_logins: int = MAX_FAILURES,
+    allowed_origins: tuple[str, ...] = (),
 ) -> Any:
-    """The ASGI app (Starlette wrapped in the body-size and security-header middleware).
+    """The ASGI app (Starlette wrapped in the body-size, same-origin-write and security-header middleware).
 
-    ``max_failed_logins`` per client address in 10 minutes before 429s (0: no throttling).
+    ``max_failed_logins`` per client address in 10 minutes before 429s (0: no throttling);
+    ``allowed_origins``: pages on other origins that may write (besides the service's own; :mod:`.csrf`).
     """
     if authenticator is None:
         authenticator = Authenticator(store, max_failures=max_failed_logins or 2**62)
@@ -99,7 +102,9 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.store = store
-    return SecurityHeaders(BodySizeLimit(app, max_body_bytes))
+    # a body over the limit is refused first (413), then a cross-site or non-JSON write (403, 415)
+    guarded = SameOriginWrites(app, allowed_origins=allowed_origins)
+    return SecurityHeaders(BodySizeLimit(guarded, max_body_bytes))
 
 
 def serve(
@@ -111,13 +116,18 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access_log: bool = True,
     max_failed_logins: int = MAX_FAILURES,
+    allowed_origins: tuple[str, ...] = (),
 ) -> None:
     """Run the service until interrupted (uvicorn; the access log never shows request headers)."""
     import uvicorn
     import uvicorn.config
 
     app = create_app(
-        store, api_url=api_url, max_body_bytes=max_body_bytes, max_failed_logins=max_failed_logins
+        store,
+        api_url=api_url,
+        max_body_bytes=max_body_bytes,
+        max_failed_logins=max_failed_logins,
+        allowed_origins=allowed_origins,
     )
     # uvicorn logs requests to stdout by default; stdout is for the command's JSON summary line
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)

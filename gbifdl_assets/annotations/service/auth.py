@@ -12,8 +12,9 @@ Two things keep that cheap and safe:
 * Failed logins are counted per client address: after ``MAX_FAILURES`` in ``FAILURE_WINDOW`` seconds the
   address gets 429 until the window passes (online guessing is throttled; each guess costs scrypt).
 
-Browsers show their own login dialog on a 401 with ``WWW-Authenticate: Basic``; the map page sends
-``X-Requested-With`` and then gets the 401 without that header, so it can show its own form.
+401 answers carry no ``WWW-Authenticate: Basic`` challenge: a browser would show its own dialog and
+then send the cached credentials with requests other sites make (:mod:`.csrf`). The map page has its
+own login form; scripts, curl and gbifrules send Basic credentials up front.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ __all__ = ["AuthError", "Authenticator", "Credentials", "parse_basic"]
 CACHE_SECONDS = 60.0
 MAX_FAILURES = 20
 FAILURE_WINDOW = 600.0
-REALM = "GBIF annotations"
 
 
 class AuthError(GbifdlError):

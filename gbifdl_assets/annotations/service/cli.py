@@ -72,7 +72,14 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gbifdl_assets.annotations.service.app import serve
+    from gbifdl_assets.annotations.service.csrf import normalize_origin
 
+    bad = [o for o in args.allow_origin if normalize_origin(o) is None]
+    if bad:
+        return fail(
+            f"--allow-origin {bad[0]!r} is not an origin: give scheme://host[:port], e.g. https://example.org",
+            command="annotations serve",
+        )
     try:
         store = _store(args)
     except _user_errors() as exc:
@@ -95,6 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 max_body_bytes=args.max_body_bytes,
                 access_log=not args.no_access_log,
                 max_failed_logins=args.max_failed_logins,
+                allowed_origins=tuple(args.allow_origin),
             )
     finally:
         store.close()
@@ -197,6 +205,14 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         default=20,
         help="failed logins per client address in 10 minutes before it gets 429 (0: never throttle)",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a page on another origin (scheme://host[:port]) that may write through users' browsers "
+        "(repeatable; by default only the service's own pages may)",
     )
     serve.set_defaults(func=cmd_serve)
 

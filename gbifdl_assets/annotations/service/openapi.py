@@ -23,9 +23,10 @@ _NAMES = {"type": "array", "items": {"type": "string"}}
 _STATUS_TEXT = {
     400: "Bad input (the message says what to change)",
     401: "No login, or wrong username or password",
-    403: "Logged in, but not allowed (the message says who may)",
+    403: "Logged in, but not allowed (the message says who may), or a write from a page on another site",
     404: "No object with that id",
     413: "Request body too large",
+    415: "A write whose body is not application/json",
     429: "Too many failed logins from this address",
     502: "GBIF's API did not answer",
 }
@@ -253,6 +254,8 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
         params.append(param)
     # every request may carry (wrong) credentials and a too-large body; bad query text is always a 400
     codes = {400, 401, 413, 429, *ep.errors}
+    if ep.method != "GET":  # writes: JSON only, and never from a page on another site (.csrf)
+        codes |= {403, 415}
     op: dict[str, Any] = {
         "operationId": ep.name,
         "summary": ep.summary,
@@ -277,7 +280,9 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "summary": "Check a login (GBIF's /v1/user/login); the page logs in with it",
             "tags": ["user"],
             "security": [{"basicAuth": []}],
-            "responses": _responses("LoggedUser", {400, 401, 413, 429}),
+            "responses": _responses(
+                "LoggedUser", {400, 401, 413, 429} | ({403, 415} if method == "post" else set())
+            ),
         }
         for method in ("get", "post")
     }
