@@ -5,13 +5,22 @@
   browser for Basic credentials, so it has none cached for another site to ride on. Scripts and curl
   (Basic credentials sent up front, no ``Origin``) keep working. The same attack from a real page in
   headless Chromium is in ``e2e/test_annotation_map_browser.py``.
+* **Guessing**: failed logins are counted before the password check, per client and per account, so
+  concurrent guesses cannot overrun the limit; ``X-Forwarded-For`` counts only from a configured
+  trusted proxy; password checks run in a small pool of their own, so anonymous reads keep answering
+  while many (scrypt-expensive) bad logins arrive at once.
 
 One live ``gbifdl annotations serve`` process per module on a SQLite store.
 """
 
 from __future__ import annotations
 
+import statistics
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -169,3 +178,124 @@ def test_401_answers_never_ask_a_browser_for_basic_credentials(service):
     # Basic credentials sent up front (curl -u, requests, httr2, gbifrules) work as before
     assert requests.get(f"{service.url}/user/login", auth=ALICE, timeout=30).json()["userName"] == "alice"
     assert requests.get(f"{service.api}/rule/my", auth=ALICE, timeout=30).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------------
+# password guessing
+# ---------------------------------------------------------------------------------------------------
+def _together(n: int, fn) -> list:
+    """Run ``fn(i)`` in ``n`` threads released at the same moment; their results in order."""
+    barrier = threading.Barrier(n)
+
+    def run(i: int):
+        barrier.wait()
+        return fn(i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def _bad_login(url: str, user: str = "alice", headers: dict | None = None) -> int:
+    return requests.get(
+        f"{url}/user/login", auth=(user, "not-the-password"), headers=headers, timeout=60
+    ).status_code
+
+
+@pytest.fixture
+def throttled(tmp_path: Path) -> Iterator[AnnotationService]:
+    """A service of its own (fresh counters): 20 failed logins per client, the default."""
+    url = f"sqlite:///{tmp_path / 'annotations.sqlite'}"
+    with AnnotationStore(url) as store:
+        store.add_user(*ALICE)
+    with AnnotationService(url, tmp_path, extra_args=("--max-failed-logins", "20")) as svc:
+        yield svc
+
+
+def test_concurrent_bad_logins_are_counted_before_the_password_check(throttled):
+    statuses = _together(40, lambda i: _bad_login(throttled.url))
+    # a 401 is a password that was checked; the rest were turned away before scrypt ran
+    assert statuses.count(401) <= 20 and statuses.count(401) + statuses.count(429) == 40, statuses
+    assert _bad_login(throttled.url) == 429
+    # the throttled address gets 429 even with the right password (it cannot tell a hit from a miss)
+    assert requests.get(f"{throttled.url}/user/login", auth=ALICE, timeout=30).status_code == 429
+
+
+def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(throttled):
+    # the service trusts no proxy by default: a rotating X-Forwarded-For does not make new clients
+    statuses = [_bad_login(throttled.url, headers={"X-Forwarded-For": f"10.0.0.{i}"}) for i in range(25)]
+    assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}, statuses
+
+
+def test_behind_a_trusted_proxy_the_client_is_the_last_address_it_did_not_add(tmp_path):
+    url = f"sqlite:///{tmp_path / 'annotations.sqlite'}"
+    with AnnotationStore(url) as store:
+        store.add_user(*ALICE)
+    args = ("--max-failed-logins", "3", "--trusted-proxy", "127.0.0.1", "--trusted-proxy", "192.168.0.0/16")
+    with AnnotationService(url, tmp_path, extra_args=args) as svc:
+        # the proxy (127.0.0.1) appends the client it saw; what the client itself wrote in front is noise
+        spoofed = [
+            _bad_login(svc.url, headers={"X-Forwarded-For": f"1.2.3.{i}, 10.9.9.9, 192.168.1.1"})
+            for i in range(5)
+        ]
+        assert spoofed == [401, 401, 401, 429, 429]
+        # another real client behind the proxy has its own count
+        assert _bad_login(svc.url, headers={"X-Forwarded-For": "10.8.8.8"}) == 401
+        # the account's own count (5 x the per-client limit by default) stops guessing from many addresses
+        many = [_bad_login(svc.url, headers={"X-Forwarded-For": f"10.7.0.{i}"}) for i in range(14)]
+        # (4 failures counted so far: 3 of the spoofed ones and 10.8.8.8's)
+        assert many == [401] * (15 - 4) + [429] * 3, many
+        # ... for that account only
+        assert _bad_login(svc.url, user="bob", headers={"X-Forwarded-For": "10.6.0.1"}) == 401
+
+
+def test_anonymous_reads_keep_answering_during_60_concurrent_bad_logins(tmp_path):
+    url = f"sqlite:///{tmp_path / 'annotations.sqlite'}"
+    with AnnotationStore(url) as store:
+        store.add_user(*ALICE)
+        for i in range(20):
+            store.create_rule(
+                {
+                    "taxonKey": 5219404,
+                    "geometry": UK,
+                    "annotation": "SUSPICIOUS",
+                    "yearRange": f"{1900 + i},*",
+                },
+                user="alice",
+            )
+    # throttling off: every one of the 60 bad logins asks for a (32 MiB, ~0.1-0.2 s) scrypt check
+    with AnnotationService(url, tmp_path, extra_args=("--max-failed-logins", "0")) as svc:
+        with requests.Session() as reader:
+            reader.get(f"{svc.api}/rule", timeout=30)
+            quiet = []
+            for _ in range(20):
+                started = time.perf_counter()
+                assert reader.get(f"{svc.api}/rule", timeout=30).status_code == 200
+                quiet.append(time.perf_counter() - started)
+            latencies: list[float] = []
+            done = threading.Event()
+
+            def read() -> None:
+                while not done.is_set():
+                    started = time.perf_counter()
+                    r = reader.get(f"{svc.api}/rule", timeout=60)
+                    latencies.append(time.perf_counter() - started)
+                    assert r.status_code == 200 and len(r.json()) == 20
+
+            thread = threading.Thread(target=read)
+            thread.start()
+            try:
+                statuses = _together(60, lambda i: _bad_login(svc.url))
+            finally:
+                done.set()
+                thread.join(timeout=60)
+        p95 = statistics.quantiles(latencies, n=20)[-1]
+        quiet_p95 = statistics.quantiles(quiet, n=20)[-1]
+        print(
+            f"\nGET /rule during 60 bad logins: {len(latencies)} reads, p95 {p95 * 1000:.0f} ms, "
+            f"max {max(latencies) * 1000:.0f} ms (quiet p95 {quiet_p95 * 1000:.0f} ms); logins {sorted(set(statuses))}"
+        )
+        assert set(statuses) <= {401, 503}, statuses  # checked, or told to come back (never a 500)
+        assert statuses.count(401) >= 1
+        assert len(latencies) >= 10
+        assert p95 < 0.25, (p95, quiet_p95)
+        assert "Internal Server Error" not in svc.log_text()

@@ -38,6 +38,7 @@ from gbifdl_assets.annotations.service.http import (
     json_response,
     read_json_object,
 )
+from gbifdl_assets.annotations.service.proxies import TrustedProxies
 from gbifdl_assets.annotations.store import (
     MAX_LIMIT,
     RULE_FILTERS,
@@ -253,9 +254,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 class AnnotationApi:
     """Handlers for :data:`ENDPOINTS` on one store; :meth:`routes` gives the Starlette routes."""
 
-    def __init__(self, store: AnnotationStore, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        store: AnnotationStore,
+        authenticator: Authenticator | None = None,
+        proxies: TrustedProxies | None = None,
+    ) -> None:
         self.store = store
         self.auth = authenticator or Authenticator(store)
+        self.proxies = proxies or TrustedProxies()
 
     # ------------------------------------------------------------------ plumbing
     def routes(self, prefix: str = API_PREFIX) -> list[Route]:
@@ -298,13 +305,13 @@ class AnnotationApi:
                 return Actor(None)
             check_values(creds.username, "username")
             check_values(creds.password, "password")
-            client = request.client.host if request.client else "unknown"
-            return await run_in_threadpool(self.auth.authenticate, creds, client)
+            return await self.auth.check(creds, self.proxies.client(request.scope))
         except AuthError as exc:
             # no WWW-Authenticate challenge: a browser would show its own dialog and then cache the
             # credentials for every request to this origin, from any site (the page has its own login;
             # scripts send Basic credentials up front)
-            raise ApiError(exc.status, str(exc)) from None
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+            raise ApiError(exc.status, str(exc), headers) from None
 
     def _wrap(self, ep: Endpoint) -> Callable[[Request], Any]:
         handler = getattr(self, ep.name)

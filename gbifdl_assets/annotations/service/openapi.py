@@ -27,8 +27,9 @@ _STATUS_TEXT = {
     404: "No object with that id",
     413: "Request body too large",
     415: "A write whose body is not application/json",
-    429: "Too many failed logins from this address",
+    429: "Too many failed logins from this address or for this account (see Retry-After)",
     502: "GBIF's API did not answer",
+    503: "Too many logins are being checked at the moment; try again (see Retry-After)",
 }
 
 
@@ -253,7 +254,7 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
             param.update({"style": "form", "explode": True})
         params.append(param)
     # every request may carry (wrong) credentials and a too-large body; bad query text is always a 400
-    codes = {400, 401, 413, 429, *ep.errors}
+    codes = {400, 401, 413, 429, 503, *ep.errors}
     if ep.method != "GET":  # writes: JSON only, and never from a page on another site (.csrf)
         codes |= {403, 415}
     op: dict[str, Any] = {
@@ -281,7 +282,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "tags": ["user"],
             "security": [{"basicAuth": []}],
             "responses": _responses(
-                "LoggedUser", {400, 401, 413, 429} | ({403, 415} if method == "post" else set())
+                "LoggedUser", {400, 401, 413, 429, 503} | ({403, 415} if method == "post" else set())
             ),
         }
         for method in ("get", "post")
