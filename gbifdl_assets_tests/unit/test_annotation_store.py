@@ -274,6 +274,27 @@ def test_ruleset_permissions_membership_and_cascade(store):
         new_rule(store, user="alice", rulesetId=rs.id)
 
 
+def test_a_ruleset_leaves_its_project_only_with_the_projects_permission(store):
+    cats = store.create_project({"name": "cats"}, user="alice")
+    dogs = store.create_project({"name": "dogs"}, user="bob")
+    rs = store.create_ruleset({"name": "lions", "projectId": cats.id}, user="alice")
+    store.update_ruleset(
+        rs.id, {"name": "lions", "projectId": cats.id, "members": ["alice", "bob"]}, user="alice"
+    )
+    # bob, a ruleset member outside the project, can neither detach it (a PUT without projectId)
+    # nor move it into his own project: both take it from the project's members (issue 21)
+    for body in ({"name": "lions"}, {"name": "lions", "projectId": dogs.id}):
+        with pytest.raises(
+            PermissionDenied, match=rf"bob may not move a ruleset out of it: .*project {cats.id}"
+        ):
+            store.update_ruleset(rs.id, body, user="bob")
+    assert store.get_ruleset(rs.id).projectId == cats.id
+    # alice (a member of cats, not of dogs) may detach it, not move it into dogs
+    with pytest.raises(PermissionDenied, match=rf"alice may not move a ruleset into it: .*project {dogs.id}"):
+        store.update_ruleset(rs.id, {"name": "lions", "projectId": dogs.id}, user="alice")
+    assert store.update_ruleset(rs.id, {"name": "lions"}, user="alice").projectId is None
+
+
 def test_rule_project_must_match_its_ruleset(store):
     p1 = store.create_project({"name": "a"}, user="alice")
     p2 = store.create_project({"name": "b"}, user="alice")

@@ -16,6 +16,7 @@ Helper endpoints (not part of GBIF's API):
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from gbifdl_assets.annotations.service.http import ApiError, check_values, error
 
 __all__ = ["STATIC_DIR", "TaxonSearch", "page_routes"]
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 BACKBONE_DATASET_KEY = "d7dddbf4-2cf0-4f39-9b2a-bb099caae36c"
 
@@ -74,14 +76,33 @@ class TaxonSearch:
         except ApiError:
             raise
         except GbifError as exc:
+            # the details (URL, upstream text) go to the server log; the page gets a summary
+            log.warning("taxon search for %r: the GBIF API at %s failed: %s", text[:100], self.api_url, exc)
             raise ApiError(
-                502, f"the GBIF API at {self.api_url} did not answer the taxon search: {exc}"
+                502, f"the taxon search needs GBIF's species API, which {_failure(exc)}; try again later"
             ) from None
         for usage in (page or {}).get("results", []) if isinstance(page, dict) else []:
             key = usage.get("key")
             if key is not None and key not in out and len(out) < limit:
                 out[key] = _taxon(usage)
         return list(out.values())
+
+
+def _failure(exc: Exception) -> str:
+    """What went wrong upstream, in a few words: never the URL, never the upstream's own text."""
+    from gbifdl_assets.gbif.errors import GbifHTTPError, GbifRateLimited, GbifResponseError
+
+    if isinstance(exc, GbifRateLimited):
+        return "is throttling requests (HTTP 429)"
+    if isinstance(exc, GbifHTTPError):
+        return (
+            f"answered HTTP {exc.status}"
+            if exc.status
+            else "could not be reached (no connection or no answer in time)"
+        )
+    if isinstance(exc, GbifResponseError):
+        return "answered with something that is not its JSON"
+    return "failed"
 
 
 def _taxon(usage: dict[str, Any]) -> dict[str, Any]:
