@@ -265,9 +265,48 @@ def test_no_wkt_text_gets_a_500(service, wkt):
     assert r.status_code in (200, 400), (wkt, r.status_code, r.text[:300])
     body = {"taxonKey": 1, "geometry": wkt, "annotation": "OTHER"}
     r = requests.post(f"{service.api}/rule", json=body, auth=ALICE, timeout=60)
-    assert r.status_code in (200, 400), (wkt, r.status_code, r.text[:300])
-    assert r.json()["message" if r.status_code == 400 else "id"]
+    assert r.status_code in (200, 400, 409), (wkt, r.status_code, r.text[:300])  # 409: generated twice
+    assert r.json()["id" if r.status_code == 200 else "message"]
 
 
 def test_the_service_logged_no_500_in_this_module(service):
     no_500s(service)
+
+
+# ---------------------------------------------------------------------------------------------------
+# identical rules, the page's helpers
+# ---------------------------------------------------------------------------------------------------
+def test_an_identical_rule_gets_409_with_the_existing_id(service):
+    api = service.api
+    body = {"taxonKey": 77, "geometry": UK, "annotation": "suspicious", "basisOfRecord": ["FOSSIL_SPECIMEN", "LIVING_SPECIMEN"],
+            "yearRange": "1900,1950", "datasetKey": "50c9509d-22c7-4a22-a47d-8c48425ef4a7"}  # fmt: skip
+    first = requests.post(f"{api}/rule", json=body, auth=ALICE, timeout=30).json()
+    # the same rule from another user, with the area's ring started elsewhere and the lists reordered
+    same = {**body, "geometry": "POLYGON ((2 50, 2 59, -8 59, -8 50, 2 50))", "annotation": "SUSPICIOUS",
+            "basisOfRecord": ["LIVING_SPECIMEN", "FOSSIL_SPECIMEN"]}  # fmt: skip
+    r = requests.post(f"{api}/rule", json=same, auth=BOB, timeout=30)
+    assert r.status_code == 409 and r.json()["id"] == first["id"], r.text
+    assert f"rule {first['id']}" in r.json()["message"] and "support it" in r.json()["message"]
+    # any difference makes another rule
+    for change in ({"yearRange": "1900,1951"}, {"basisOfRecordNegated": True}, {"datasetKey": None},
+                   {"taxonKey": 78}, {"annotation": "OTHER"}, {"basisOfRecord": ["FOSSIL_SPECIMEN"]}):  # fmt: skip
+        r = requests.post(f"{api}/rule", json={**body, **change}, auth=BOB, timeout=30)
+        assert r.status_code == 200, (change, r.text)
+    # a PUT that makes a rule identical to another is refused the same way; a PUT to itself is fine
+    other = requests.post(f"{api}/rule", json={**body, "taxonKey": 79}, auth=BOB, timeout=30).json()
+    r = requests.put(f"{api}/rule/{other['id']}", json=body, auth=BOB, timeout=30)
+    assert r.status_code == 409 and r.json()["id"] == first["id"]
+    assert requests.put(f"{api}/rule/{first['id']}", json=body, auth=ALICE, timeout=30).status_code == 200
+    # a deleted rule does not count
+    assert requests.delete(f"{api}/rule/{first['id']}", auth=ALICE, timeout=30).status_code == 200
+    assert requests.post(f"{api}/rule", json=body, auth=BOB, timeout=30).status_code == 200
+
+
+def test_the_page_config_and_taxon_names(service):
+    config = requests.get(f"{service.url}/ui/api/config", timeout=30).json()
+    assert "PRESERVED_SPECIMEN" in config["basisOfRecord"] and "HUMAN_OBSERVATION" in config["basisOfRecord"]
+    # names the service has not looked up are simply missing (no request to GBIF)
+    assert requests.get(f"{service.url}/ui/api/taxon-names", params={"key": [1, 2]}, timeout=30).json() == {}
+    assert (
+        requests.get(f"{service.url}/ui/api/taxon-names", params={"key": "x"}, timeout=30).status_code == 400
+    )

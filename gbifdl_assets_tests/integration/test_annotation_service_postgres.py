@@ -38,7 +38,12 @@ def test_service_on_postgres(service):
     ).json()
     body = {"taxonKey": 5219404, "geometry": UK, "annotation": "suspicious", "rulesetId": ruleset["id"]}
     assert http.post(f"{api}/rule", json=body, auth=BOB).status_code == 403
-    created = [http.post(f"{api}/rule", json=body, auth=ALICE).json() for _ in range(3)]
+    # three rules that differ in their years (identical ones get 409 now, issue 21)
+    created = [
+        http.post(f"{api}/rule", json={**body, "yearRange": f"{1900 + i},*"}, auth=ALICE).json()
+        for i in range(3)
+    ]
+    assert http.post(f"{api}/rule", json={**body, "yearRange": "1900,*"}, auth=ALICE).status_code == 409
     assert all(r["projectId"] == project["id"] and r["annotation"] == "SUSPICIOUS" for r in created)
     listed = http.get(f"{api}/rule", params={"taxonKey": 5219404, "limit": 2}).json()
     assert [r["id"] for r in listed] == [created[2]["id"], created[1]["id"]]

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from gbifdl_assets.annotations.compiled import RULES_TABLE_SCHEMA
 from gbifdl_assets.annotations.model import Project, Rule, RuleError
 from gbifdl_assets.annotations.permissions import Actor, PermissionDenied
-from gbifdl_assets.annotations.store import AnnotationStore, Conflict, MirroredRule, NotFound
+from gbifdl_assets.annotations.store import AnnotationStore, Conflict, DuplicateRule, MirroredRule, NotFound
 
 LION, TIGER, FELIDAE = 5219404, 5219416, 9703
 GREENLAND = "POLYGON ((-55 60, -20 60, -20 84, -55 84, -55 60))"
@@ -293,6 +293,17 @@ def test_a_ruleset_leaves_its_project_only_with_the_projects_permission(store):
     with pytest.raises(PermissionDenied, match=rf"alice may not move a ruleset into it: .*project {dogs.id}"):
         store.update_ruleset(rs.id, {"name": "lions", "projectId": dogs.id}, user="alice")
     assert store.update_ruleset(rs.id, {"name": "lions"}, user="alice").projectId is None
+
+
+def test_an_identical_live_local_rule_is_refused_with_its_id(store):
+    first = new_rule(store, basisOfRecord=["FOSSIL_SPECIMEN", "LIVING_SPECIMEN"])
+    with pytest.raises(DuplicateRule, match=rf"rule {first.id}") as err:
+        new_rule(store, user="bob", basisOfRecord=["LIVING_SPECIMEN", "FOSSIL_SPECIMEN"])
+    assert err.value.existing_id == first.id and isinstance(err.value, Conflict)
+    rs = store.create_ruleset({"name": "elsewhere"}, user="alice")
+    assert new_rule(store, rulesetId=rs.id, basisOfRecord=["FOSSIL_SPECIMEN", "LIVING_SPECIMEN"]).id
+    store.delete_rule(first.id, user="alice")
+    assert new_rule(store, basisOfRecord=["FOSSIL_SPECIMEN", "LIVING_SPECIMEN"]).id != first.id
 
 
 def test_rule_project_must_match_its_ruleset(store):

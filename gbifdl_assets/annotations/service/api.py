@@ -44,6 +44,7 @@ from gbifdl_assets.annotations.store import (
     RULE_FILTERS,
     AnnotationStore,
     Conflict,
+    DuplicateRule,
     NotFound,
     StoreError,
 )
@@ -186,7 +187,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/rule", "list_rules", "List rules, newest first", "rule", "Rule[]", query=RULE_QUERY,
              errors=(400,)),
     Endpoint("POST", "/rule", "create_rule", "Create a rule", "rule", "Rule", auth=True, body="RuleInput",
-             errors=(400, 401, 403, 404)),
+             errors=(400, 401, 403, 404, 409)),
     Endpoint("GET", "/rule/my", "my_rules", "Rules the caller created", "rule", "Rule[]", auth=True,
              query=RULE_QUERY, errors=(400, 401)),
     Endpoint("GET", "/rule/supported", "supported_rules", "Rules the caller supports", "rule", "Rule[]",
@@ -198,7 +199,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/rule/{id:int}", "get_rule", "A rule by id (deleted ones too)", "rule", "Rule",
              errors=(404,)),
     Endpoint("PUT", "/rule/{id:int}", "update_rule", "Replace a rule (its creator or an admin)", "rule",
-             "Rule", auth=True, body="RuleInput", errors=(400, 401, 403, 404)),
+             "Rule", auth=True, body="RuleInput", errors=(400, 401, 403, 404, 409)),
     Endpoint("DELETE", "/rule/{id:int}", "delete_rule", "Soft-delete a rule (its creator or an admin)",
              "rule", "Rule", auth=True, errors=(401, 403, 404)),
     Endpoint("POST", "/rule/{id:int}/support", "support_rule", "Support a rule (replaces a contest)",
@@ -360,6 +361,8 @@ class AnnotationApi:
             raise ApiError(403, str(exc)) from None
         except NotFound as exc:
             raise ApiError(404, str(exc)) from None
+        except DuplicateRule as exc:
+            raise ApiError(409, str(exc), extra={"id": exc.existing_id}) from None
         except (RuleError, Conflict, StoreError, ValueError) as exc:
             raise ApiError(400, str(exc)) from None
 

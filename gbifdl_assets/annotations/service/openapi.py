@@ -25,6 +25,7 @@ _STATUS_TEXT = {
     401: "No login, or wrong username or password",
     403: "Logged in, but not allowed (the message says who may), or a write from a page on another site",
     404: "No object with that id",
+    409: "An identical rule exists already (its id is in the answer): support it instead",
     413: "Request body too large",
     415: "A write whose body is not application/json",
     429: "Too many failed logins from this address or for this account (see Retry-After)",
@@ -212,6 +213,15 @@ def _schemas() -> dict[str, Any]:
             required=["code", "name", "geometry", "note"],
         ),
         "Error": _obj({"message": {"type": "string"}}, required=["message"]),
+        "TaxonNames": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "taxon key (as text) -> scientific name, for the keys the service knows",
+        },
+        "DuplicateError": _obj(
+            {"message": {"type": "string"}, "id": {"type": "integer", "description": "the identical rule"}},
+            required=["message", "id"],
+        ),
     }
 
 
@@ -232,7 +242,10 @@ def _responses(schema: str, errors: set[int]) -> dict[str, Any]:
 
 
 def _errors(codes: set[int]) -> dict[str, Any]:
-    return {str(code): _json(_STATUS_TEXT[code], "Error") for code in sorted(codes)}
+    return {
+        str(code): _json(_STATUS_TEXT[code], "DuplicateError" if code == 409 else "Error")
+        for code in sorted(codes)
+    }
 
 
 def _operation(ep: Endpoint) -> dict[str, Any]:
@@ -295,6 +308,25 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "tags": ["page"],
             "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
             "responses": _responses("Taxon[]", {400, 404, 502}),
+        }
+    }
+    paths["/ui/api/taxon-names"] = {
+        "get": {
+            **page_get,
+            "operationId": "taxon_names",
+            "summary": "Names of taxa the service has looked up (no request to GBIF)",
+            "tags": ["page"],
+            "parameters": [
+                {
+                    "name": "key",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "array", "items": {"type": "integer"}},
+                    "style": "form",
+                    "explode": True,
+                }
+            ],  # fmt: skip
+            "responses": _responses("TaxonNames", {400}),
         }
     }
     paths["/ui/api/country/{code}"] = {
