@@ -4,7 +4,8 @@ Issue 21 found 500s for ``GET /rule?geometry=`` with CURVEPOLYGON, ``POINT (nan 
 1e400 coordinates and for ``POST /rule`` with CURVEPOLYGON or MULTISURFACE; a 9,001-vertex polygon
 written ``.95 .5`` passed GBIF's regex count; ``POLYGON M`` was stored; a ruleset member outside the
 project detached the ruleset from it; a 502 echoed the upstream URL and exception. A property-based
-run over hostile WKT strings checks that no text gets a 500.
+run over hostile WKT strings checks that no text gets a 500. Identical rules get 409 with the existing
+id (and a push skips them); the page's helper endpoints answer without GBIF.
 """
 
 from __future__ import annotations
@@ -310,3 +311,17 @@ def test_the_page_config_and_taxon_names(service):
     assert (
         requests.get(f"{service.url}/ui/api/taxon-names", params={"key": "x"}, timeout=30).status_code == 400
     )
+
+
+def test_a_push_skips_rules_the_service_has_already(service, tmp_path):
+    from gbifdl_assets.annotations.gbif_api import GbifAnnotationApi, push_to_gbif
+
+    there = {"taxonKey": 4711, "geometry": UK, "annotation": "NATIVE"}
+    assert requests.post(f"{service.api}/rule", json=there, auth=BOB, timeout=30).status_code == 200
+    with AnnotationStore(f"sqlite:///{tmp_path / 'local.sqlite'}") as local:
+        local.create_rule(there, user="me")
+        local.create_rule({**there, "annotation": "VAGRANT"}, user="me")
+        with GbifAnnotationApi(service.url, username=ALICE[0], password=ALICE[1]) as api:
+            result = push_to_gbif(local, api)
+    assert (result["pushed"], result["identical_there"]) == (1, 1)
+    assert "identical rule exists already" in result["identical"][0]["message"]

@@ -348,7 +348,9 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "GBIF-compatible rule-based annotation API (GBIF's paths, verbs and JSON names under "
                 f"{API_PREFIX}), with GBIF's known bugs fixed: real geometry intersection, 404 for unknown "
                 "ids, existence and membership checks, paging up to 10,000 per page. Reads are public; "
-                'writes need HTTP Basic credentials of a local account. Errors are {"message": ...}.'
+                "writes need HTTP Basic credentials of a local account, sent up front (a 401 has no "
+                "Basic challenge), a JSON body (else 415) and no Origin of another site (else 403). "
+                'An identical rule gets 409 with its id. Errors are {"message": ...}.'
             ),
         },
         "paths": paths,
