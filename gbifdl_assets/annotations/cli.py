@@ -94,9 +94,13 @@ def cmd_rules_add(args: argparse.Namespace) -> int:
         client = None if args.offline_names else _client(args)
         parsed = parse_rule_text(args.text, client=client)
         project_id = store.ensure_project(args.project, user=user).id if args.project else None
-        ruleset = store.ensure_ruleset(args.ruleset, user=user, project_id=project_id)
+        # without --ruleset: a one-off rule (GBIF's guide and UI make those), in the project if one is given
+        ruleset = (
+            store.ensure_ruleset(args.ruleset, user=user, project_id=project_id) if args.ruleset else None
+        )
         data = parsed.rule.model_dump()
-        data["rulesetId"] = ruleset.id
+        data["rulesetId"] = ruleset.id if ruleset else None
+        data["projectId"] = project_id if ruleset is None else None
         rule = store.create_rule(data, user=user, description=parsed.text)
     finally:
         store.close()
@@ -113,8 +117,9 @@ def cmd_rules_add(args: argparse.Namespace) -> int:
             "annotation": rule.annotation,
             "yearRange": rule.yearRange,
             "basisOfRecord": rule.basisOfRecord,
-            "ruleset": ruleset.name,
-            "rulesetId": ruleset.id,
+            "ruleset": ruleset.name if ruleset else None,
+            "rulesetId": rule.rulesetId,
+            "projectId": rule.projectId,
             "createdBy": rule.createdBy,
             "notes": parsed.notes,
         }
@@ -392,7 +397,10 @@ def add_rules_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     add = sub.add_parser("add", help='add a rule written as a sentence: "Panthera leo in GL are suspicious"')
     add.add_argument("text", help='"TAXON in AREA are LABEL [from A to B] [(basisOfRecord X)]"')
-    add.add_argument("--ruleset", required=True, help="ruleset name (created when missing)")
+    add.add_argument(
+        "--ruleset",
+        help="ruleset name (created when missing); without it the rule stands alone (a one-off rule)",
+    )
     add.add_argument("--project", help="project name (created when missing)")
     add.add_argument(
         "--offline-names", action="store_true", help="do not resolve names: the taxon must be a key"

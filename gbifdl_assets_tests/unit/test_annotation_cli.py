@@ -176,3 +176,14 @@ def test_parser_registers_under_an_existing_cli():
     assert args.min_support == 2 and callable(args.func)
     with pytest.raises(SystemExit):
         parser.parse_args(["rules", "vote", "1", "maybe"])
+
+
+def test_add_without_a_ruleset_makes_a_one_off_rule_and_a_twin_is_refused(store_url, capsys):
+    code, s, _ = run(capsys, "rules", "add", f"{LION} in GL are suspicious", "--user", "alice")
+    assert code == 0 and (s["rulesetId"], s["ruleset"], s["projectId"]) == (None, None, None)
+    code, s, _ = run(
+        capsys, "rules", "add", f"{LION} in KE are native", "--project", "cats", "--user", "alice"
+    )
+    assert code == 0 and s["rulesetId"] is None and s["projectId"] is not None
+    code, s, _ = run(capsys, "rules", "add", f"{LION} in GL are suspicious", "--user", "bob")
+    assert code == 2 and "an identical rule exists already: rule 1" in s["error"]

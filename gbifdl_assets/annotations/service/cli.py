@@ -1,6 +1,7 @@
 """``gbifdl annotations …``: run the annotation service and manage its local accounts.
 
-* ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--api-url URL]``
+* ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--api-url URL] [--trusted-proxy ADDR]
+  [--allow-origin ORIGIN] [--max-failed-logins N]``
 * ``gbifdl annotations user add NAME [--admin] [--password-stdin]``, ``user set-password NAME``, ``user list``
 
 The store is ``--store``, else ``GBIFDL_ANNOTATIONS_DB``, else ``sqlite:///data/annotations.sqlite``; the
@@ -26,6 +27,7 @@ from gbifdl_assets.summary_line import emit, fail
 __all__ = ["add_annotations_parser"]
 
 PASSWORD_ENV = "GBIFDL_ANNOTATIONS_PASSWORD"
+TRUSTED_PROXIES_ENV = "GBIFDL_ANNOTATIONS_TRUSTED_PROXIES"
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -72,7 +74,20 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gbifdl_assets.annotations.service.app import serve
+    from gbifdl_assets.annotations.service.csrf import normalize_origin
+    from gbifdl_assets.annotations.service.proxies import parse_networks
 
+    bad = [o for o in args.allow_origin if normalize_origin(o) is None]
+    if bad:
+        return fail(
+            f"--allow-origin {bad[0]!r} is not an origin: give scheme://host[:port], e.g. https://example.org",
+            command="annotations serve",
+        )
+    proxies = tuple(args.trusted_proxy) or tuple(os.environ.get(TRUSTED_PROXIES_ENV, "").split(","))
+    try:
+        parse_networks(proxies)
+    except ValueError as exc:
+        return fail(f"{exc} (--trusted-proxy or {TRUSTED_PROXIES_ENV})", command="annotations serve")
     try:
         store = _store(args)
     except _user_errors() as exc:
@@ -95,6 +110,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 max_body_bytes=args.max_body_bytes,
                 access_log=not args.no_access_log,
                 max_failed_logins=args.max_failed_logins,
+                allowed_origins=tuple(args.allow_origin),
+                trusted_proxies=proxies,
+                max_account_failures=args.max_failed_logins_per_account,
+                password_workers=args.password_workers,
             )
     finally:
         store.close()
@@ -197,6 +216,35 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         default=20,
         help="failed logins per client address in 10 minutes before it gets 429 (0: never throttle)",
+    )
+    serve.add_argument(
+        "--max-failed-logins-per-account",
+        type=int,
+        default=None,
+        help="failed logins per account in 10 minutes, from all addresses, before 429 "
+        "(default: 5 times --max-failed-logins; 0: never throttle)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a reverse proxy (address or network, repeatable) whose X-Forwarded-For/-Proto/-Host are "
+        f"believed (default: ${TRUSTED_PROXIES_ENV}, comma-separated, else none)",
+    )
+    serve.add_argument(
+        "--password-workers",
+        type=int,
+        default=None,
+        help="threads that check passwords (scrypt); default: half the CPUs, at least 1",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a page on another origin (scheme://host[:port]) that may write through users' browsers "
+        "(repeatable; by default only the service's own pages may)",
     )
     serve.set_defaults(func=cmd_serve)
 
