@@ -39,10 +39,10 @@ from typing import Any
 import pyarrow as pa
 import shapely
 
+from gbifdl_assets import vocabulary
 from gbifdl_assets.annotations.vocabulary import normalize_label
 from gbifdl_assets.annotations.wkt import count_coordinates, read_wkt
 from gbifdl_assets.errors import GbifdlError
-from gbifdl_assets.gbif import vocabulary as gbif_vocabulary
 
 __all__ = [
     "BASIS_OF_RECORD",
@@ -88,15 +88,13 @@ VERTEX_LIMIT_SOURCES: tuple[str, ...] = ("local", "file")
 #: Sources whose invalid polygons are repaired instead of refused.
 REPAIR_SOURCES: tuple[str, ...] = ("gbif", "seed")
 
-MAX_POLYGON_VERTICES = 2500
+MAX_POLYGON_VERTICES = vocabulary.MAX_GEOMETRY_VERTICES
 #: GBIF counts vertices with this regex over the WKT (dev ``GeometryValidationService.java``).
 _VERTEX_RE = re.compile(r"-?\d+(?:\.\d+)?\s+-?\d+(?:\.\d+)?")
 _YEAR_RE = re.compile(r"^\s*(\*|-?\d{1,4})\s*(?:,\s*(\*|-?\d{1,4})\s*)?$")
 
 #: GBIF BasisOfRecord names (LITERATURE and UNKNOWN are deprecated but occur in old rules).
-BASIS_OF_RECORD: tuple[str, ...] = (
-    gbif_vocabulary.BASIS_OF_RECORD + gbif_vocabulary.DEPRECATED_BASIS_OF_RECORD
-)
+BASIS_OF_RECORD: tuple[str, ...] = vocabulary.RULE_BASIS_OF_RECORD
 
 _DEFAULTS: dict[str, Any] = {
     "source": "local",

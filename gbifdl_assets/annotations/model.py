@@ -51,6 +51,7 @@ from gbifdl_assets.annotations.compiled import (
 from gbifdl_assets.annotations.vocabulary import LABELS, normalize_label
 from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.suggestions import close_matches
+from gbifdl_assets.vocabulary import MAX_WKT_CHARS
 
 __all__ = [
     "BASIS_OF_RECORD",
@@ -73,7 +74,7 @@ __all__ = [
 
 #: GBIF's WKT length limit (occurrence-annotation dev, ``GeometryValidationService.java``); the vertex
 #: limit, GBIF's vertex count and the BasisOfRecord names are shared with the compiled rules table.
-MAX_WKT_LENGTH = 125_000
+MAX_WKT_LENGTH = MAX_WKT_CHARS
 
 
 class RuleError(GbifdlError, ValueError):
