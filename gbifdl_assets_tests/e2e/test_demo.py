@@ -11,11 +11,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from gbifdl_assets_tests.harness.ports import free_port
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_demo_offline_materializes_the_example_species_list(tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    # a free port for the shared sandbox: none runs there, so the demo starts its own
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "GBIFDL_SANDBOX_PORT": str(free_port())}
     env.pop("GBIF_API_URL", None)
     proc = subprocess.run(
         [

@@ -93,3 +93,34 @@ def test_without_credentials_the_defaults_need_no_environment(monkeypatch):
     assert resources["gbif"].password is None
     assert resources["gbif"].base_url == "https://api.gbif.org/v1"
     assert resources["storage"].uri == "data"
+
+
+def test_media_on_loopback_only_at_the_sandboxs_own_address(monkeypatch):
+    from gbifdl_assets.defs.resources import image_fetch_resource
+
+    monkeypatch.setenv("GBIFDL_ALLOW_LOOPBACK", "1")  # deprecated: no longer opens all of loopback
+    monkeypatch.setenv("GBIF_API_URL", "https://api.gbif.org/v1")
+    fetch = image_fetch_resource().fetch_config()
+    assert (fetch.allow_loopback, fetch.loopback_origins) == (False, ())
+    monkeypatch.setenv("GBIF_API_URL", "http://127.0.0.1:8765/v1")  # the sandbox (GBIF never is on loopback)
+    fetch = image_fetch_resource().fetch_config()
+    assert (fetch.allow_loopback, fetch.loopback_origins) == (False, ("127.0.0.1:8765",))
+
+
+def test_gbif_api_url_is_the_one_name_of_the_api(monkeypatch):
+    from gbifdl_assets.defs.resources import default_resources
+
+    for var in ("GBIF_API_URL", "GBIFDL_API_URL", "GBIFDL_GBIF_ANNOTATIONS", "GBIFDL_ANNOTATION_API_URL"):
+        monkeypatch.delenv(var, raising=False)
+    assert default_resources()["annotations"].gbif_annotation_url is None
+    monkeypatch.setenv("GBIFDL_API_URL", "http://old.example/v1")  # deprecated, still read
+    assert default_resources()["gbif"].base_url == "http://old.example/v1"
+    monkeypatch.setenv("GBIF_API_URL", "http://mirror.example/v1")
+    monkeypatch.setenv("GBIFDL_GBIF_ANNOTATIONS", "1")  # mirror GBIF's annotations from that same API
+    resources = default_resources()
+    assert resources["gbif"].base_url == "GBIF_API_URL"  # an EnvVar: read when the run starts
+    assert resources["annotations"].gbif_annotation_url == "http://mirror.example/v1"
+    monkeypatch.delenv("GBIFDL_GBIF_ANNOTATIONS")
+    monkeypatch.setenv("GBIFDL_ANNOTATION_API_URL", "http://annotations.example/v1")  # deprecated
+    assert default_resources()["annotations"].gbif_annotation_url == "http://annotations.example/v1"
+
