@@ -124,3 +124,55 @@ def test_gbif_api_url_is_the_one_name_of_the_api(monkeypatch):
     monkeypatch.setenv("GBIFDL_ANNOTATION_API_URL", "http://annotations.example/v1")  # deprecated
     assert default_resources()["annotations"].gbif_annotation_url == "http://annotations.example/v1"
 
+
+def _built(instance, name: str, fingerprint: str) -> None:
+    """A species_list materialization of ``name`` built from a spec with ``fingerprint`` (as the demo leaves)."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="species_list", partition=name, metadata={"spec_fingerprint": fingerprint}
+        )
+    )
+
+
+def test_a_fresh_spec_sensor_does_not_rerun_what_the_instance_built_from_the_same_spec(tmp_path):
+    from gbifdl_assets.specs import load_spec
+
+    spec = load_spec(_write(tmp_path, "a.yaml", "moths", ["Aglais io"]))
+    _write(tmp_path, "b.yaml", "lions", ["Panthera leo"])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["moths", "lions"])
+        _built(instance, "moths", spec.fingerprint())  # unchanged since its last build
+        _built(instance, "lions", "a-fingerprint-of-an-older-spec")
+        first = _tick(instance, tmp_path, None)  # a fresh sensor: empty cursor
+        assert [r.partition_key for r in first.run_requests] == ["lions"]
+        assert json.loads(first.cursor)["specs"]["moths"]["fingerprint"] == spec.fingerprint()
+
+
+def test_a_fresh_spec_sensor_keeps_a_built_partition_while_a_spec_file_is_broken(tmp_path):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["moths"])
+        _built(instance, "moths", "fingerprint")
+        (tmp_path / "a.yaml").write_text("name: moths\ntaxa: []\n")  # its file, broken
+        result = _tick(instance, tmp_path, None)
+        assert not result.run_requests
+        assert instance.get_dynamic_partitions(TRAINING_SET_PARTITION) == ["moths"]
+
+
+def test_a_fresh_rules_sensor_does_not_rebuild_rules_the_instance_has(tmp_path):
+    from gbifdl_assets.defs.annotations import annotation_rules_sensor
+    from gbifdl_assets.defs.resources import AnnotationsResource
+
+    rules = AnnotationsResource(store_url=f"sqlite:///{tmp_path / 'a.sqlite'}", seeds=False)
+    fingerprint = rules.sources().fingerprint()
+
+    def tick(instance):
+        with dg.build_sensor_context(instance=instance, resources={"annotations": rules}) as context:
+            return annotation_rules_sensor(context)
+
+    with dg.instance_for_test() as instance:
+        assert tick(instance).run_requests  # never built: build
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("annotation_rulesets", metadata={"sources_fingerprint": fingerprint})
+        )
+        result = tick(instance)
+        assert not result.run_requests and result.cursor == fingerprint
