@@ -110,7 +110,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         summary = run_demo(
             spec_path=args.spec, data_dir=args.data_dir, offline=args.offline, verbosity=args.verbose
         )
-    except GbifdlError as exc:
+    except (GbifdlError, OSError) as exc:  # a bad spec, no GBIF and no sandbox, an unwritable folder
         return _fail(str(exc), command="demo")
     _emit({"command": "demo", **summary})
     return 0 if summary.get("ok") else 1
