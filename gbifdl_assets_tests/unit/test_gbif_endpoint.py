@@ -67,6 +67,9 @@ def fake_gbif() -> Iterator[str]:
 
 # ------------------------------------------------------------------------------------- settings
 def test_gbif_api_url_names_the_api_and_old_names_still_work(env, caplog) -> None:
+    import gbifdl_assets.gbif.endpoint as endpoint
+
+    env.setattr(endpoint, "_warned", set())  # said once per process: forget earlier tests' lines
     assert api_url_from_env() == "https://api.gbif.org/v1"
     env.setenv("GBIFDL_API_URL", "http://old.example/v1/")
     with caplog.at_level(logging.WARNING):
