@@ -6,7 +6,7 @@ can fix (the message, also on stderr, names the input and the fix).
 
 The store is ``--store URL``, else ``GBIFDL_ANNOTATIONS_DB``, else ``sqlite:///data/annotations.sqlite``;
 the acting user is ``--user``, else ``GBIFDL_USER``, else the login name; names are resolved against
-``--api-url`` (else ``GBIFDL_API_URL``, else GBIF's public API).
+``--api-url`` (else ``GBIF_API_URL``, else GBIF's public API).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def _user(args: argparse.Namespace) -> str:
 
 
 def _api_url(args: argparse.Namespace) -> str:
-    return getattr(args, "api_url", None) or os.environ.get("GBIFDL_API_URL") or DEFAULT_API_URL
+    from gbifdl_assets.gbif.endpoint import api_url_from_env  # GBIF_API_URL: the one name of the API
+
+    return getattr(args, "api_url", None) or api_url_from_env()
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -383,9 +385,7 @@ def _common(p: argparse.ArgumentParser, *, user: bool = False, api: bool = False
     if user:
         p.add_argument("--user", help="acting user (default: $GBIFDL_USER or your login name)")
     if api:
-        p.add_argument(
-            "--api-url", help=f"GBIF API for names (default: $GBIFDL_API_URL or {DEFAULT_API_URL})"
-        )
+        p.add_argument("--api-url", help=f"GBIF API for names (default: $GBIF_API_URL or {DEFAULT_API_URL})")
 
 
 def add_rules_parser(subparsers: Any) -> argparse.ArgumentParser:

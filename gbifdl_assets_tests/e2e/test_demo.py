@@ -103,6 +103,7 @@ def test_demo_offline_materializes_the_example_species_list(demo: DemoRun):
     citation = (export / "CITATION.md").read_text()
     assert sum(t in citation for t in titles) >= 1 and "https://www.gbif.org/occurrence/search?" in citation
 
+
 def test_demo_is_quiet_by_default(demo: DemoRun):
     """Progress lines and the summary; no Dagster event log, no BetaWarning (issue 20, item 4)."""
     err = demo.proc.stderr

@@ -590,3 +590,17 @@ def test_an_unusable_store_url_is_one_line_without_the_password():
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["ok"] is False and needle in summary["error"]
         assert "topsecret" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_an_api_url_offline_the_taxon_search_uses_the_sandbox(store_url, tmp_path):
+    """The service follows the platform's one offline rule (issue 20/21): no --api-url and no GBIF ->
+    the bundled sandbox answers the map page's taxon search, and the log says so in one line."""
+    from gbifdl_assets_tests.harness.ports import free_port
+
+    env = {"GBIFDL_OFFLINE": "1", "GBIFDL_SANDBOX_PORT": str(free_port()), "GBIF_API_URL": ""}
+    with AnnotationService(store_url, tmp_path, api_url=None, env=env) as svc:
+        r = requests.get(f"{svc.url}/ui/api/taxa", params={"q": "Panthera leo"}, timeout=120)
+        log = svc.log_text()
+    assert r.status_code == 200, r.text
+    assert any(hit.get("key") == LION for hit in r.json()), r.json()
+    assert "offline sandbox" in log and "taxa from http://127.0.0.1:" in log
