@@ -27,9 +27,22 @@ $(FRAMEWORKS): $(STAMP)
 	@set -o pipefail; $(BIN)/python -m pip install -q -e '.[dev,torch,tensorflow]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@rm -f $(VENV)/.frameworks-*; touch $(FRAMEWORKS)
 
+# ./dagster.yaml configures the embedded instance: it is copied into DAGSTER_HOME whenever the two
+# differ (the previous copy kept as dagster.yaml.bak), so an edit reaches the instance at the next run.
+define sync_instance_config
+	@mkdir -p $(DAGSTER_HOME)
+	@if ! cmp -s dagster.yaml $(DAGSTER_HOME)/dagster.yaml; then \
+	  if [ -f $(DAGSTER_HOME)/dagster.yaml ]; then \
+	    cp $(DAGSTER_HOME)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml.bak; \
+	    echo "$(DAGSTER_HOME)/dagster.yaml updated from ./dagster.yaml (the previous copy is dagster.yaml.bak)"; \
+	  fi; \
+	  cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml; \
+	fi
+endef
+
 ## make demo: materialize the example training set end to end (offline sandbox when GBIF is unreachable)
 demo: $(STAMP)
-	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(sync_instance_config)
 	$(BIN)/gbifdl demo
 
 ## make test: the whole suite against real PostgreSQL, an S3 endpoint and the sandbox, started by the harness
@@ -42,10 +55,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check gbifdl_assets gbifdl_assets_tests
 
 ## make dev: the Dagster UI, daemon and code server on the embedded instance
+# GBIF, or (unreachable, or GBIFDL_OFFLINE=1) the offline sandbox in the background on 127.0.0.1:8765,
+# reused when it already runs: `gbifdl endpoint` decides, as the demo and the CLI do, and hands the
+# code location GBIF_API_URL (and the sandbox's test account) through an env file.
+ENDPOINT_ENV := $(DAGSTER_HOME)/gbif-endpoint.env
 dev: $(STAMP)
-	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
-	$(BIN)/dagster instance concurrency set gbif_download 3
-	$(BIN)/dagster dev -w workspace.yaml
+	$(sync_instance_config)
+	@$(BIN)/gbifdl endpoint --env-file $(ENDPOINT_ENV) --sandbox-log $(DAGSTER_HOME)/gbif-sandbox.log >/dev/null
+	@$(BIN)/dagster instance concurrency set gbif_download 3 >/dev/null
+	set -a && . $(ENDPOINT_ENV) && set +a && exec $(BIN)/dagster dev -w workspace.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[dev,bench]" 2>&1 | { grep -v "is ignored: it is neither" || true; }

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.summary_line import emit, fail
 
 _emit, _fail = emit, fail
@@ -74,15 +75,16 @@ def cmd_spec_validate(args: argparse.Namespace) -> int:
 
 def cmd_species_resolve(args: argparse.Namespace) -> int:
     from gbifdl_assets.gbif.client import GbifClient
-    from gbifdl_assets.gbif.errors import GbifError
+    from gbifdl_assets.gbif.endpoint import gbif_endpoint
     from gbifdl_assets.gbif.species import resolve_taxa
-    from gbifdl_assets.specs import SpecError, load_spec
+    from gbifdl_assets.specs import load_spec
 
     try:
         spec = load_spec(args.spec)
-        resolution = resolve_taxa(GbifClient(args.api_url), spec.taxa)
-    except (SpecError, GbifError) as exc:
-        return _fail(str(exc))
+        with gbif_endpoint(api_url=args.api_url, offline=True if args.offline else None) as gbif:
+            resolution = resolve_taxa(GbifClient(gbif.api_url), spec.taxa)
+    except GbifdlError as exc:
+        return _fail(str(exc), command="species resolve")
     if args.out:
         import pyarrow.parquet as pq
 
@@ -104,37 +106,115 @@ def cmd_species_resolve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gbifdl_assets.demo import run_demo
 
-    summary = run_demo(spec_path=args.spec, data_dir=args.data_dir, offline=args.offline)
-    _emit(summary)
+    try:
+        summary = run_demo(
+            spec_path=args.spec, data_dir=args.data_dir, offline=args.offline, verbosity=args.verbose
+        )
+    except (GbifdlError, OSError) as exc:  # a bad spec, no GBIF and no sandbox, an unwritable folder
+        return _fail(str(exc), command="demo")
+    _emit({"command": "demo", **summary})
     return 0 if summary.get("ok") else 1
+
+
+# --- the GBIF endpoint ---------------------------------------------------------------------------
+def cmd_endpoint(args: argparse.Namespace) -> int:
+    """The offline rule for a process that outlives this command (``make dev``): GBIF, or a sandbox
+    started in the background (reused when one runs), handed over as shell variables in a file."""
+    import shlex
+
+    from gbifdl_assets.gbif.endpoint import gbif_endpoint
+
+    try:
+        with gbif_endpoint(
+            offline=True if args.offline else None, background=True, log_file=args.sandbox_log
+        ) as gbif:
+            env = gbif.environment()
+    except GbifdlError as exc:
+        return _fail(str(exc), command="endpoint")
+    if args.env_file:
+        lines = [f"{name}={shlex.quote(value)}\n" for name, value in env.items()]
+        Path(args.env_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.env_file).write_text("".join(lines))
+    _emit(
+        {
+            "ok": True,
+            "command": "endpoint",
+            "api_url": gbif.api_url,
+            "gbif": gbif.source,
+            "sandbox_pid": gbif.pid,
+            "env_file": args.env_file,
+        }
+    )
+    return 0
+
+
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gbifdl_assets import __version__
+
+    try:
+        return version("gbifdl_assets")
+    except PackageNotFoundError:
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gbifdl", description="GBIF image training sets as Dagster assets")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"gbifdl {_version()}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output: -v INFO, -vv DEBUG"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sandbox = sub.add_parser("sandbox", help="the offline GBIF stand-in").add_subparsers(
         dest="sub", required=True
     )
     serve = sandbox.add_parser("serve", help="serve the GBIF API, downloads and media on loopback")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--occurrences", type=int, default=100_000)
-    serve.add_argument("--seed", type=int, default=42)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--occurrences", type=int, default=100_000, help="generated occurrences (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of the generated data; same seed, same data (default: %(default)s)",
+    )
     serve.add_argument("--max-offset", type=int, default=100_000, help="GBIF's paging depth cap")
     serve.add_argument("--download-seconds", type=float, default=5.0, help="time in PREPARING and in RUNNING")
     serve.set_defaults(func=cmd_sandbox_serve)
 
+    endpoint = sub.add_parser(
+        "endpoint",
+        help="choose the GBIF API by the offline rule (GBIF, else a background sandbox) for make dev",
+        description="GBIF when it answers (GBIF_API_URL); otherwise, or with GBIFDL_OFFLINE=1, the offline "
+        "sandbox on 127.0.0.1:$GBIFDL_SANDBOX_PORT (8765): reused when it runs, else started in the "
+        "background. The choice is written as shell variables for the processes that follow.",
+    )
+    endpoint.add_argument("--offline", action="store_true", help="use the sandbox without trying GBIF")
+    endpoint.add_argument(
+        "--env-file", help="write GBIF_API_URL (and the sandbox's account) here as NAME=value lines"
+    )
+    endpoint.add_argument("--sandbox-log", help="append a started sandbox's output to this file")
+    endpoint.set_defaults(func=cmd_endpoint)
+
     spec = sub.add_parser("spec", help="training-set specs").add_subparsers(dest="sub", required=True)
     validate = spec.add_parser("validate", help="validate spec YAML files")
-    validate.add_argument("paths", nargs="+", type=Path)
+    validate.add_argument("paths", nargs="+", type=Path, help="spec files (.yaml) to check")
     validate.set_defaults(func=cmd_spec_validate)
 
     species = sub.add_parser("species", help="species lists").add_subparsers(dest="sub", required=True)
-    resolve = species.add_parser("resolve", help="resolve a spec's taxa against GBIF")
-    resolve.add_argument("spec", type=Path)
-    resolve.add_argument("--api-url", default="https://api.gbif.org/v1")
+    resolve = species.add_parser(
+        "resolve", help="resolve a spec's taxa against GBIF (or the offline sandbox)"
+    )
+    resolve.add_argument("spec", type=Path, help="the spec YAML whose taxa to resolve")
+    resolve.add_argument(
+        "--api-url", default=None, help="GBIF API root (default: $GBIF_API_URL, else https://api.gbif.org/v1)"
+    )
+    resolve.add_argument("--offline", action="store_true", help="use the offline sandbox without trying GBIF")
     resolve.add_argument("--out", help="write the species list as Parquet")
     resolve.set_defaults(func=cmd_species_resolve)
 
@@ -155,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="materialize the example training set end to end")
     demo.add_argument("--spec", type=Path, default=None, help="a spec YAML (default: the bundled example)")
-    demo.add_argument("--data-dir", type=Path, default=Path("data"))
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="where tables and images go (default: %(default)s)",
+    )
     demo.add_argument("--offline", action="store_true", help="use the sandbox without trying GBIF")
     demo.set_defaults(func=cmd_demo)
     return parser
@@ -164,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -1,7 +1,9 @@
 """``make demo`` / ``gbifdl demo``: materialize the example training set on embedded defaults.
 
-It talks to GBIF when GBIF answers, and otherwise says so in one line and starts the bundled
-offline sandbox in-process, so the demo works on a machine without network.
+It talks to GBIF when GBIF answers, and otherwise says so in one line and uses the bundled offline
+sandbox (the rule of :mod:`gbifdl_assets.gbif.endpoint`, shared by every entry point), so the demo
+works on a machine without network. It prints one progress line per step and the summary; Dagster's
+own event log only with ``-v`` (INFO) or ``-vv`` (DEBUG).
 """
 
 from __future__ import annotations
@@ -14,20 +16,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from gbifdl_assets.gbif.client import DEFAULT_BASE_URL
-
 DEMO_SPEC = "european-butterflies.yaml"
-SANDBOX_OCCURRENCES = 50_000
+#: Dagster's console log level by ``-v`` count: quiet by default.
+LOG_LEVELS = ("WARNING", "INFO", "DEBUG")
 
 
-def gbif_reachable(base_url: str = DEFAULT_BASE_URL, timeout: float = 4.0) -> bool:
-    try:
-        response = requests.get(f"{base_url}/occurrence/search", params={"limit": 0}, timeout=timeout)
-    except requests.RequestException:
-        return False
-    return response.ok
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _instance_home() -> Path:
@@ -41,15 +36,26 @@ def _instance_home() -> Path:
 
 
 def run_demo(
-    *, spec_path: Path | None = None, data_dir: Path = Path("data"), offline: bool = False
+    *,
+    spec_path: Path | None = None,
+    data_dir: Path = Path("data"),
+    offline: bool = False,
+    verbosity: int = 0,
 ) -> dict[str, Any]:
+    """Materialize a training set end to end; raises GbifdlError (a bad spec, no GBIF) before any run."""
+    from gbifdl_assets.gbif.endpoint import gbif_endpoint
+    from gbifdl_assets.specs import example_specs_dir, load_spec
+
+    spec_path = spec_path or example_specs_dir() / DEMO_SPEC
+    spec = load_spec(spec_path)
+    with ExitStack() as stack:
+        endpoint = stack.enter_context(gbif_endpoint(offline=True if offline else None))
+        return _materialize(spec, spec_path, data_dir.resolve(), endpoint, verbosity)
+
+
+def _resources(endpoint, spec_path: Path, data_dir: Path) -> dict[str, Any]:
     import dagster as dg
 
-    from gbifdl_assets.defs.annotations import annotation_rulesets
-    from gbifdl_assets.defs.assets import ALL_ASSETS, TRAINING_SET_STAGES
-    from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
-    from gbifdl_assets.defs.manifest import balanced_manifest
-    from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
     from gbifdl_assets.defs.resources import (
         AnnotationsResource,
         GbifResource,
@@ -57,83 +63,76 @@ def run_demo(
         SpecsResource,
         StorageResource,
     )
+
+    if endpoint.credentials:  # the sandbox's own test account
+        username, password = endpoint.credentials
+    else:  # GBIF's: variable names only, read when the run starts
+        username = dg.EnvVar("GBIF_USERNAME") if os.environ.get("GBIF_USERNAME") else None
+        password = dg.EnvVar("GBIF_PASSWORD") if os.environ.get("GBIF_PASSWORD") else None
+    return {
+        "gbif": GbifResource(base_url=endpoint.api_url, username=username, password=password),
+        "storage": StorageResource(uri=str(data_dir)),
+        "specs": SpecsResource(folder=str(spec_path.resolve().parent)),
+        "annotations": AnnotationsResource(store_url=f"sqlite:///{data_dir / 'annotations.sqlite'}"),
+        # loopback media only from the sandbox's own address (the SSRF guard refuses the rest)
+        "image_fetch": ImageFetchResource(loopback_origins=list(endpoint.media_loopback_origins)),
+    }
+
+
+def _materialize(spec, spec_path: Path, data_dir: Path, endpoint, verbosity: int) -> dict[str, Any]:
+    import dagster as dg
+
+    from gbifdl_assets.defs.annotations import annotation_rulesets
+    from gbifdl_assets.defs.assets import ALL_ASSETS, TRAINING_SET_STAGES
+    from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
+    from gbifdl_assets.defs.manifest import balanced_manifest
+    from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
     from gbifdl_assets.defs.snapshots import occurrence_snapshot
-    from gbifdl_assets.specs import example_specs_dir, load_spec
     from gbifdl_assets.storage import layout, open_storage
 
-    spec_path = spec_path or example_specs_dir() / DEMO_SPEC
-    spec = load_spec(spec_path)
-    data_dir = data_dir.resolve()
     started = time.monotonic()
-    with ExitStack() as stack:
-        api_url = os.environ.get("GBIF_API_URL", DEFAULT_BASE_URL)
-        source = "gbif"
-        if offline or not gbif_reachable(api_url):
-            if not offline:
-                print(
-                    f"GBIF ({api_url}) cannot be reached from here: running against the bundled offline sandbox.",
-                    file=sys.stderr,
-                )
-            from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
-
-            sandbox = stack.enter_context(
-                start_sandbox(SandboxConfig(occurrences=SANDBOX_OCCURRENCES, seed=42))
-            )
-            api_url, source = sandbox.api_url, "sandbox"
-
-        home = _instance_home()
-        instance = stack.enter_context(dg.DagsterInstance.get())
+    source = endpoint.source
+    home = _instance_home()
+    with dg.DagsterInstance.get() as instance:
         if not instance.has_dynamic_partition(TRAINING_SET_PARTITION, spec.name):
             instance.add_dynamic_partitions(TRAINING_SET_PARTITION, [spec.name])
-        resources = {
-            "gbif": GbifResource(base_url=api_url),
-            "storage": StorageResource(uri=str(data_dir)),
-            "specs": SpecsResource(folder=str(spec_path.resolve().parent)),
-            "annotations": AnnotationsResource(store_url=f"sqlite:///{data_dir / 'annotations.sqlite'}"),
-            # the sandbox's media server is on loopback, which the SSRF guard refuses otherwise
-            "image_fetch": ImageFetchResource(allow_loopback=source == "sandbox"),
-        }
+        resources = _resources(endpoint, spec_path, data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        tags = {"gbifdl/trigger": "demo"}
-        rules = dg.materialize(
-            [annotation_rulesets], instance=instance, resources=resources, tags=tags, raise_on_error=False
-        )
-        result = rules
-        if rules.success:
-            result = dg.materialize(
-                ALL_ASSETS,
-                selection=[a.key for a in TRAINING_SET_STAGES],
-                partition_key=spec.name,
-                instance=instance,
-                resources=resources,
-                raise_on_error=False,
-                tags=tags,
-            )
+        level = LOG_LEVELS[min(max(verbosity, 0), len(LOG_LEVELS) - 1)]
+        common = {
+            "instance": instance,
+            "resources": resources,
+            "raise_on_error": False,
+            "tags": {"gbifdl/trigger": "demo"},
+            "run_config": {"loggers": {"console": {"config": {"log_level": level}}}},
+        }
+        shards = shard_partitions.get_partition_keys()
+        steps = 3 + len(shards)
+        step = 0
+
+        def run(label: str, assets: list = ALL_ASSETS, **kwargs: Any) -> dg.ExecuteInProcessResult:
+            nonlocal step
+            step += 1
+            t0 = time.monotonic()
+            result = dg.materialize(assets, **common, **kwargs)
+            outcome = "done" if result.success else "FAILED"
+            _progress(f"[{step}/{steps}] {label}: {outcome} in {time.monotonic() - t0:.1f} s")
+            return result
+
+        _progress(f"demo: training set '{spec.name}' from {spec_path} against {source} ({endpoint.api_url})")
+        result = run("annotation_rulesets", [annotation_rulesets])
+        if result.success:
+            stages = " -> ".join(a.key.to_user_string() for a in TRAINING_SET_STAGES)
+            result = run(stages, selection=[a.key for a in TRAINING_SET_STAGES], partition_key=spec.name)
         if result.success:
             # one run per shard, as a backfill would launch them; then the export
-            for shard in shard_partitions.get_partition_keys():
+            for shard in shards:
                 key = dg.MultiPartitionKey({TRAINING_SET_PARTITION: spec.name, "shard": shard})
-                result = dg.materialize(
-                    ALL_ASSETS,
-                    selection=[image_store.key],
-                    partition_key=key,
-                    instance=instance,
-                    resources=resources,
-                    raise_on_error=False,
-                    tags=tags,
-                )
+                result = run(f"image_store shard {shard}", selection=[image_store.key], partition_key=key)
                 if not result.success:
                     break
         if result.success:
-            result = dg.materialize(
-                ALL_ASSETS,
-                selection=[training_export.key],
-                partition_key=spec.name,
-                instance=instance,
-                resources=resources,
-                raise_on_error=False,
-                tags=tags,
-            )
+            result = run("training_export", selection=[training_export.key], partition_key=spec.name)
         summary: dict[str, Any] = {
             "ok": result.success,
             "training_set": spec.name,

@@ -6,7 +6,7 @@ can fix (the message, also on stderr, names the input and the fix).
 
 The store is ``--store URL``, else ``GBIFDL_ANNOTATIONS_DB``, else ``sqlite:///data/annotations.sqlite``;
 the acting user is ``--user``, else ``GBIFDL_USER``, else the login name; names are resolved against
-``--api-url`` (else ``GBIFDL_API_URL``, else GBIF's public API).
+``--api-url`` (else ``GBIF_API_URL``, else GBIF's public API).
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def _user(args: argparse.Namespace) -> str:
 
 
 def _api_url(args: argparse.Namespace) -> str:
-    return getattr(args, "api_url", None) or os.environ.get("GBIFDL_API_URL") or DEFAULT_API_URL
+    from gbifdl_assets.gbif.endpoint import api_url_from_env  # GBIF_API_URL: the one name of the API
+
+    return getattr(args, "api_url", None) or api_url_from_env()
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -94,9 +96,13 @@ def cmd_rules_add(args: argparse.Namespace) -> int:
         client = None if args.offline_names else _client(args)
         parsed = parse_rule_text(args.text, client=client)
         project_id = store.ensure_project(args.project, user=user).id if args.project else None
-        ruleset = store.ensure_ruleset(args.ruleset, user=user, project_id=project_id)
+        # without --ruleset: a one-off rule (GBIF's guide and UI make those), in the project if one is given
+        ruleset = (
+            store.ensure_ruleset(args.ruleset, user=user, project_id=project_id) if args.ruleset else None
+        )
         data = parsed.rule.model_dump()
-        data["rulesetId"] = ruleset.id
+        data["rulesetId"] = ruleset.id if ruleset else None
+        data["projectId"] = project_id if ruleset is None else None
         rule = store.create_rule(data, user=user, description=parsed.text)
     finally:
         store.close()
@@ -113,8 +119,9 @@ def cmd_rules_add(args: argparse.Namespace) -> int:
             "annotation": rule.annotation,
             "yearRange": rule.yearRange,
             "basisOfRecord": rule.basisOfRecord,
-            "ruleset": ruleset.name,
-            "rulesetId": ruleset.id,
+            "ruleset": ruleset.name if ruleset else None,
+            "rulesetId": rule.rulesetId,
+            "projectId": rule.projectId,
             "createdBy": rule.createdBy,
             "notes": parsed.notes,
         }
@@ -378,9 +385,7 @@ def _common(p: argparse.ArgumentParser, *, user: bool = False, api: bool = False
     if user:
         p.add_argument("--user", help="acting user (default: $GBIFDL_USER or your login name)")
     if api:
-        p.add_argument(
-            "--api-url", help=f"GBIF API for names (default: $GBIFDL_API_URL or {DEFAULT_API_URL})"
-        )
+        p.add_argument("--api-url", help=f"GBIF API for names (default: $GBIF_API_URL or {DEFAULT_API_URL})")
 
 
 def add_rules_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -392,7 +397,10 @@ def add_rules_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     add = sub.add_parser("add", help='add a rule written as a sentence: "Panthera leo in GL are suspicious"')
     add.add_argument("text", help='"TAXON in AREA are LABEL [from A to B] [(basisOfRecord X)]"')
-    add.add_argument("--ruleset", required=True, help="ruleset name (created when missing)")
+    add.add_argument(
+        "--ruleset",
+        help="ruleset name (created when missing); without it the rule stands alone (a one-off rule)",
+    )
     add.add_argument("--project", help="project name (created when missing)")
     add.add_argument(
         "--offline-names", action="store_true", help="do not resolve names: the taxon must be a key"

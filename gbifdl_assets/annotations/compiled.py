@@ -7,11 +7,13 @@ plus provenance (``id``, ``source``, ``ruleset``, ``project``) and the vote coun
 
 Validation (:func:`validate_rules_table`), with the policy for each problem:
 
-* **invalid WKT, a non-polygon, an empty polygon, coordinates outside lon -180..180 / lat -90..90,
+* **invalid or curved WKT, Z or M coordinates, NaN or infinite coordinates (:mod:`.wkt`), a
+  non-polygon, an empty polygon, coordinates outside lon -180..180 / lat -90..90,
   an unknown label, a bad ``yearRange``, an unknown ``basisOfRecord``, negative votes, a missing or
   duplicate id**: refused.
-* **more than 2,500 vertices** (GBIF's ``MAX_POLYGON_VERTICES``, counted with GBIF's regex over the
-  WKT so the numbers agree with GBIF's): refused for rules people wrote (sources ``local`` and
+* **more than 2,500 vertices** (GBIF's ``MAX_POLYGON_VERTICES``, counted as shapely counts: every
+  coordinate of every ring and part, closures included; GBIF's regex over the text misses numbers
+  written ``.5``): refused for rules people wrote (sources ``local`` and
   ``file``). Rules pulled from GBIF are exempt (GBIF exempts its admins, so such rules exist) and so
   are seeds (generated, tested here; most are split to fit anyway, see ``seeds``).
 * **invalid polygons** (self-intersections, bow-ties, ring crossings): **refused** for ``local`` and
@@ -37,9 +39,10 @@ from typing import Any
 import pyarrow as pa
 import shapely
 
+from gbifdl_assets import vocabulary
 from gbifdl_assets.annotations.vocabulary import normalize_label
+from gbifdl_assets.annotations.wkt import count_coordinates, read_wkt
 from gbifdl_assets.errors import GbifdlError
-from gbifdl_assets.gbif import vocabulary as gbif_vocabulary
 
 __all__ = [
     "BASIS_OF_RECORD",
@@ -85,15 +88,13 @@ VERTEX_LIMIT_SOURCES: tuple[str, ...] = ("local", "file")
 #: Sources whose invalid polygons are repaired instead of refused.
 REPAIR_SOURCES: tuple[str, ...] = ("gbif", "seed")
 
-MAX_POLYGON_VERTICES = 2500
+MAX_POLYGON_VERTICES = vocabulary.MAX_GEOMETRY_VERTICES
 #: GBIF counts vertices with this regex over the WKT (dev ``GeometryValidationService.java``).
 _VERTEX_RE = re.compile(r"-?\d+(?:\.\d+)?\s+-?\d+(?:\.\d+)?")
 _YEAR_RE = re.compile(r"^\s*(\*|-?\d{1,4})\s*(?:,\s*(\*|-?\d{1,4})\s*)?$")
 
 #: GBIF BasisOfRecord names (LITERATURE and UNKNOWN are deprecated but occur in old rules).
-BASIS_OF_RECORD: tuple[str, ...] = (
-    gbif_vocabulary.BASIS_OF_RECORD + gbif_vocabulary.DEPRECATED_BASIS_OF_RECORD
-)
+BASIS_OF_RECORD: tuple[str, ...] = vocabulary.RULE_BASIS_OF_RECORD
 
 _DEFAULTS: dict[str, Any] = {
     "source": "local",
@@ -116,8 +117,12 @@ class RulesTableError(GbifdlError, ValueError):
 
 
 def count_vertices(wkt: str) -> int:
-    """Vertices as GBIF counts them: coordinate pairs in the WKT text (ring closures count too)."""
-    return len(_VERTEX_RE.findall(wkt))
+    """Vertices as shapely counts them (ring closures too, as in GBIF's count); for text that does not
+    parse, GBIF's own count (its regex over the text, which misses numbers written ``.5`` or ``1e1``)."""
+    try:
+        return count_coordinates(read_wkt(wkt))
+    except ValueError:
+        return len(_VERTEX_RE.findall(str(wkt)))
 
 
 def parse_year_range(text: str | None) -> tuple[int | None, int | None] | None:
@@ -169,35 +174,21 @@ def check_polygon(
     if not isinstance(wkt, str) or not wkt.strip():
         raise ValueError("is empty: give a WKT POLYGON or MULTIPOLYGON in lon/lat degrees")
     text = wkt.strip()
-    if max_wkt_length is not None and len(text) > max_wkt_length:
+    _check_length(text, max_wkt_length)  # before parsing: the length bounds the parser's work
+    geom = read_wkt(text)
+    if geom.geom_type not in ("Polygon", "MultiPolygon"):
         raise ValueError(
-            f"has {len(text):,} WKT characters; GBIF allows at most {max_wkt_length:,}: "
-            "simplify it (e.g. shapely's simplify(0.01))"
+            f"is a {geom.geom_type.upper()}; a rule needs a POLYGON or MULTIPOLYGON (lon/lat degrees)"
         )
-    if max_vertices is not None and (n := count_vertices(text)) > max_vertices:
-        raise ValueError(
-            f"has {n:,} vertices; GBIF allows at most {max_vertices:,}: "
-            "simplify it (e.g. shapely's simplify(0.01)) or split the rule"
-        )
-    try:
-        geom = shapely.from_wkt(text)
-    except (shapely.errors.GEOSException, ValueError) as exc:
-        reason = str(exc).replace("ParseException: ", "").replace("IllegalArgumentException: ", "")
-        clipped = text if len(text) <= 80 else text[:79] + "…"
-        raise ValueError(f"is not valid WKT ({reason}): {clipped}") from None
-    if geom is None or geom.geom_type not in ("Polygon", "MultiPolygon"):
-        kind = "nothing" if geom is None else geom.geom_type.upper()
-        raise ValueError(f"is a {kind}; a rule needs a POLYGON or MULTIPOLYGON (lon/lat degrees)")
     if geom.is_empty:
         raise ValueError("is an empty polygon; give the area's outline")
-    if shapely.has_z(geom):
-        raise ValueError("has Z coordinates; give 2-D lon/lat coordinates")
     minx, miny, maxx, maxy = geom.bounds
     if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
         raise ValueError(
             f"reaches outside lon -180..180 / lat -90..90 (bounds {minx:g} {miny:g} {maxx:g} {maxy:g}): "
             "give WGS84 longitude/latitude, longitude first"
         )
+    _check_vertices(geom, max_vertices)
     if geom.is_valid:
         return text, None
     reason = shapely.is_valid_reason(geom)
@@ -209,7 +200,29 @@ def check_polygon(
     polys = _polygonal_part(shapely.make_valid(geom))
     if polys is None:
         raise ValueError(f"is not a valid polygon ({reason}) and repairing it leaves no area")
-    return shapely.to_wkt(polys, rounding_precision=-1), reason
+    repaired = shapely.to_wkt(polys, rounding_precision=-1)
+    # the limits hold for what is kept: a repair may add vertices and text
+    _check_length(repaired, max_wkt_length, " after repair")
+    _check_vertices(polys, max_vertices, " after repair")
+    return repaired, reason
+
+
+def _check_length(text: str, limit: int | None, when: str = "") -> None:
+    if limit is not None and len(text) > limit:
+        raise ValueError(
+            f"has {len(text):,} WKT characters{when}; GBIF allows at most {limit:,}: "
+            "simplify it (e.g. shapely's simplify(0.01))"
+        )
+
+
+def _check_vertices(geom: shapely.Geometry, limit: int | None, when: str = "") -> None:
+    """The vertex limit, counted as shapely counts (every ring and part, closures included): GBIF's
+    regex misses coordinates written ``.95 .5`` or ``1e1``, so a count of the text is not enough."""
+    if limit is not None and (n := count_coordinates(geom)) > limit:
+        raise ValueError(
+            f"has {n:,} vertices{when}; GBIF allows at most {limit:,}: "
+            "simplify it (e.g. shapely's simplify(0.01)) or split the rule"
+        )
 
 
 def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry | None:

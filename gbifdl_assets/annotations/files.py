@@ -14,6 +14,9 @@ YAML (top-level defaults, then a list; a bare list works too)::
         id: lions-greenland   # optional stable id (else a hash of the rule's content)
       - text: Panthera leo in KE are native   # a sentence (rule_text) works too
 
+JSON as GBIF's annotation API returns it (``GET .../annotation/rule``: a list of rule objects, or a page
+with ``results``) is read as it is: WKT ``geometry``, GBIF's field names, deleted rules left out.
+
 GeoJSON: a ``FeatureCollection`` of Polygon/MultiPolygon features whose ``properties`` use GBIF's rule
 field names (``annotation``, ``taxonKey``, ``datasetKey``, ``basisOfRecord``, ``basisOfRecordNegated``,
 ``yearRange``, …) plus ``taxon``, ``ruleset``, ``project``, ``description``; the feature ``id`` (or an
@@ -183,8 +186,14 @@ def _geojson_entries(path: Path, text: str) -> tuple[dict[str, Any], list[tuple[
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RuleFileError(f"{path}: not valid JSON ({exc})") from None
+    gbif_rules = _gbif_api_rules(doc)
+    if gbif_rules is not None:
+        return {}, gbif_rules
     if not isinstance(doc, Mapping) or doc.get("type") != "FeatureCollection":
-        raise RuleFileError(f"{path}: expected a GeoJSON FeatureCollection of rule polygons")
+        raise RuleFileError(
+            f"{path}: expected a GeoJSON FeatureCollection of rule polygons, or what GBIF's annotation API "
+            "returns for GET /occurrence/experimental/annotation/rule (a list of rules, or a page with 'results')"
+        )
     features = doc.get("features")
     if not isinstance(features, list):
         raise RuleFileError(f"{path}: the FeatureCollection has no 'features' list")
@@ -211,6 +220,29 @@ def _geojson_entries(path: Path, text: str) -> tuple[dict[str, Any], list[tuple[
     if problems:
         raise RuleFileError(f"{path}:\n  " + "\n  ".join(problems))
     return {k: doc.get(k) for k in ("ruleset", "project")}, entries
+
+
+def _gbif_api_rules(doc: Any) -> list[tuple[str, Any]] | None:
+    """The rules of a file saved from GBIF's annotation API (``GET .../annotation/rule``): a JSON list
+    of rule objects or one page ``{"offset", "limit", "endOfRecords", "results": [...]}``; None when the
+    document is neither. Deleted rules (``deleted`` set) are left out, as GBIF's lists leave them out;
+    GBIF's id becomes the rule's id in the file, so re-importing a newer copy updates it in place."""
+    if isinstance(doc, Mapping) and isinstance(doc.get("results"), list) and "type" not in doc:
+        items = doc["results"]
+    elif isinstance(doc, list):
+        items = doc
+    else:
+        return None
+    entries: list[tuple[str, Any]] = []
+    for i, item in enumerate(items):
+        where = f"rule {i + 1}"
+        if isinstance(item, Mapping):
+            if item.get("deleted") is not None:
+                continue
+            if item.get("id") is not None:
+                item = {**item, "id": f"gbif-{item['id']}"}
+        entries.append((where, item))
+    return entries
 
 
 def _file_rule(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gbifdl_assets.annotations.model import Project, Rule, RuleError, Ruleset, parse_rule
-from gbifdl_assets.gbif.errors import GbifNotFound, GbifResponseError
+from gbifdl_assets.gbif.errors import GbifHTTPError, GbifNotFound, GbifResponseError
 from gbifdl_assets.gbif.http import GbifHttp, parse_json
 
 if TYPE_CHECKING:
@@ -362,7 +362,7 @@ def push_to_gbif(
     """POST the store's local rules (all, or of ``rulesets``; of ``created_by``) not pushed there yet."""
     wanted = None if rulesets is None else {store.find_ruleset(r, source="local").id for r in rulesets}
     done = store.mirror.remote_links(api.base_url)
-    pushed, skipped = [], 0
+    pushed, skipped, identical = [], 0, []
     for rule in store.iter_rules(source="local", createdBy=created_by):
         if wanted is not None and rule.rulesetId not in wanted:
             continue
@@ -372,7 +372,20 @@ def push_to_gbif(
         if dry_run:
             pushed.append({"local": rule.id, "remote": None})
             continue
-        created = api.create_rule(rule)
+        try:
+            created = api.create_rule(rule)
+        except GbifHTTPError as exc:
+            if exc.status != 409:  # our service refuses a twin of a rule it has (GBIF itself stores both)
+                raise
+            identical.append({"local": rule.id, "message": exc.message})
+            continue
         store.mirror.link_remote(rule.id, api.base_url, str(created["id"]))
         pushed.append({"local": rule.id, "remote": created["id"]})
-    return {"url": api.base_url, "pushed": len(pushed), "already_pushed": skipped, "rules": pushed[:50]}
+    return {
+        "url": api.base_url,
+        "pushed": len(pushed),
+        "already_pushed": skipped,
+        "identical_there": len(identical),
+        "rules": pushed[:50],
+        "identical": identical[:50],
+    }

@@ -9,8 +9,8 @@ Unlike GBIF (which never parses geometry), a rule is validated here, because the
 apply it and a user should learn about a mistake when saving, not when a training set is built:
 
 * ``geometry``: WKT that parses, a POLYGON or MULTIPOLYGON in lon/lat degrees, at most 125,000 characters
-  and 2,500 vertices (GBIF's limits, counted with GBIF's own regex), and valid. A self-intersecting
-  polygon is **refused** with the place GEOS reports; pass ``context={"repair": True}`` to repair it with
+  and 2,500 vertices (GBIF's limits; vertices counted as shapely counts them), 2-D, and valid. A
+  self-intersecting polygon is **refused** with the place GEOS reports; pass ``context={"repair": True}`` to repair it with
   ``shapely.make_valid`` instead (the GBIF pull does that, as gbifrules applies ``st_make_valid``).
   GBIF's vertex limit does not apply to its admins, so pulled rules may pass ``{"gbif": True}``.
 * ``annotation``: a term of the default vocabulary (GBIF's spelling, case-insensitive on input).
@@ -51,6 +51,7 @@ from gbifdl_assets.annotations.compiled import (
 from gbifdl_assets.annotations.vocabulary import LABELS, normalize_label
 from gbifdl_assets.errors import GbifdlError
 from gbifdl_assets.suggestions import close_matches
+from gbifdl_assets.vocabulary import MAX_WKT_CHARS
 
 __all__ = [
     "BASIS_OF_RECORD",
@@ -73,7 +74,7 @@ __all__ = [
 
 #: GBIF's WKT length limit (occurrence-annotation dev, ``GeometryValidationService.java``); the vertex
 #: limit, GBIF's vertex count and the BasisOfRecord names are shared with the compiled rules table.
-MAX_WKT_LENGTH = 125_000
+MAX_WKT_LENGTH = MAX_WKT_CHARS
 
 
 class RuleError(GbifdlError, ValueError):

@@ -5,14 +5,13 @@ Celery location is the module beside this one (``-m gbifdl_assets.definitions.ce
 neither this location nor the ``defs`` folder needs the ``celery`` extra.
 """
 
-import os
 from typing import Any
 
 import dagster as dg
 
 from gbifdl_assets.defs.annotations import annotation_rules_sensor
 from gbifdl_assets.defs.assets import ALL_ASSETS
-from gbifdl_assets.defs.resources import ImageFetchResource, default_resources, keep_values_under_run_config
+from gbifdl_assets.defs.resources import default_resources, image_fetch_resource, keep_values_under_run_config
 from gbifdl_assets.defs.schedules import training_set_refresh_schedule
 from gbifdl_assets.defs.snapshots import gbif_download_sensor
 from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
@@ -28,10 +27,8 @@ def location_resources() -> dict[str, Any]:
     return keep_values_under_run_config(
         {
             **default_resources(),
-            # Loopback/private media hosts are refused (SSRF guard) unless set for the offline sandbox.
-            "image_fetch": ImageFetchResource(
-                allow_loopback=os.environ.get("GBIFDL_ALLOW_LOOPBACK", "") == "1"
-            ),
+            # Loopback/private media hosts are refused (SSRF guard), but for the offline sandbox's own address.
+            "image_fetch": image_fetch_resource(),
         }
     )
 

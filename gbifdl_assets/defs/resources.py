@@ -19,6 +19,7 @@ import dagster as dg
 from pydantic import Field
 
 from gbifdl_assets.gbif.client import DEFAULT_BASE_URL, GbifClient
+from gbifdl_assets.gbif.endpoint import API_URL_ENV, api_url_from_env, loopback_origin
 from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.pipeline.annotation_rulesets import RuleSources
 from gbifdl_assets.pipeline.errors import StageError
@@ -110,8 +111,12 @@ class ImageFetchResource(dg.ConfigurableResource):
 
     concurrency: int = 64
     per_host: int = 16
-    allow_loopback: bool = Field(default=False, description="only for the offline sandbox and tests")
+    allow_loopback: bool = Field(default=False, description="every loopback address: only for tests")
     allow_private: bool = False
+    loopback_origins: list[str] = Field(
+        default_factory=list,
+        description="host:port admitted on loopback: the offline sandbox's own address, nothing else",
+    )
 
     def fetch_config(self) -> FetchConfig:
         return FetchConfig(
@@ -119,7 +124,50 @@ class ImageFetchResource(dg.ConfigurableResource):
             per_host=self.per_host,
             allow_loopback=self.allow_loopback,
             allow_private=self.allow_private,
+            loopback_origins=tuple(self.loopback_origins),
         )
+
+
+#: Set to 1 to mirror GBIF's annotation API (at GBIF_API_URL) into annotation_rulesets.
+GBIF_ANNOTATIONS_ENV = "GBIFDL_GBIF_ANNOTATIONS"
+#: The deprecated ways: a second URL variable for the same API, and loopback opened wholesale.
+DEPRECATED_ANNOTATION_API_ENV = "GBIFDL_ANNOTATION_API_URL"
+DEPRECATED_ALLOW_LOOPBACK_ENV = "GBIFDL_ALLOW_LOOPBACK"
+_said: set[str] = set()
+
+
+def _deprecated(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        dg.get_dagster_logger("gbifdl_assets").warning(message)
+
+
+def _gbif_annotation_url() -> str | None:
+    """GBIF's annotation API to mirror: GBIF_API_URL when GBIFDL_GBIF_ANNOTATIONS=1 (else none)."""
+    if os.environ.get(GBIF_ANNOTATIONS_ENV, "").lower() in ("1", "true", "yes"):
+        return api_url_from_env()
+    if os.environ.get(DEPRECATED_ANNOTATION_API_ENV):
+        _deprecated(
+            f"{DEPRECATED_ANNOTATION_API_ENV} is deprecated: set {GBIF_ANNOTATIONS_ENV}=1 to mirror GBIF's "
+            f"annotation API, which is then the one {API_URL_ENV} names"
+        )
+        return os.environ[DEPRECATED_ANNOTATION_API_ENV]
+    return None
+
+
+def image_fetch_resource() -> ImageFetchResource:
+    """Image fetching from the environment: loopback only at the sandbox's own address.
+
+    When the GBIF API is on loopback it is the offline sandbox (GBIF never is), and the sandbox serves
+    its media from that same ``host:port``: that origin is admitted, no other loopback URL.
+    """
+    if os.environ.get(DEPRECATED_ALLOW_LOOPBACK_ENV):
+        _deprecated(
+            f"{DEPRECATED_ALLOW_LOOPBACK_ENV} is no longer read: media on loopback are admitted from the "
+            f"offline sandbox's own address only (the loopback {API_URL_ENV})"
+        )
+    origin = loopback_origin(api_url_from_env())
+    return ImageFetchResource(loopback_origins=[origin]) if origin else ImageFetchResource()
 
 
 def _env_or(var: str, default: str | None = None) -> str | dg.EnvVar | None:
@@ -145,11 +193,16 @@ def keep_values_under_run_config(resources: Mapping[str, dg.ConfigurableResource
     }
 
 
+def _api_url() -> str | dg.EnvVar:
+    """GBIF_API_URL as an EnvVar (read when a run starts), or a deprecated name's value, or GBIF."""
+    return dg.EnvVar(API_URL_ENV) if os.environ.get(API_URL_ENV) else api_url_from_env()
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment: embedded defaults when nothing is set."""
     return {
         "gbif": GbifResource(
-            base_url=_env_or("GBIF_API_URL", DEFAULT_BASE_URL),
+            base_url=_api_url(),
             username=_env_or("GBIF_USERNAME"),
             password=_env_or("GBIF_PASSWORD"),
         ),
@@ -164,7 +217,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "annotations": AnnotationsResource(
             store_url=_env_or("GBIFDL_ANNOTATIONS_DB", DEFAULT_ANNOTATIONS_DB),
             rules_dir=_env_or("GBIFDL_RULES_DIR"),
-            gbif_annotation_url=_env_or("GBIFDL_ANNOTATION_API_URL"),
+            gbif_annotation_url=_gbif_annotation_url(),
             seeds=os.environ.get("GBIFDL_SEED_RULES", "1").lower() not in ("0", "false", "no"),
         ),
     }

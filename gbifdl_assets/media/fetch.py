@@ -111,6 +111,8 @@ class FetchConfig:
     max_bytes: int = 20_000_000
     allow_loopback: bool = False
     allow_private: bool = False
+    #: ``host:port`` admitted on loopback although allow_loopback is off (the offline sandbox's own)
+    loopback_origins: tuple[str, ...] = ()
     user_agent: str = DEFAULT_USER_AGENT
     #: seconds an idle pooled connection is kept for reuse
     keepalive_timeout: float = 30.0
@@ -130,7 +132,7 @@ class FetchConfig:
 
     @property
     def policy(self) -> AddressPolicy:
-        return AddressPolicy(allow_loopback=self.allow_loopback, allow_private=self.allow_private)
+        return AddressPolicy(self.allow_loopback, self.allow_private, frozenset(self.loopback_origins))
 
 
 @dataclass(slots=True)
@@ -751,7 +753,9 @@ class Fetcher:
             raise _Failure("dns_error", f"cannot resolve {origin.host!r}: {exc}", transient=True) from None
         try:
             admitted = admitted_addresses(
-                list(dict.fromkeys(info[4][0] for info in infos)), origin.host, self._policy
+                list(dict.fromkeys(info[4][0] for info in infos)),
+                origin.host,
+                self._policy.for_origin(origin.host_key),
             )
         except BlockedAddress as exc:
             raise _Failure("blocked_address", str(exc), transient=False) from None

@@ -12,7 +12,8 @@ and internal services) fetch from the internal network. So:
   ``fe80::/10``), multicast, reserved and unspecified addresses are refused (reason
   ``blocked_address``), also when wrapped in IPv6 (IPv4-mapped ``::ffff:a.b.c.d``,
   IPv4-compatible ``::a.b.c.d``, 6to4 ``2002::/16``);
-* ``allow_loopback`` admits loopback (tests and the offline sandbox serve media on 127.0.0.1),
+* ``allow_loopback`` admits loopback (tests serve media on 127.0.0.1); ``loopback_origins`` admits
+  it for the listed ``host:port`` only (the offline sandbox's own address),
   ``allow_private`` admits private ranges (an on-premises media mirror). Link-local, multicast,
   reserved and unspecified addresses are never admitted: nothing legitimate serves images there,
   and the metadata service lives there.
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from gbifdl_assets.errors import GbifdlError
@@ -72,6 +73,14 @@ class AddressPolicy:
 
     allow_loopback: bool = False
     allow_private: bool = False
+    #: ``host[:port]`` keys (as :func:`check_url` returns them) admitted on loopback: the sandbox's own
+    loopback_origins: frozenset[str] = frozenset()
+
+    def for_origin(self, host_key: str) -> AddressPolicy:
+        """The policy for one origin: loopback is admitted when the origin is listed."""
+        if self.allow_loopback or host_key not in self.loopback_origins:
+            return self
+        return replace(self, allow_loopback=True)
 
 
 def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -155,12 +164,13 @@ def check_url(url: str, policy: AddressPolicy) -> str:
     host = (parts.hostname or "").lower()
     if not host:
         raise BadUrl(f"URL {url!r} has no host")
+    key = f"{host}:{port}" if port else host
     ip = literal_ip(host)
     if ip is not None:
-        problem = check_ip(ip, policy)
+        problem = check_ip(ip, policy.for_origin(key))
         if problem:
             raise BlockedAddress(f"refused {url!r}: {problem}")
-    return f"{host}:{port}" if port else host
+    return key
 
 
 def resolve_checked(host: str, port: int, policy: AddressPolicy) -> list[str]:

@@ -58,7 +58,9 @@ def partition_changes(
 ) -> PartitionChanges:
     """New specs add a partition and run; changed ones (their fingerprint moved) run again; deleted
     ones remove their partition. A spec whose file still exists but no longer validates keeps its
-    partition and its remembered fingerprint, and does not run."""
+    partition and its remembered fingerprint, and does not run. ``previous`` entries without a
+    ``file`` (fingerprints the instance knows, for a sensor with an empty cursor) are kept while any
+    file of the folder is broken, since that file may be theirs."""
     existing = set(existing)
     broken_files = {str(p) for p in specs.problems}
     current = {
@@ -66,7 +68,8 @@ def partition_changes(
         for name, spec in specs.specs.items()
     }
     for name, entry in previous.items():
-        if name not in current and entry.get("file") in broken_files:
+        # an entry without its file (known from the instance, not the cursor) may be any broken file
+        if name not in current and broken_files and entry.get("file", "") in broken_files | {""}:
             current[name] = dict(entry)
     added = sorted(name for name in current if name not in existing)
     removed = sorted(name for name in existing if name not in current)

@@ -2,11 +2,18 @@
 
 Every failure, from unreadable YAML to a bad field value, becomes a :class:`SpecError` that names
 the file and lists every problem, so a user fixes a spec in one round.
+
+A spec folder is read by a sensor that every training set depends on, so one hostile or broken file
+must cost little and hurt no other: a file over :data:`MAX_SPEC_BYTES` is not read, and before YAML
+builds anything one pass over its events (which never recurses) refuses nesting deeper than
+:data:`MAX_DEPTH` and aliases that expand past :data:`MAX_VALUES` values (a "billion laughs"). Each
+is a :class:`SpecLimitError`: one line naming the file and the limit.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,31 @@ from gbifdl_assets.quoting import describe
 from gbifdl_assets.specs.messages import SpecError, problem_lines
 from gbifdl_assets.specs.model import TrainingSetSpec
 
-__all__ = ["example_specs_dir", "load_spec", "load_spec_folder", "parse_spec"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_SPEC_BYTES",
+    "MAX_VALUES",
+    "SpecLimitError",
+    "example_specs_dir",
+    "load_spec",
+    "load_spec_folder",
+    "parse_spec",
+]
+
+#: A spec is a few KB of YAML; some 10,000 taxa fit (more: a higher taxon with expand_to). The pure-Python
+#: YAML parser reads about 200 KB a second, so this also bounds what one file costs a sensor tick.
+MAX_SPEC_BYTES = 262_144
+#: Specs nest a few levels (a field, a list, an item's fields).
+MAX_DEPTH = 50
+#: Values (scalars and collections) a spec may hold once its aliases are expanded.
+MAX_VALUES = 100_000
+
+
+class SpecLimitError(SpecError):
+    """A spec file refused for its size or shape before it is built: one line, file and limit."""
+
+    def __str__(self) -> str:
+        return f"{self.path}: refused: {'; '.join(self.problems)}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -78,6 +109,105 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}{problem}{hint}"
 
 
+#: A run of flow openers (``[[[[`` or ``{ {``) deeper than the limit, found without the YAML scanner,
+#: whose look-ahead for simple keys costs time per pending level.
+_DEEP_FLOW = re.compile(r"(?:[\[{]\s*)" + f"{{{MAX_DEPTH + 1}}}")
+
+
+def _deeper_than_allowed(source: str, line: int) -> SpecLimitError:
+    return SpecLimitError(
+        source, [f"nesting deeper than {MAX_DEPTH} levels (line {line}); a spec nests a few levels"]
+    )
+
+
+def _checked_events(text: str, source: str) -> list[yaml.Event]:
+    """The YAML events of ``text``, refusing deep nesting and alias bombs before anything is built.
+
+    The composer and constructors recurse per level and expand every alias, so a 20,000-deep list
+    overflows the stack and a few lines of nested aliases become billions of values. The event stream
+    is flat: track the depth, and the expanded size of each anchored node so that an alias counts
+    what it stands for. The events are then composed as they are (:func:`_load_events`): one parse.
+    """
+    deep = _DEEP_FLOW.search(text)
+    if deep is not None:
+        raise _deeper_than_allowed(source, text.count("\n", 0, deep.start()) + 1)
+    loader = _SpecLoader(text)
+    events: list[yaml.Event] = []
+    try:
+        depth, total = 0, 0
+        frames: list[list] = []  # [expanded values so far, anchor] per open collection
+        sizes: dict[str, int] = {}
+        while loader.check_event():
+            event = loader.get_event()
+            events.append(event)
+            size = 0
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _deeper_than_allowed(source, event.start_mark.line + 1)
+                frames.append([1, event.anchor])
+                total += 1
+                continue
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+                size, anchor = frames.pop()
+                if anchor:
+                    sizes[anchor] = size
+            elif isinstance(event, yaml.ScalarEvent):
+                size = 1
+                total += 1
+                if event.anchor:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.AliasEvent):
+                size = sizes.get(event.anchor, 1)
+                total += size
+            if frames:
+                frames[-1][0] += size
+            if total > MAX_VALUES:
+                raise SpecLimitError(
+                    source,
+                    [
+                        f"its YAML aliases expand to more than {MAX_VALUES:,} values (line "
+                        f"{event.start_mark.line + 1}); write the values out or use fewer aliases"
+                    ],
+                )
+    finally:
+        loader.dispose()
+    return events
+
+
+class _EventReplay(_SpecLoader):
+    """The spec loader composing events already parsed (and checked) instead of parsing again."""
+
+    def __init__(self, events: list[yaml.Event]) -> None:
+        super().__init__("")
+        self._events = deque(events)
+
+    def check_event(self, *choices: type) -> bool:
+        return bool(self._events) and (not choices or isinstance(self._events[0], choices))
+
+    def peek_event(self) -> yaml.Event:
+        return self._events[0]
+
+    def get_event(self) -> yaml.Event:
+        return self._events.popleft()
+
+
+def _load_events(events: list[yaml.Event]) -> Any:
+    loader = _EventReplay(events)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _too_large(source: str | Path) -> SpecLimitError:
+    return SpecLimitError(
+        source,
+        [f"larger than {MAX_SPEC_BYTES:,} bytes, the limit for a spec file (a spec is a few KB of YAML)"],
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------------
@@ -92,8 +222,10 @@ def parse_spec(
     ``default_name`` is used when the spec has no ``name`` (load_spec passes the file's stem).
     """
     if isinstance(text_or_dict, str):
+        if len(text_or_dict) > MAX_SPEC_BYTES:
+            raise _too_large(source)
         try:
-            data = yaml.load(text_or_dict, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+            data = _load_events(_checked_events(text_or_dict, source))  # the safe loader's constructors
         except yaml.YAMLError as exc:
             raise SpecError(source, [_yaml_problem(exc)]) from None
     else:
@@ -114,7 +246,11 @@ def load_spec(path: str | Path) -> TrainingSetSpec:
     """Load and validate one YAML spec file; SpecError naming the file and every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:  # never more than the limit, whatever the file claims to be
+            raw = file.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise _too_large(path)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise SpecError(path, ["file not found; check the path"]) from None
     except IsADirectoryError:

@@ -151,7 +151,7 @@ def _sub_problems(cause: Any) -> list[tuple[str, str]] | None:
 
 def problem_lines(exc: ValidationError, root: type[BaseModel]) -> list[str]:
     """One ``<field path>: <what to do>`` line per problem of ``exc``, raised validating ``root``."""
-    lines: list[str] = []
+    lines: dict[str, None] = {}  # ordered and without repeats, in linear time (a spec may have many)
     for err in exc.errors(include_url=False):
         loc = err["loc"]
         base = _path(loc)
@@ -163,7 +163,5 @@ def problem_lines(exc: ValidationError, root: type[BaseModel]) -> list[str]:
         else:
             items = [(base, _message(err))]
         for path, msg in items:
-            line = f"{path}: {msg}" if path else msg
-            if line not in lines:
-                lines.append(line)
-    return lines
+            lines.setdefault(f"{path}: {msg}" if path else msg)
+    return list(lines)

@@ -115,7 +115,6 @@ def test_two_celery_workers_store_the_shards_of_one_training_set(
         "GBIFDL_SPECS_DIR": str(specs),
         "GBIFDL_ANNOTATIONS_DB": f"sqlite:///{rules_db}",
         "GBIFDL_SEED_RULES": "0",
-        "GBIFDL_ALLOW_LOOPBACK": "1",
     }
     for var, value in settings.items():
         monkeypatch.setenv(var, value)  # the job's resources are built from these, here and in the workers

@@ -130,7 +130,6 @@ def test_backfill_across_training_sets_and_shards_through_the_daemon(
         GBIFDL_SPECS_DIR=str(specs),
         GBIFDL_ANNOTATIONS_DB=f"sqlite:///{tmp_path / 'annotations.sqlite'}",
         GBIFDL_SEED_RULES="1",
-        GBIFDL_ALLOW_LOOPBACK="1",  # the sandbox's media server is on loopback
         GBIFDL_IMAGE_SHARDS=str(SHARDS),
     )
     logs = tmp_path / "logs"

@@ -22,11 +22,18 @@ class AnnotationService:
     """One service process on a store URL; ``api`` is the annotation API base URL."""
 
     def __init__(
-        self, store_url: str, log_dir: Path, *, api_url: str = "http://127.0.0.1:9/v1", extra_args: tuple = ()
+        self,
+        store_url: str,
+        log_dir: Path,
+        *,
+        api_url: str | None = "http://127.0.0.1:9/v1",
+        extra_args: tuple = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.store_url = store_url
         self.api_url = api_url
         self.extra_args = tuple(extra_args)
+        self.extra_env = dict(env or {})  # e.g. GBIFDL_OFFLINE=1 (api_url=None: the service decides)
         self.log_path = Path(log_dir) / "annotation-service.log"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -42,10 +49,10 @@ class AnnotationService:
     def start(self, timeout: float = 30.0) -> AnnotationService:
         cmd = [
             sys.executable, "-m", "gbifdl_assets.cli", "annotations", "serve",
-            "--host", LOOPBACK, "--port", str(self.port), "--store", self.store_url, "--api-url", self.api_url,
-            *self.extra_args,
+            "--host", LOOPBACK, "--port", str(self.port), "--store", self.store_url,
+            *(("--api-url", self.api_url) if self.api_url else ()), *self.extra_args,
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k != "GBIFDL_ANNOTATIONS_DB"}
+        env = {k: v for k, v in os.environ.items() if k != "GBIFDL_ANNOTATIONS_DB"} | self.extra_env
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True

@@ -8,7 +8,7 @@ handed to the test once it answers. A service that does not come up raises
 
 API (all context managers stop their process group on exit, SIGTERM then SIGKILL)::
 
-    env = dagster_env(dagster_home, GBIF_API_URL=sandbox.api_url, GBIFDL_ALLOW_LOOPBACK="1")
+    env = dagster_env(dagster_home, GBIF_API_URL=sandbox.api_url)  # its media: the sandbox's own address
     workspace = write_workspace(tmp_path / "workspace.yaml")                 # python_module, in-process
     with grpc_code_server(env, log_dir=tmp_path) as code:                    # `dagster api grpc`
         workspace = write_workspace(tmp_path / "ws.yaml", grpc_port=code.port)
@@ -20,7 +20,8 @@ API (all context managers stop their process group on exit, SIGTERM then SIGKILL
 
 ``env`` is the whole environment of the child (``dagster_env`` starts from ``os.environ``); the
 code location reads its resources from it (``GBIF_API_URL``, ``GBIFDL_DATA_URI``,
-``GBIFDL_SPECS_DIR``, ``GBIFDL_ANNOTATIONS_DB``, ``GBIFDL_ALLOW_LOOPBACK`` ...).
+``GBIFDL_SPECS_DIR``, ``GBIFDL_ANNOTATIONS_DB`` ...); a loopback ``GBIF_API_URL`` (the sandbox) also
+admits media at that address, and no other loopback URL.
 :func:`initialize_instance` creates the instance's schema once before several processes open it
 (two processes creating a fresh SQLite instance at once can corrupt it).
 """

@@ -234,8 +234,9 @@ def test_bad_bodies_and_oversized_bodies(service, http):
     assert r.status_code == 400 and "JSON" in r.json()["message"]
     r = http.post(url, json=[1, 2], auth=auth("alice"))
     assert r.status_code == 400 and "object" in r.json()["message"]
+    as_json = {"Content-Type": "application/json"}  # writes take JSON only (issue 21): say it is JSON
     for deep in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000):
-        r = http.post(url, data=deep, auth=auth("alice"))
+        r = http.post(url, data=deep, auth=auth("alice"), headers=as_json)
         assert r.status_code == 400, r.text
     r = http.post(url, data=b"", auth=auth("alice"))
     assert r.status_code == 400 and "no body" in r.json()["message"]
@@ -246,7 +247,7 @@ def test_bad_bodies_and_oversized_bodies(service, http):
         for _ in range(40):
             yield b" " * 65536
 
-    r = http.post(url, data=chunks(), auth=auth("alice"))
+    r = http.post(url, data=chunks(), auth=auth("alice"), headers=as_json)
     assert r.status_code == 413
 
 
@@ -315,7 +316,8 @@ def test_query_values_no_database_can_take_are_400(service, http):
 def test_writes_need_a_login_and_reads_do_not(service, http):
     body = {"taxonKey": LION, "geometry": UK, "annotation": "NATIVE"}
     r = http.post(f"{service.api}/rule", json=body)
-    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+    # no Basic challenge (issue 21): a browser must not show its dialog and cache the credentials
+    assert r.status_code == 401 and "www-authenticate" not in r.headers
     assert "login" in r.json()["message"]
     r = http.post(f"{service.api}/rule", json=body, auth=("alice", "wrong-password"))
     assert r.status_code == 401 and r.json() == {"message": "wrong username or password"}
@@ -523,7 +525,9 @@ def test_country_areas_fit_gbifs_limits(service, http):
 
 def test_taxon_search_says_when_gbif_is_unreachable(service, http):
     r = http.get(f"{service.url}/ui/api/taxa", params={"q": "Panthera leo"})
-    assert r.status_code == 502 and "127.0.0.1:9" in r.json()["message"]
+    # a summary without the upstream URL or its text (issue 21); the server log has the details
+    assert r.status_code == 502 and "could not be reached" in r.json()["message"]
+    assert "127.0.0.1:9" not in r.json()["message"]
     assert http.get(f"{service.url}/ui/api/taxa", params={"q": " "}).status_code == 400
 
 
@@ -586,3 +590,17 @@ def test_an_unusable_store_url_is_one_line_without_the_password():
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["ok"] is False and needle in summary["error"]
         assert "topsecret" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_an_api_url_offline_the_taxon_search_uses_the_sandbox(store_url, tmp_path):
+    """The service follows the platform's one offline rule (issue 20/21): no --api-url and no GBIF ->
+    the bundled sandbox answers the map page's taxon search, and the log says so in one line."""
+    from gbifdl_assets_tests.harness.ports import free_port
+
+    env = {"GBIFDL_OFFLINE": "1", "GBIFDL_SANDBOX_PORT": str(free_port()), "GBIF_API_URL": ""}
+    with AnnotationService(store_url, tmp_path, api_url=None, env=env) as svc:
+        r = requests.get(f"{svc.url}/ui/api/taxa", params={"q": "Panthera leo"}, timeout=120)
+        log = svc.log_text()
+    assert r.status_code == 200, r.text
+    assert any(hit.get("key") == LION for hit in r.json()), r.json()
+    assert "offline sandbox" in log and "taxa from http://127.0.0.1:" in log

@@ -17,6 +17,7 @@ from gbifdl_assets_tests.harness.annotation_service import AnnotationService
 
 UK = "POLYGON ((-8 50, 2 50, 2 59, -8 59, -8 50))"
 ALICE, BOB = ("alice", "alice-pg-secret"), ("bob", "bob-pg-secret")
+JSON = {"Content-Type": "application/json"}  # writes take JSON only (issue 21)
 
 
 @pytest.fixture
@@ -37,7 +38,12 @@ def test_service_on_postgres(service):
     ).json()
     body = {"taxonKey": 5219404, "geometry": UK, "annotation": "suspicious", "rulesetId": ruleset["id"]}
     assert http.post(f"{api}/rule", json=body, auth=BOB).status_code == 403
-    created = [http.post(f"{api}/rule", json=body, auth=ALICE).json() for _ in range(3)]
+    # three rules that differ in their years (identical ones get 409 now, issue 21)
+    created = [
+        http.post(f"{api}/rule", json={**body, "yearRange": f"{1900 + i},*"}, auth=ALICE).json()
+        for i in range(3)
+    ]
+    assert http.post(f"{api}/rule", json={**body, "yearRange": "1900,*"}, auth=ALICE).status_code == 409
     assert all(r["projectId"] == project["id"] and r["annotation"] == "SUSPICIOUS" for r in created)
     listed = http.get(f"{api}/rule", params={"taxonKey": 5219404, "limit": 2}).json()
     assert [r["id"] for r in listed] == [created[2]["id"], created[1]["id"]]
@@ -65,7 +71,7 @@ def test_service_on_postgres(service):
         ("GET", "/rule", {"params": {"taxonKey": "99999999999999999999"}}),
         ("GET", "/project", {"params": {"name": "\x00"}}),
         ("POST", "/project", {"json": {"name": "nul\x00name"}}),
-        ("POST", "/project", {"data": b'{"name": "lone \\ud800 surrogate"}'}),
+        ("POST", "/project", {"data": b'{"name": "lone \\ud800 surrogate"}', "headers": JSON}),
         ("POST", "/ruleset", {"json": {"name": "big", "projectId": 2**64}}),
         ("POST", "/rule", {"json": {"taxonKey": 2**63, "geometry": UK, "annotation": "NATIVE"}}),
     ],

@@ -52,7 +52,8 @@ def test_concurrent_votes_and_rules_keep_the_counter_and_exclusivity(store, pg_d
         try:
             for j in range(10):
                 s.vote(rule.id, "support" if (i + j) % 2 else "contest", user=f"user{i}")
-                new_rule(s, user=f"user{i}")
+                # distinct rules: identical ones are refused now (issue 21)
+                new_rule(s, user=f"user{i}", yearRange=f"{1000 + 10 * i + j},*")
         except BaseException as exc:  # collected and re-raised in the main thread
             errors.append(exc)
 

@@ -111,7 +111,6 @@ class DagsterProject:
             "GBIFDL_DATA_URI": str(root / "data"),
             "GBIFDL_SPECS_DIR": str(root / "specs"),
             "GBIFDL_ANNOTATIONS_DB": f"sqlite:///{root / 'annotations.sqlite'}",
-            "GBIFDL_ALLOW_LOOPBACK": "1",
             "GBIFDL_SEED_RULES": "0",
             **extra_env,
         }

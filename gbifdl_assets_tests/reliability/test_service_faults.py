@@ -299,7 +299,6 @@ def test_postgres_restart_under_the_daemon(pg_dagster_home, postgres_server, san
         GBIFDL_DATA_URI=str(tmp_path / "data"),
         GBIFDL_SPECS_DIR=str(specs),
         GBIFDL_ANNOTATIONS_DB=f"sqlite:///{tmp_path / 'annotations.sqlite'}",
-        GBIFDL_ALLOW_LOOPBACK="1",
     )
     initialize_instance(env)
     workspace = write_workspace(tmp_path / "workspace.yaml")

@@ -176,3 +176,75 @@ def test_parser_registers_under_an_existing_cli():
     assert args.min_support == 2 and callable(args.func)
     with pytest.raises(SystemExit):
         parser.parse_args(["rules", "vote", "1", "maybe"])
+
+
+def test_add_without_a_ruleset_makes_a_one_off_rule_and_a_twin_is_refused(store_url, capsys):
+    code, s, _ = run(capsys, "rules", "add", f"{LION} in GL are suspicious", "--user", "alice")
+    assert code == 0 and (s["rulesetId"], s["ruleset"], s["projectId"]) == (None, None, None)
+    code, s, _ = run(
+        capsys, "rules", "add", f"{LION} in KE are native", "--project", "cats", "--user", "alice"
+    )
+    assert code == 0 and s["rulesetId"] is None and s["projectId"] is not None
+    code, s, _ = run(capsys, "rules", "add", f"{LION} in GL are suspicious", "--user", "bob")
+    assert code == 2 and "an identical rule exists already: rule 1" in s["error"]
+
+
+def _gbif_rule(rule_id: int, geometry: str, annotation: str, *, deleted: str | None = None) -> dict:
+    """A rule exactly as GBIF's annotation API returns it (reference annotations.md §2)."""
+    return {
+        "id": rule_id,
+        "taxonKey": LION,
+        "datasetKey": None,
+        "geometry": geometry,
+        "annotation": annotation,
+        "basisOfRecord": None,
+        "basisOfRecordNegated": False,
+        "yearRange": None,
+        "rulesetId": None,
+        "projectId": None,
+        "supportedBy": [],
+        "contestedBy": [],
+        "created": "2025-11-20T08:09:43.949+00:00",
+        "createdBy": "jwaller",
+        "deleted": deleted,
+        "deletedBy": "jwaller" if deleted else None,
+    }
+
+
+GREENLAND_BOX = "POLYGON ((-60 60, -20 60, -20 84, -60 84, -60 60))"
+KENYA_BOX = "POLYGON ((33 -5, 42 -5, 42 5, 33 5, 33 -5))"
+
+
+@pytest.mark.parametrize("shape", ["list", "page"])
+def test_rules_apply_takes_a_file_saved_from_gbifs_annotation_api(shape, store_url, capsys, tmp_path):
+    rules = [
+        _gbif_rule(60, GREENLAND_BOX, "SUSPICIOUS"),
+        _gbif_rule(61, KENYA_BOX, "NATIVE"),
+        _gbif_rule(62, KENYA_BOX, "MANAGED", deleted="2025-12-01T10:00:00.000+00:00"),
+    ]
+    body = rules if shape == "list" else {"offset": 0, "limit": 20, "endOfRecords": True, "results": rules}
+    saved = tmp_path / "gbif-rules.json"
+    saved.write_text(json.dumps(body))
+    occ = occurrences(tmp_path / "occ.parquet")
+
+    code, s, _ = run(capsys, "rules", "apply", str(saved), str(occ), str(tmp_path / "out.parquet"))
+
+    assert code == 0 and s["ok"], s
+    assert s["rules"] == 2  # the deleted rule is left out, as GBIF's lists leave it out
+    out = pq.read_table(tmp_path / "out.parquet")
+    labels = dict(
+        zip(out.column("gbifID").to_pylist(), out.column("annotation_labels").to_pylist(), strict=True)
+    )
+    assert labels[1] == ["SUSPICIOUS"] and labels[2] == ["NATIVE"] and labels[3] == []
+
+
+def test_rules_import_takes_gbif_api_json_and_refuses_other_json_by_name(store_url, capsys, tmp_path):
+    saved = tmp_path / "gbif-rules.json"
+    saved.write_text(json.dumps([_gbif_rule(60, GREENLAND_BOX, "SUSPICIOUS")]))
+    code, s, _ = run(capsys, "rules", "import", str(saved), "--user", "alice")
+    assert code == 0 and s["ok"], s
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": "world"}))
+    code, s, _ = run(capsys, "rules", "import", str(other), "--user", "alice")
+    assert code == 2 and "GBIF's annotation API" in s["error"] and "FeatureCollection" in s["error"]

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from gbifdl_assets.annotations.compiled import RULES_TABLE_SCHEMA
 from gbifdl_assets.annotations.model import Project, Rule, RuleError
 from gbifdl_assets.annotations.permissions import Actor, PermissionDenied
-from gbifdl_assets.annotations.store import AnnotationStore, Conflict, MirroredRule, NotFound
+from gbifdl_assets.annotations.store import AnnotationStore, Conflict, DuplicateRule, MirroredRule, NotFound
 
 LION, TIGER, FELIDAE = 5219404, 5219416, 9703
 GREENLAND = "POLYGON ((-55 60, -20 60, -20 84, -55 84, -55 60))"
@@ -272,6 +272,38 @@ def test_ruleset_permissions_membership_and_cascade(store):
     assert store.get_rule(keep.id).deleted is None
     with pytest.raises(Conflict, match="ruleset .* is deleted"):
         new_rule(store, user="alice", rulesetId=rs.id)
+
+
+def test_a_ruleset_leaves_its_project_only_with_the_projects_permission(store):
+    cats = store.create_project({"name": "cats"}, user="alice")
+    dogs = store.create_project({"name": "dogs"}, user="bob")
+    rs = store.create_ruleset({"name": "lions", "projectId": cats.id}, user="alice")
+    store.update_ruleset(
+        rs.id, {"name": "lions", "projectId": cats.id, "members": ["alice", "bob"]}, user="alice"
+    )
+    # bob, a ruleset member outside the project, can neither detach it (a PUT without projectId)
+    # nor move it into his own project: both take it from the project's members (issue 21)
+    for body in ({"name": "lions"}, {"name": "lions", "projectId": dogs.id}):
+        with pytest.raises(
+            PermissionDenied, match=rf"bob may not move a ruleset out of it: .*project {cats.id}"
+        ):
+            store.update_ruleset(rs.id, body, user="bob")
+    assert store.get_ruleset(rs.id).projectId == cats.id
+    # alice (a member of cats, not of dogs) may detach it, not move it into dogs
+    with pytest.raises(PermissionDenied, match=rf"alice may not move a ruleset into it: .*project {dogs.id}"):
+        store.update_ruleset(rs.id, {"name": "lions", "projectId": dogs.id}, user="alice")
+    assert store.update_ruleset(rs.id, {"name": "lions"}, user="alice").projectId is None
+
+
+def test_an_identical_live_local_rule_is_refused_with_its_id(store):
+    first = new_rule(store, basisOfRecord=["FOSSIL_SPECIMEN", "LIVING_SPECIMEN"])
+    with pytest.raises(DuplicateRule, match=rf"rule {first.id}") as err:
+        new_rule(store, user="bob", basisOfRecord=["LIVING_SPECIMEN", "FOSSIL_SPECIMEN"])
+    assert err.value.existing_id == first.id and isinstance(err.value, Conflict)
+    rs = store.create_ruleset({"name": "elsewhere"}, user="alice")
+    assert new_rule(store, rulesetId=rs.id, basisOfRecord=["FOSSIL_SPECIMEN", "LIVING_SPECIMEN"]).id
+    store.delete_rule(first.id, user="alice")
+    assert new_rule(store, basisOfRecord=["FOSSIL_SPECIMEN", "LIVING_SPECIMEN"]).id != first.id
 
 
 def test_rule_project_must_match_its_ruleset(store):

@@ -93,3 +93,86 @@ def test_without_credentials_the_defaults_need_no_environment(monkeypatch):
     assert resources["gbif"].password is None
     assert resources["gbif"].base_url == "https://api.gbif.org/v1"
     assert resources["storage"].uri == "data"
+
+
+def test_media_on_loopback_only_at_the_sandboxs_own_address(monkeypatch):
+    from gbifdl_assets.defs.resources import image_fetch_resource
+
+    monkeypatch.setenv("GBIFDL_ALLOW_LOOPBACK", "1")  # deprecated: no longer opens all of loopback
+    monkeypatch.setenv("GBIF_API_URL", "https://api.gbif.org/v1")
+    fetch = image_fetch_resource().fetch_config()
+    assert (fetch.allow_loopback, fetch.loopback_origins) == (False, ())
+    monkeypatch.setenv("GBIF_API_URL", "http://127.0.0.1:8765/v1")  # the sandbox (GBIF never is on loopback)
+    fetch = image_fetch_resource().fetch_config()
+    assert (fetch.allow_loopback, fetch.loopback_origins) == (False, ("127.0.0.1:8765",))
+
+
+def test_gbif_api_url_is_the_one_name_of_the_api(monkeypatch):
+    from gbifdl_assets.defs.resources import default_resources
+
+    for var in ("GBIF_API_URL", "GBIFDL_API_URL", "GBIFDL_GBIF_ANNOTATIONS", "GBIFDL_ANNOTATION_API_URL"):
+        monkeypatch.delenv(var, raising=False)
+    assert default_resources()["annotations"].gbif_annotation_url is None
+    monkeypatch.setenv("GBIFDL_API_URL", "http://old.example/v1")  # deprecated, still read
+    assert default_resources()["gbif"].base_url == "http://old.example/v1"
+    monkeypatch.setenv("GBIF_API_URL", "http://mirror.example/v1")
+    monkeypatch.setenv("GBIFDL_GBIF_ANNOTATIONS", "1")  # mirror GBIF's annotations from that same API
+    resources = default_resources()
+    assert resources["gbif"].base_url == "GBIF_API_URL"  # an EnvVar: read when the run starts
+    assert resources["annotations"].gbif_annotation_url == "http://mirror.example/v1"
+    monkeypatch.delenv("GBIFDL_GBIF_ANNOTATIONS")
+    monkeypatch.setenv("GBIFDL_ANNOTATION_API_URL", "http://annotations.example/v1")  # deprecated
+    assert default_resources()["annotations"].gbif_annotation_url == "http://annotations.example/v1"
+
+
+def _built(instance, name: str, fingerprint: str) -> None:
+    """A species_list materialization of ``name`` built from a spec with ``fingerprint`` (as the demo leaves)."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="species_list", partition=name, metadata={"spec_fingerprint": fingerprint}
+        )
+    )
+
+
+def test_a_fresh_spec_sensor_does_not_rerun_what_the_instance_built_from_the_same_spec(tmp_path):
+    from gbifdl_assets.specs import load_spec
+
+    spec = load_spec(_write(tmp_path, "a.yaml", "moths", ["Aglais io"]))
+    _write(tmp_path, "b.yaml", "lions", ["Panthera leo"])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["moths", "lions"])
+        _built(instance, "moths", spec.fingerprint())  # unchanged since its last build
+        _built(instance, "lions", "a-fingerprint-of-an-older-spec")
+        first = _tick(instance, tmp_path, None)  # a fresh sensor: empty cursor
+        assert [r.partition_key for r in first.run_requests] == ["lions"]
+        assert json.loads(first.cursor)["specs"]["moths"]["fingerprint"] == spec.fingerprint()
+
+
+def test_a_fresh_spec_sensor_keeps_a_built_partition_while_a_spec_file_is_broken(tmp_path):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["moths"])
+        _built(instance, "moths", "fingerprint")
+        (tmp_path / "a.yaml").write_text("name: moths\ntaxa: []\n")  # its file, broken
+        result = _tick(instance, tmp_path, None)
+        assert not result.run_requests
+        assert instance.get_dynamic_partitions(TRAINING_SET_PARTITION) == ["moths"]
+
+
+def test_a_fresh_rules_sensor_does_not_rebuild_rules_the_instance_has(tmp_path):
+    from gbifdl_assets.defs.annotations import annotation_rules_sensor
+    from gbifdl_assets.defs.resources import AnnotationsResource
+
+    rules = AnnotationsResource(store_url=f"sqlite:///{tmp_path / 'a.sqlite'}", seeds=False)
+    fingerprint = rules.sources().fingerprint()
+
+    def tick(instance):
+        with dg.build_sensor_context(instance=instance, resources={"annotations": rules}) as context:
+            return annotation_rules_sensor(context)
+
+    with dg.instance_for_test() as instance:
+        assert tick(instance).run_requests  # never built: build
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("annotation_rulesets", metadata={"sources_fingerprint": fingerprint})
+        )
+        result = tick(instance)
+        assert not result.run_requests and result.cursor == fingerprint

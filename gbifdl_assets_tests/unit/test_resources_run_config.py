@@ -1,8 +1,10 @@
 """Run config that sets one field of a location resource keeps the environment's values of the others.
 
 Dagster applies a resource's constructor values as one default for its whole config, so
-``resources.image_fetch.config.concurrency`` alone used to reset ``allow_loopback`` (GBIFDL_ALLOW_LOOPBACK),
-and ``resources.gbif.config.max_retries`` alone the API URL and credentials (GBIF_API_URL, GBIF_*).
+``resources.image_fetch.config.concurrency`` alone used to reset the sandbox's loopback allowance
+(``loopback_origins``, from a loopback GBIF_API_URL), and ``resources.gbif.config.max_retries`` alone
+the API URL and credentials (GBIF_API_URL, GBIF_*). GBIFDL_ALLOW_LOOPBACK is set and no longer opens
+all of loopback (issue 20).
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ def test_overriding_one_field_keeps_the_environments_values(env) -> None:
     assert seen["image_fetch"] == {
         "concurrency": 4,
         "per_host": 16,
-        "allow_loopback": True,
+        "allow_loopback": False,
         "allow_private": False,
+        "loopback_origins": ["127.0.0.1:9"],
     }
     assert seen["gbif"] == {
         "base_url": env["GBIF_API_URL"],
@@ -94,7 +97,8 @@ def test_overriding_one_field_keeps_the_environments_values(env) -> None:
 
 def test_without_run_config_and_with_a_full_override(env) -> None:
     seen = _seen_by_an_asset(location_resources(), None)
-    assert seen["image_fetch"]["allow_loopback"] is True and seen["image_fetch"]["concurrency"] == 64
+    assert seen["image_fetch"]["loopback_origins"] == ["127.0.0.1:9"]
+    assert seen["image_fetch"]["allow_loopback"] is False and seen["image_fetch"]["concurrency"] == 64
     assert seen["gbif"]["base_url"] == env["GBIF_API_URL"] and seen["gbif"]["password"] == SECRET
 
     seen = _seen_by_an_asset(
@@ -106,6 +110,7 @@ def test_without_run_config_and_with_a_full_override(env) -> None:
         "per_host": 2,
         "allow_loopback": False,
         "allow_private": False,
+        "loopback_origins": ["127.0.0.1:9"],
     }
 
 

@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from gbifdl_assets.annotations.model import RuleError
 from gbifdl_assets.annotations.permissions import Actor, PermissionDenied
-from gbifdl_assets.annotations.service.auth import REALM, Authenticator, AuthError, parse_basic
+from gbifdl_assets.annotations.service.auth import Authenticator, AuthError, parse_basic
 from gbifdl_assets.annotations.service.http import (
     INT64_MAX,
     ApiError,
@@ -38,11 +38,13 @@ from gbifdl_assets.annotations.service.http import (
     json_response,
     read_json_object,
 )
+from gbifdl_assets.annotations.service.proxies import TrustedProxies
 from gbifdl_assets.annotations.store import (
     MAX_LIMIT,
     RULE_FILTERS,
     AnnotationStore,
     Conflict,
+    DuplicateRule,
     NotFound,
     StoreError,
 )
@@ -185,7 +187,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/rule", "list_rules", "List rules, newest first", "rule", "Rule[]", query=RULE_QUERY,
              errors=(400,)),
     Endpoint("POST", "/rule", "create_rule", "Create a rule", "rule", "Rule", auth=True, body="RuleInput",
-             errors=(400, 401, 403, 404)),
+             errors=(400, 401, 403, 404, 409)),
     Endpoint("GET", "/rule/my", "my_rules", "Rules the caller created", "rule", "Rule[]", auth=True,
              query=RULE_QUERY, errors=(400, 401)),
     Endpoint("GET", "/rule/supported", "supported_rules", "Rules the caller supports", "rule", "Rule[]",
@@ -197,7 +199,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/rule/{id:int}", "get_rule", "A rule by id (deleted ones too)", "rule", "Rule",
              errors=(404,)),
     Endpoint("PUT", "/rule/{id:int}", "update_rule", "Replace a rule (its creator or an admin)", "rule",
-             "Rule", auth=True, body="RuleInput", errors=(400, 401, 403, 404)),
+             "Rule", auth=True, body="RuleInput", errors=(400, 401, 403, 404, 409)),
     Endpoint("DELETE", "/rule/{id:int}", "delete_rule", "Soft-delete a rule (its creator or an admin)",
              "rule", "Rule", auth=True, errors=(401, 403, 404)),
     Endpoint("POST", "/rule/{id:int}/support", "support_rule", "Support a rule (replaces a contest)",
@@ -253,9 +255,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 class AnnotationApi:
     """Handlers for :data:`ENDPOINTS` on one store; :meth:`routes` gives the Starlette routes."""
 
-    def __init__(self, store: AnnotationStore, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        store: AnnotationStore,
+        authenticator: Authenticator | None = None,
+        proxies: TrustedProxies | None = None,
+    ) -> None:
         self.store = store
         self.auth = authenticator or Authenticator(store)
+        self.proxies = proxies or TrustedProxies()
 
     # ------------------------------------------------------------------ plumbing
     def routes(self, prefix: str = API_PREFIX) -> list[Route]:
@@ -298,13 +306,12 @@ class AnnotationApi:
                 return Actor(None)
             check_values(creds.username, "username")
             check_values(creds.password, "password")
-            client = request.client.host if request.client else "unknown"
-            return await run_in_threadpool(self.auth.authenticate, creds, client)
+            return await self.auth.check(creds, self.proxies.client(request.scope))
         except AuthError as exc:
-            headers = {}
-            # a browser shows its own dialog on WWW-Authenticate; the page asks with X-Requested-With
-            if exc.status == 401 and not request.headers.get("x-requested-with"):
-                headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'
+            # no WWW-Authenticate challenge: a browser would show its own dialog and then cache the
+            # credentials for every request to this origin, from any site (the page has its own login;
+            # scripts send Basic credentials up front)
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
             raise ApiError(exc.status, str(exc), headers) from None
 
     def _wrap(self, ep: Endpoint) -> Callable[[Request], Any]:
@@ -354,6 +361,8 @@ class AnnotationApi:
             raise ApiError(403, str(exc)) from None
         except NotFound as exc:
             raise ApiError(404, str(exc)) from None
+        except DuplicateRule as exc:
+            raise ApiError(409, str(exc), extra={"id": exc.existing_id}) from None
         except (RuleError, Conflict, StoreError, ValueError) as exc:
             raise ApiError(400, str(exc)) from None
 

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from gbifdl_assets.annotations.service.api import API_PREFIX, AnnotationApi
 from gbifdl_assets.annotations.service.auth import MAX_FAILURES, Authenticator
+from gbifdl_assets.annotations.service.csrf import SameOriginWrites
 from gbifdl_assets.annotations.service.http import (
     DEFAULT_MAX_BODY_BYTES,
     BodySizeLimit,
@@ -30,6 +31,7 @@ from gbifdl_assets.annotations.service.http import (
 )
 from gbifdl_assets.annotations.service.openapi import openapi_document
 from gbifdl_assets.annotations.service.page import TaxonSearch, page_routes
+from gbifdl_assets.annotations.service.proxies import TrustedProxies
 from gbifdl_assets.annotations.store import AnnotationStore
 
 __all__ = ["DEFAULT_GBIF_API_URL", "create_app", "serve"]
@@ -45,14 +47,28 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     authenticator: Authenticator | None = None,
     max_failed_logins: int = MAX_FAILURES,
+    allowed_origins: tuple[str, ...] = (),
+    trusted_proxies: tuple[str, ...] = (),
+    max_account_failures: int | None = None,
+    password_workers: int | None = None,
 ) -> Any:
-    """The ASGI app (Starlette wrapped in the body-size and security-header middleware).
+    """The ASGI app (Starlette wrapped in the body-size, same-origin-write and security-header middleware).
 
-    ``max_failed_logins`` per client address in 10 minutes before 429s (0: no throttling).
+    ``max_failed_logins`` per client address in 10 minutes before 429s (0: no throttling),
+    ``max_account_failures`` per account (default 5 times that), ``password_workers`` threads for
+    password checks (:mod:`.auth`); ``allowed_origins``: pages on other origins that may write (besides
+    the service's own; :mod:`.csrf`); ``trusted_proxies``: addresses or networks whose
+    ``X-Forwarded-*`` headers are believed (none by default; :mod:`.proxies`).
     """
+    proxies = TrustedProxies(trusted_proxies)
     if authenticator is None:
-        authenticator = Authenticator(store, max_failures=max_failed_logins or 2**62)
-    api = AnnotationApi(store, authenticator)
+        authenticator = Authenticator(
+            store,
+            max_failures=max_failed_logins,
+            max_account_failures=max_account_failures,
+            password_workers=password_workers,
+        )
+    api = AnnotationApi(store, authenticator, proxies)
     document = openapi_document()
 
     async def openapi(request: Request) -> Response:
@@ -99,7 +115,9 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.store = store
-    return SecurityHeaders(BodySizeLimit(app, max_body_bytes))
+    # a body over the limit is refused first (413), then a cross-site or non-JSON write (403, 415)
+    guarded = SameOriginWrites(app, allowed_origins=allowed_origins, own_origin=proxies.origin)
+    return SecurityHeaders(BodySizeLimit(guarded, max_body_bytes))
 
 
 def serve(
@@ -111,13 +129,24 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access_log: bool = True,
     max_failed_logins: int = MAX_FAILURES,
+    allowed_origins: tuple[str, ...] = (),
+    trusted_proxies: tuple[str, ...] = (),
+    max_account_failures: int | None = None,
+    password_workers: int | None = None,
 ) -> None:
     """Run the service until interrupted (uvicorn; the access log never shows request headers)."""
     import uvicorn
     import uvicorn.config
 
     app = create_app(
-        store, api_url=api_url, max_body_bytes=max_body_bytes, max_failed_logins=max_failed_logins
+        store,
+        api_url=api_url,
+        max_body_bytes=max_body_bytes,
+        max_failed_logins=max_failed_logins,
+        allowed_origins=allowed_origins,
+        trusted_proxies=trusted_proxies,
+        max_account_failures=max_account_failures,
+        password_workers=password_workers,
     )
     # uvicorn logs requests to stdout by default; stdout is for the command's JSON summary line
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
@@ -130,7 +159,9 @@ def serve(
         log_config=log_config,
         log_level="info",
         server_header=False,
-        proxy_headers=True,  # trust X-Forwarded-For only from forwarded_allow_ips (127.0.0.1 by default)
+        # X-Forwarded-* are read by the app, from the configured trusted proxies only (.proxies);
+        # uvicorn's own reading would trust 127.0.0.1 (or $FORWARDED_ALLOW_IPS) by default
+        proxy_headers=False,
         timeout_keep_alive=5,
         limit_concurrency=200,
     )

@@ -1,11 +1,13 @@
 """``gbifdl annotations …``: run the annotation service and manage its local accounts.
 
-* ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--api-url URL]``
+* ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--api-url URL] [--trusted-proxy ADDR]
+  [--allow-origin ORIGIN] [--max-failed-logins N]``
 * ``gbifdl annotations user add NAME [--admin] [--password-stdin]``, ``user set-password NAME``, ``user list``
 
 The store is ``--store``, else ``GBIFDL_ANNOTATIONS_DB``, else ``sqlite:///data/annotations.sqlite``; the
-GBIF API for the page's taxon search is ``--api-url``, else ``GBIFDL_API_URL``, else ``GBIF_API_URL``,
-else GBIF's public API. Passwords are never command-line arguments (other users can read those with
+GBIF API for the page's taxon search is ``--api-url`` as given, else the platform's one offline rule
+(``GBIF_API_URL`` or GBIF's public API when it answers; else, or with ``--offline``/``GBIFDL_OFFLINE=1``,
+the bundled sandbox, reused when one runs). Passwords are never command-line arguments (other users can read those with
 ``ps``): they come from ``GBIFDL_ANNOTATIONS_PASSWORD``, from stdin (``--password-stdin``) or from a
 prompt, and only their scrypt hash is stored. Every command ends with a one-line JSON summary.
 """
@@ -19,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from gbifdl_assets.summary_line import emit, fail
@@ -26,6 +29,7 @@ from gbifdl_assets.summary_line import emit, fail
 __all__ = ["add_annotations_parser"]
 
 PASSWORD_ENV = "GBIFDL_ANNOTATIONS_PASSWORD"
+TRUSTED_PROXIES_ENV = "GBIFDL_ANNOTATIONS_TRUSTED_PROXIES"
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -48,15 +52,20 @@ def _store(args: argparse.Namespace) -> Any:
         raise OSError(f"cannot open the annotation store {shown}: {reason}") from None
 
 
-def _api_url(args: argparse.Namespace) -> str:
-    from gbifdl_assets.annotations.service.app import DEFAULT_GBIF_API_URL
+def _gbif_api(args: argparse.Namespace) -> contextlib.AbstractContextManager[str]:
+    """The GBIF API of the page's taxon search: ``--api-url`` as given, else the platform's one
+    offline rule (GBIF_API_URL when it answers, else the bundled sandbox; gbif.endpoint)."""
+    if args.api_url:
+        return contextlib.nullcontext(args.api_url)
+    return _endpoint_url(offline=True if args.offline else None)
 
-    return (
-        args.api_url
-        or os.environ.get("GBIFDL_API_URL")
-        or os.environ.get("GBIF_API_URL")
-        or DEFAULT_GBIF_API_URL
-    )
+
+@contextlib.contextmanager
+def _endpoint_url(*, offline: bool | None) -> Iterator[str]:
+    from gbifdl_assets.gbif.endpoint import gbif_endpoint
+
+    with gbif_endpoint(offline=offline) as gbif:
+        yield gbif.api_url
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -72,21 +81,33 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gbifdl_assets.annotations.service.app import serve
+    from gbifdl_assets.annotations.service.csrf import normalize_origin
+    from gbifdl_assets.annotations.service.proxies import parse_networks
 
+    bad = [o for o in args.allow_origin if normalize_origin(o) is None]
+    if bad:
+        return fail(
+            f"--allow-origin {bad[0]!r} is not an origin: give scheme://host[:port], e.g. https://example.org",
+            command="annotations serve",
+        )
+    proxies = tuple(args.trusted_proxy) or tuple(os.environ.get(TRUSTED_PROXIES_ENV, "").split(","))
+    try:
+        parse_networks(proxies)
+    except ValueError as exc:
+        return fail(f"{exc} (--trusted-proxy or {TRUSTED_PROXIES_ENV})", command="annotations serve")
     try:
         store = _store(args)
     except _user_errors() as exc:
         return fail(str(exc), command="annotations serve")
-    api_url = _api_url(args)
-    print(
-        f"annotation service on http://{args.host}:{args.port}/ui/ (API under "
-        f"/occurrence/experimental/annotation/, store {store!r}, taxa from {api_url}); Ctrl-C stops it",
-        file=sys.stderr,
-    )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
     try:
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt), _gbif_api(args) as api_url:
+            print(
+                f"annotation service on http://{args.host}:{args.port}/ui/ (API under "
+                f"/occurrence/experimental/annotation/, store {store!r}, taxa from {api_url}); Ctrl-C stops it",
+                file=sys.stderr,
+            )
             serve(
                 store,
                 host=args.host,
@@ -95,6 +116,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 max_body_bytes=args.max_body_bytes,
                 access_log=not args.no_access_log,
                 max_failed_logins=args.max_failed_logins,
+                allowed_origins=tuple(args.allow_origin),
+                trusted_proxies=proxies,
+                max_account_failures=args.max_failed_logins_per_account,
+                password_workers=args.password_workers,
             )
     finally:
         store.close()
@@ -188,7 +213,12 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8090)
     serve.add_argument("--store", help=store_help)
     serve.add_argument(
-        "--api-url", help="GBIF API for taxon search (default: $GBIFDL_API_URL, $GBIF_API_URL or GBIF's)"
+        "--api-url",
+        help="GBIF API for taxon search, used as given (default: $GBIF_API_URL or GBIF's when it answers, "
+        "else the offline sandbox)",
+    )
+    serve.add_argument(
+        "--offline", action="store_true", help="use the bundled offline sandbox for taxon search (no GBIF)"
     )
     serve.add_argument("--max-body-bytes", type=int, default=1024 * 1024, help="largest request body")
     serve.add_argument("--no-access-log", action="store_true", help="do not log requests")
@@ -197,6 +227,35 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         default=20,
         help="failed logins per client address in 10 minutes before it gets 429 (0: never throttle)",
+    )
+    serve.add_argument(
+        "--max-failed-logins-per-account",
+        type=int,
+        default=None,
+        help="failed logins per account in 10 minutes, from all addresses, before 429 "
+        "(default: 5 times --max-failed-logins; 0: never throttle)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a reverse proxy (address or network, repeatable) whose X-Forwarded-For/-Proto/-Host are "
+        f"believed (default: ${TRUSTED_PROXIES_ENV}, comma-separated, else none)",
+    )
+    serve.add_argument(
+        "--password-workers",
+        type=int,
+        default=None,
+        help="threads that check passwords (scrypt); default: half the CPUs, at least 1",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a page on another origin (scheme://host[:port]) that may write through users' browsers "
+        "(repeatable; by default only the service's own pages may)",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -3,8 +3,9 @@
 Every error is JSON ``{"message": "..."}`` (GBIF dev's ``AuthAdvice`` shape) with a status that says
 what kind it is: 400 bad input (GBIF's status for all validation errors, and for a change to a deleted
 object), 401 no or wrong login, 403 a login without the right (GBIF dev answers 400 there), 404 an
-unknown id (GBIF answers 200 with an empty body), 413 a body over the size limit, 429 throttled
-logins, 502 GBIF's species API unreachable (taxon search only).
+unknown id (GBIF answers 200 with an empty body), 409 a rule identical to an existing one (with its
+``id``), 413 a body over the size limit, 415 a write that is not JSON, 429 throttled logins, 502 GBIF's
+species API unreachable (taxon search only), 503 too many logins being checked.
 
 Input that SQL drivers cannot take (NUL characters, lone surrogates, integers beyond 64 bits) is
 refused here with 400, so no request can turn into a driver error and a 500.
@@ -42,11 +43,18 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 class ApiError(GbifdlError):
     """An error answer: ``status`` and the one-line ``message`` the client sees."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.extra = extra or {}  # more fields beside "message" (409: the existing rule's "id")
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -55,7 +63,7 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
 
 
 def error_response(exc: ApiError) -> Response:
-    return json_response({"message": exc.message}, exc.status, headers=exc.headers)
+    return json_response({"message": exc.message, **exc.extra}, exc.status, headers=exc.headers)
 
 
 def check_values(value: Any, where: str) -> None:

@@ -23,11 +23,14 @@ _NAMES = {"type": "array", "items": {"type": "string"}}
 _STATUS_TEXT = {
     400: "Bad input (the message says what to change)",
     401: "No login, or wrong username or password",
-    403: "Logged in, but not allowed (the message says who may)",
+    403: "Logged in, but not allowed (the message says who may), or a write from a page on another site",
     404: "No object with that id",
+    409: "An identical rule exists already (its id is in the answer): support it instead",
     413: "Request body too large",
-    429: "Too many failed logins from this address",
+    415: "A write whose body is not application/json",
+    429: "Too many failed logins from this address or for this account (see Retry-After)",
     502: "GBIF's API did not answer",
+    503: "Too many logins are being checked at the moment; try again (see Retry-After)",
 }
 
 
@@ -210,6 +213,15 @@ def _schemas() -> dict[str, Any]:
             required=["code", "name", "geometry", "note"],
         ),
         "Error": _obj({"message": {"type": "string"}}, required=["message"]),
+        "TaxonNames": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "taxon key (as text) -> scientific name, for the keys the service knows",
+        },
+        "DuplicateError": _obj(
+            {"message": {"type": "string"}, "id": {"type": "integer", "description": "the identical rule"}},
+            required=["message", "id"],
+        ),
     }
 
 
@@ -230,7 +242,10 @@ def _responses(schema: str, errors: set[int]) -> dict[str, Any]:
 
 
 def _errors(codes: set[int]) -> dict[str, Any]:
-    return {str(code): _json(_STATUS_TEXT[code], "Error") for code in sorted(codes)}
+    return {
+        str(code): _json(_STATUS_TEXT[code], "DuplicateError" if code == 409 else "Error")
+        for code in sorted(codes)
+    }
 
 
 def _operation(ep: Endpoint) -> dict[str, Any]:
@@ -252,7 +267,9 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
             param.update({"style": "form", "explode": True})
         params.append(param)
     # every request may carry (wrong) credentials and a too-large body; bad query text is always a 400
-    codes = {400, 401, 413, 429, *ep.errors}
+    codes = {400, 401, 413, 429, 503, *ep.errors}
+    if ep.method != "GET":  # writes: JSON only, and never from a page on another site (.csrf)
+        codes |= {403, 415}
     op: dict[str, Any] = {
         "operationId": ep.name,
         "summary": ep.summary,
@@ -277,7 +294,9 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "summary": "Check a login (GBIF's /v1/user/login); the page logs in with it",
             "tags": ["user"],
             "security": [{"basicAuth": []}],
-            "responses": _responses("LoggedUser", {400, 401, 413, 429}),
+            "responses": _responses(
+                "LoggedUser", {400, 401, 413, 429, 503} | ({403, 415} if method == "post" else set())
+            ),
         }
         for method in ("get", "post")
     }
@@ -289,6 +308,25 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "tags": ["page"],
             "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
             "responses": _responses("Taxon[]", {400, 404, 502}),
+        }
+    }
+    paths["/ui/api/taxon-names"] = {
+        "get": {
+            **page_get,
+            "operationId": "taxon_names",
+            "summary": "Names of taxa the service has looked up (no request to GBIF)",
+            "tags": ["page"],
+            "parameters": [
+                {
+                    "name": "key",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "array", "items": {"type": "integer"}},
+                    "style": "form",
+                    "explode": True,
+                }
+            ],  # fmt: skip
+            "responses": _responses("TaxonNames", {400}),
         }
     }
     paths["/ui/api/country/{code}"] = {
@@ -310,7 +348,9 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "GBIF-compatible rule-based annotation API (GBIF's paths, verbs and JSON names under "
                 f"{API_PREFIX}), with GBIF's known bugs fixed: real geometry intersection, 404 for unknown "
                 "ids, existence and membership checks, paging up to 10,000 per page. Reads are public; "
-                'writes need HTTP Basic credentials of a local account. Errors are {"message": ...}.'
+                "writes need HTTP Basic credentials of a local account, sent up front (a 401 has no "
+                "Basic challenge), a JSON body (else 415) and no Origin of another site (else 403). "
+                'An identical rule gets 409 with its id. Errors are {"message": ...}.'
             ),
         },
         "paths": paths,

@@ -10,6 +10,8 @@ of the game (reference annotations.md §2–4), with GBIF's known gaps fixed (§
   that exists and is not deleted; changing a deleted object raises :class:`Conflict`;
 * soft delete: a ruleset takes its rules with it, a project its rulesets and rules; lists hide deleted
   rows, ``get_*`` shows them (as GBIF);
+* a rule identical to a live local rule (same taxon, dataset, area, label, filters, ruleset and project)
+  raises :class:`DuplicateRule` naming the existing rule (GBIF stores both);
 * support and contest are mutually exclusive per user (one vote row per rule and user, so the database
   itself guarantees it) and idempotent; votes are timestamped;
 * :meth:`AnnotationStore.list_rules` takes GBIF's filters, including the literal ``"null"`` for IS NULL,
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 from gbifdl_assets.annotations.permissions import PermissionDenied
 from gbifdl_assets.annotations.store.annotation_store import AnnotationStore
-from gbifdl_assets.annotations.store.errors import Conflict, NotFound, StoreError
+from gbifdl_assets.annotations.store.errors import Conflict, DuplicateRule, NotFound, StoreError
 from gbifdl_assets.annotations.store.passwords import check_password, hash_password
 from gbifdl_assets.annotations.store.records import MirroredRule, RuleInfo, UserInfo
 from gbifdl_assets.annotations.store.rule_filters import RULE_FILTERS
@@ -60,6 +62,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AnnotationStore",
     "Conflict",
+    "DuplicateRule",
     "MirroredRule",
     "NotFound",
     "PermissionDenied",

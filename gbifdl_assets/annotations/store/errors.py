@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from gbifdl_assets.errors import GbifdlError
 
-__all__ = ["Conflict", "NotFound", "StoreError"]
+__all__ = ["Conflict", "DuplicateRule", "NotFound", "StoreError"]
 
 
 class StoreError(GbifdlError):
@@ -19,3 +19,11 @@ class NotFound(StoreError, LookupError):
 
 class Conflict(StoreError, ValueError):
     """The request contradicts the stored state (a deleted object, a duplicate user, …)."""
+
+
+class DuplicateRule(Conflict):
+    """An identical live rule exists already; ``existing_id`` is its id (support it instead)."""
+
+    def __init__(self, message: str, existing_id: int) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id

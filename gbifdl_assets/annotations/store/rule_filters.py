@@ -9,11 +9,15 @@ import shapely
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from gbifdl_assets.annotations.model import RuleError
+from gbifdl_assets.annotations.model import MAX_WKT_LENGTH, RuleError
 from gbifdl_assets.annotations.store.params import int_filter, is_null, listify
 from gbifdl_assets.annotations.store.schema import comments_t, rule_bor_t, rules_t, votes_t
+from gbifdl_assets.annotations.wkt import read_wkt
 
-__all__ = ["RULE_FILTERS", "ids_intersecting", "rule_conditions"]
+__all__ = ["MAX_FILTER_WKT_LENGTH", "RULE_FILTERS", "ids_intersecting", "rule_conditions"]
+
+#: the geometry filter may be as long as a rule's polygon
+MAX_FILTER_WKT_LENGTH = MAX_WKT_LENGTH
 
 #: GBIF's ``GET /rule`` query filters (besides ``geometry``, which is an intersects test), in GBIF's order.
 RULE_FILTERS = (
@@ -94,14 +98,23 @@ def ids_intersecting(
 
     A bounding-box prefilter in SQL, then shapely on the candidates, ``order``ed and streamed.
     """
+    text = str(wkt)
+    if len(text) > MAX_FILTER_WKT_LENGTH:
+        raise RuleError(
+            f"geometry filter has {len(text):,} characters; give at most {MAX_FILTER_WKT_LENGTH:,}"
+        )
     try:
-        query_geom = shapely.from_wkt(str(wkt))
-    except (shapely.errors.GEOSException, ValueError) as exc:
-        raise RuleError(f"geometry filter is not valid WKT ({exc})") from None
-    if query_geom is None or query_geom.is_empty:
+        query_geom = read_wkt(text)
+    except ValueError as exc:
+        raise RuleError(f"geometry filter {exc}") from None
+    if query_geom.is_empty:
         return []
-    if not query_geom.is_valid:
-        query_geom = shapely.make_valid(query_geom)
+    try:
+        if not query_geom.is_valid:
+            query_geom = shapely.make_valid(query_geom)
+        shapely.prepare(query_geom)
+    except shapely.errors.GEOSException as exc:
+        raise RuleError(f"geometry filter cannot be used for an intersection test ({exc})") from None
     qminx, qminy, qmaxx, qmaxy = query_geom.bounds
     c = rules_t.c
     q = (
@@ -110,7 +123,6 @@ def ids_intersecting(
         .order_by(*order)
         .execution_options(yield_per=1000)
     )
-    shapely.prepare(query_geom)
     out: list[int] = []
     skip = offset
     for chunk in conn.execute(q).partitions(1000):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import shapely
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -13,7 +14,7 @@ from gbifdl_assets.annotations.model import Rule, RuleError
 from gbifdl_assets.annotations.permissions import Actor, require_creator, require_user
 from gbifdl_assets.annotations.store.accounts import Accounts
 from gbifdl_assets.annotations.store.database import Database
-from gbifdl_assets.annotations.store.errors import Conflict, NotFound
+from gbifdl_assets.annotations.store.errors import Conflict, DuplicateRule, NotFound
 from gbifdl_assets.annotations.store.lists import bor_lists, set_bor, vote_lists
 from gbifdl_assets.annotations.store.params import clip_limit
 from gbifdl_assets.annotations.store.projects import Projects
@@ -57,6 +58,7 @@ class Rules:
         r = rule_input(rule, repair=repair)
         with self.db.begin() as conn:
             ruleset_id, project_id = self._placement(conn, actor, r, "add rules to it")
+            self._refuse_duplicate(conn, r, ruleset_id, project_id)
             seq = self.db.bump(conn)
             rid = conn.execute(
                 sa.insert(rules_t).values(
@@ -93,6 +95,52 @@ class Rules:
         if project_id is not None and r.rulesetId is None:
             self.projects.check_writable(conn, actor, project_id, action)
         return r.rulesetId, project_id
+
+    def _refuse_duplicate(
+        self,
+        conn: Connection,
+        r: Rule,
+        ruleset_id: int | None,
+        project_id: int | None,
+        exclude: int | None = None,
+    ) -> None:
+        """:class:`DuplicateRule` when a live local rule says the same (the same area, even if its
+        vertices are written or ordered differently; the same basisOfRecord set)."""
+        c = rules_t.c
+        values = rule_values(r)
+
+        def same(column: Any, value: Any) -> Any:
+            return column.is_(None) if value is None else column == value
+
+        q = sa.select(c.id, c.geometry).where(
+            c.deleted.is_(None),
+            c.source == LOCAL_SOURCE,
+            same(c.taxon_key, r.taxonKey),
+            same(c.dataset_key, r.datasetKey),
+            same(c.year_range, r.yearRange),
+            same(c.ruleset_id, ruleset_id),
+            same(c.project_id, project_id),
+            c.annotation == r.annotation,
+            c.basis_of_record_negated == bool(r.basisOfRecordNegated),
+            *(getattr(c, k) == values[k] for k in ("minx", "miny", "maxx", "maxy")),
+        )
+        if exclude is not None:
+            q = q.where(c.id != exclude)
+        candidates = conn.execute(q.order_by(c.id)).all()
+        if not candidates:
+            return
+        bor = bor_lists(conn, [row.id for row in candidates])
+        geom = shapely.from_wkt(r.geometry)
+        wanted = sorted(r.basisOfRecord or [])
+        for row in candidates:
+            if sorted(bor.get(row.id) or []) == wanted and shapely.equals(
+                geom, shapely.from_wkt(row.geometry)
+            ):
+                raise DuplicateRule(
+                    f"an identical rule exists already: rule {row.id} (same taxon, area, label and filters); "
+                    "support it instead of adding another",
+                    row.id,
+                )
 
     def get(self, rule_id: int) -> Rule:
         """A rule by id, deleted or not (as GBIF's ``GET /rule/{id}``)."""
@@ -200,6 +248,7 @@ class Rules:
                 raise Conflict(f"rule {rule_id} is deleted; it cannot be changed (create a new rule)")
             self.db.refuse_mirrored(conn, rules_t, rule_id, f"rule {rule_id}")
             ruleset_id, project_id = self._placement(conn, actor, r, "move rules into it")
+            self._refuse_duplicate(conn, r, ruleset_id, project_id, rule_id)
             seq = self.db.bump(conn)
             conn.execute(
                 sa.update(rules_t)

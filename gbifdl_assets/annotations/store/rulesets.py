@@ -142,7 +142,11 @@ class Rulesets:
             return self.check_writable(conn, self.accounts.actor(user), ruleset_id, "add rules to it")
 
     def update(self, ruleset_id: int, ruleset: Ruleset | Mapping[str, Any], *, user: str | Actor) -> Ruleset:
-        """Members (of the ruleset or its project) replace name, description, projectId and members."""
+        """Members (of the ruleset or its project) replace name, description, projectId and members.
+
+        Changing ``projectId`` (to another project or to none) also takes membership of the project it
+        leaves and of the one it joins.
+        """
         actor = self.accounts.actor(user)
         r = as_model(Ruleset, ruleset, "ruleset")
         with self.db.begin() as conn:
@@ -153,8 +157,13 @@ class Rulesets:
             if current.deleted is not None:
                 raise Conflict(f"ruleset {ruleset_id} is deleted; it cannot be changed")
             self.db.refuse_mirrored(conn, rulesets_t, ruleset_id, f"ruleset {ruleset_id}")
-            if r.projectId is not None and r.projectId != current.projectId:
-                self.projects.check_writable(conn, actor, r.projectId, "move a ruleset into it")
+            if r.projectId != current.projectId:
+                # leaving a project (a PUT without projectId does) takes that project's permission,
+                # not only the ruleset's: its members lose their say over the ruleset's rules
+                if current.projectId is not None:
+                    self.projects.check_writable(conn, actor, current.projectId, "move a ruleset out of it")
+                if r.projectId is not None:
+                    self.projects.check_writable(conn, actor, r.projectId, "move a ruleset into it")
             members = r.members or current.members
             if not members:
                 raise RuleError(f"ruleset {ruleset_id}: at least one member must remain")

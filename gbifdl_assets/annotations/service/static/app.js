@@ -20,6 +20,7 @@
     draftVertices: [],    // [[lat, lng], ...] while drawing
     draftWkt: null,       // the finished draft geometry
     draftLabel: "",
+    taxonNames: new Map(),  // taxon key -> scientific name, as far as the page or the service knows
   };
 
   const $ = (id) => document.getElementById(id);
@@ -67,6 +68,7 @@
       const message = (data && data.message) || (response.status + " " + response.statusText);
       const error = new Error(message);
       error.status = response.status;
+      error.data = data;
       throw error;
     }
     return data;
@@ -222,6 +224,8 @@
     state.mode = state.mode === mode ? null : mode;
     $("mode-draw").classList.toggle("active", state.mode === "draw");
     $("mode-country").classList.toggle("active", state.mode === "country");
+    // picking a country: clicks go through the rules' shapes to the country beneath
+    map.getContainer().classList.toggle("picking", state.mode === "country");
     if (state.mode === "draw") {
       map.doubleClickZoom.disable();
       state.draftWkt = null;
@@ -268,14 +272,31 @@
     state.mode = null;
     $("mode-draw").classList.remove("active");
     $("mode-country").classList.remove("active");
+    map.getContainer().classList.remove("picking");
     $("draft-info").textContent = "Draw: click the map to add corners, then “Finish polygon”. Pick: click a country.";
     drawDraft();
   }
 
   function updateSaveButton() {
-    $("save-rule").disabled = !(state.draftWkt && state.taxon && state.auth);
-    const why = !state.auth ? "log in to save" : !state.taxon ? "choose a taxon first" : !state.draftWkt ? "draw or pick an area" : "";
+    // the button says why it cannot save yet; a rule without a taxon is allowed (GBIF allows it) but
+    // the page asks before saving one
+    let why = "";
+    if (!state.auth) why = "Log in to save a rule.";
+    else if (state.mode === "draw" && state.draftVertices.length) why = "Finish the polygon first (“Finish polygon” or double-click).";
+    else if (!state.draftWkt) why = "Draw a polygon or pick a country first.";
+    $("save-rule").disabled = Boolean(why);
     $("save-rule").title = why;
+    const note = $("save-why");
+    if (why) {
+      note.textContent = "Save is off: " + why;
+      note.className = "muted small";
+    } else if (!state.taxon) {
+      note.textContent = "No taxon chosen: this rule would flag every species in the area (you will be asked to confirm).";
+      note.className = "small warn";
+    } else {
+      note.textContent = "";
+      note.className = "muted small";
+    }
   }
 
   // ------------------------------------------------------------------ taxa
@@ -303,19 +324,33 @@
 
   async function chooseTaxon(taxon) {
     state.taxon = taxon;
+    if (!/^taxon \d+$/.test(taxon.name)) state.taxonNames.set(taxon.key, taxon.name);
     state.selectedRuleId = null;
     history.replaceState(null, "", "#taxon=" + encodeURIComponent(taxon.key));
     $("taxon-selected").textContent = "Chosen: " + taxon.name + " (" + taxon.key + ")";
     $("taxon-selected").classList.remove("muted");
+    $("taxon-clear").hidden = false;
+    updateSaveButton();
+    await loadRules();
+  }
+
+  async function clearTaxon() {
+    state.taxon = null;
+    state.selectedRuleId = null;
+    history.replaceState(null, "", location.pathname);
+    $("taxon-selected").textContent = "No taxon chosen: new rules would apply to every species.";
+    $("taxon-selected").classList.add("muted");
+    $("taxon-clear").hidden = true;
     updateSaveButton();
     await loadRules();
   }
 
   // ------------------------------------------------------------------ rules
   async function loadRules(fit) {
-    if (!state.taxon) return;
+    // a taxon's rules; without a taxon, the rules that have none (they apply to every species)
+    $("rules-title").textContent = state.taxon ? "Rules of this taxon" : "Rules without a taxon (every species)";
     try {
-      state.rules = await pageAll("/rule", { taxonKey: String(state.taxon.key) });
+      state.rules = await pageAll("/rule", { taxonKey: state.taxon ? String(state.taxon.key) : "null" });
     } catch (e) {
       status(e.message, "error");
       return;
@@ -333,7 +368,7 @@
       let shape = null;
       try {
         shape = L.polygon(parseWkt(rule.geometry), {
-          color: colour, fillColor: colour, fillOpacity: 0.3, weight: rule.id === state.selectedRuleId ? 3 : 1.5,
+          className: "rule-shape", color: colour, fillColor: colour, fillOpacity: 0.3, weight: rule.id === state.selectedRuleId ? 3 : 1.5,
         });
         shape.on("click", (e) => { if (!state.mode) { L.DomEvent.stop(e); selectRule(rule.id); } });
         shape.addTo(rulesLayer);
@@ -364,6 +399,41 @@
   }
 
   const rulesetNames = new Map();
+  const namesAsked = new Set();
+
+  function taxonLabel(key) {
+    const name = state.taxonNames.get(key);
+    if (name) return name + " (" + key + ")";
+    if (!namesAsked.has(key)) {
+      namesAsked.add(key);
+      lookUpName(key);
+    }
+    return String(key);
+  }
+
+  async function lookUpName(key) {
+    // the service's names first (no request to GBIF), then a look-up through its GBIF client
+    try {
+      const known = await request("GET", "/ui/api/taxon-names?key=" + encodeURIComponent(key));
+      let name = known[String(key)];
+      if (!name) {
+        const found = await request("GET", "/ui/api/taxa?q=" + encodeURIComponent(key));
+        name = found.length ? (found[0].scientificName || found[0].canonicalName) : null;
+      }
+      if (name) {
+        state.taxonNames.set(key, name);
+        renderRuleDetail();
+      }
+    } catch (e) { /* the key alone still identifies the taxon */ }
+  }
+
+  function yearsText(range) {
+    if (!range) return "";
+    const [from, to] = range.split(",");
+    if (from === "*") return "until " + to;
+    if (to === "*") return "from " + from;
+    return from === to ? from : from + " to " + to;
+  }
 
   function renderRuleDetail() {
     const rule = currentRule();
@@ -373,10 +443,11 @@
     const fields = $("rule-fields");
     fields.replaceChildren();
     const add = (k, v) => { if (v !== null && v !== undefined && v !== "") fields.append(el("dt", {}, k), el("dd", {}, v)); };
-    add("taxon", rule.taxonKey);
+    add("taxon", rule.taxonKey === null ? "any (every species in the area)" : taxonLabel(rule.taxonKey));
     add("ruleset", rule.rulesetId === null ? "" : (rulesetNames.get(rule.rulesetId) || "#" + rule.rulesetId));
-    add("years", rule.yearRange);
-    add("basis of record", rule.basisOfRecord ? (rule.basisOfRecordNegated ? "not " : "") + rule.basisOfRecord.join(", ") : "");
+    add("years", yearsText(rule.yearRange));
+    add("basis of record", rule.basisOfRecord ? (rule.basisOfRecordNegated ? "all except " : "") + rule.basisOfRecord.join(", ") : "");
+    add("dataset", rule.datasetKey);
     add("created", (rule.created || "").slice(0, 16).replace("T", " ") + " by " + rule.createdBy);
     add("supported by", rule.supportedBy.join(", "));
     add("contested by", rule.contestedBy.join(", "));
@@ -481,13 +552,46 @@
   }
 
   // ------------------------------------------------------------------ save
+  function filterFields() {
+    // basisOfRecord (ticked, or all except the ticked), yearRange ("a,b", "*,b", "a,*") and datasetKey
+    const bor = Array.from(document.querySelectorAll("#bor-options input:checked")).map((c) => c.value);
+    const from = $("year-from").value.trim();
+    const to = $("year-to").value.trim();
+    if (from && to && parseInt(from, 10) > parseInt(to, 10)) {
+      throw new Error("the year range starts after it ends (" + from + " to " + to + ")");
+    }
+    if ($("bor-negated").checked && !bor.length) {
+      throw new Error("“all except” needs at least one ticked basis of record");
+    }
+    return {
+      basisOfRecord: bor.length ? bor : null,
+      basisOfRecordNegated: Boolean(bor.length && $("bor-negated").checked),
+      yearRange: from || to ? (from || "*") + "," + (to || "*") : null,
+      datasetKey: $("dataset-key").value.trim() || null,
+    };
+  }
+
   async function saveRule() {
-    if (!(state.draftWkt && state.taxon && state.auth)) return;
+    if (!(state.draftWkt && state.auth)) return;
+    let filters;
+    try {
+      filters = filterFields();
+    } catch (e) {
+      status("Not saved: " + e.message, "error");
+      return;
+    }
+    if (!state.taxon && !window.confirm(
+      "This rule has no taxon: it flags records of EVERY species in the area" +
+      (filters.datasetKey ? " (of that dataset)" : "") + ". Save it anyway?")) {
+      status("Not saved: choose a taxon, or confirm a rule for every species.", "error");
+      return;
+    }
     const rulesetId = $("ruleset-select").value;
     const body = {
-      taxonKey: state.taxon.key,
+      taxonKey: state.taxon ? state.taxon.key : null,
       geometry: state.draftWkt,
       annotation: $("label-select").value,
+      ...filters,
       rulesetId: rulesetId ? parseInt(rulesetId, 10) : null,
     };
     try {
@@ -501,6 +605,11 @@
       await loadComments();
     } catch (e) {
       status("Not saved: " + e.message, "error");
+      if (e.status === 409 && e.data && state.rules.some((r) => r.id === e.data.id)) {
+        state.selectedRuleId = e.data.id;  // show the identical rule: support it instead
+        renderRules(false);
+        await loadComments();
+      }
     }
   }
 
@@ -516,10 +625,16 @@
       legend.append(el("span", { class: "legend-item" }, swatch, t.term));
     });
     select.value = "SUSPICIOUS";
+    const borBox = $("bor-options");
+    (state.config.basisOfRecord || []).forEach((name) => {
+      const text = name.charAt(0) + name.slice(1).toLowerCase().replace(/_/g, " ");
+      borBox.append(el("label", { class: "check" }, el("input", { type: "checkbox", value: name }), text));
+    });
     initMap();
     $("login-form").addEventListener("submit", login);
     $("logout-button").addEventListener("click", logout);
     $("taxon-form").addEventListener("submit", searchTaxa);
+    $("taxon-clear").addEventListener("click", clearTaxon);
     $("mode-draw").addEventListener("click", () => setMode("draw"));
     $("mode-country").addEventListener("click", () => setMode("country"));
     $("finish-draw").addEventListener("click", finishDraw);
@@ -533,6 +648,7 @@
     showLogin();
     await Promise.all([loadBasemap(), loadRulesets()]);
     const m = /taxon=(\d+)/.exec(location.hash);
+    if (!m) await loadRules(false);
     if (m) {
       const key = parseInt(m[1], 10);
       await chooseTaxon({ key, name: "taxon " + key });
@@ -540,6 +656,7 @@
         const found = await request("GET", "/ui/api/taxa?q=" + key);
         if (found.length) {
           state.taxon.name = found[0].scientificName || state.taxon.name;
+          state.taxonNames.set(key, state.taxon.name);
           $("taxon-selected").textContent = "Chosen: " + state.taxon.name + " (" + key + ")";
         }
       } catch (e) { /* keep the key */ }
