@@ -20,6 +20,7 @@ from gbifdl_assets.storage import Storage, layout
 
 _log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class SpeciesList:
     """A written species list: where, what it holds, and how it went."""
