@@ -156,7 +156,9 @@ def _materialize(spec, spec_path: Path, data_dir: Path, endpoint, verbosity: int
             manifest=manifest["path"].value,
             images=manifest["images"].value,
             classes=manifest["classes"].value,
-            per_split=manifest["per_split"].value,
+            per_split={
+                k.removeprefix("images_"): v.value for k, v in manifest.items() if k.startswith("images_")
+            },
             export=export["path"].value,
             exported_images=export["images"].value,
             data_card=export["data_card"].value,

@@ -40,6 +40,11 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    description=(
+        "Materializes annotated_occurrences, balanced_manifest, image_store and training_export when "
+        "what they read changed (their eager automation conditions); evaluated every 30 s."
+    ),
+    run_tags={"gbifdl/trigger": "automation"},
 )
 
 defs = dg.Definitions(

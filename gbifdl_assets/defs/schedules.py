@@ -55,7 +55,11 @@ def training_set_refresh_schedule(context: dg.ScheduleEvaluationContext, specs: 
         dg.RunRequest(
             partition_key=d.training_set,
             run_key=d.run_key,
-            tags={"gbifdl/trigger": "refresh", "gbifdl/refresh_fire_time": d.fire_time.isoformat()},
+            tags={
+                "gbifdl/trigger": "refresh",
+                "gbifdl/refresh_fire_time": d.fire_time.isoformat(),
+                "gbifdl/target": f"species_list..balanced_manifest[{d.training_set}]",
+            },
         )
         for d in tick.due
     ]

@@ -44,7 +44,10 @@ def training_set_specs_sensor(context: dg.SensorEvaluationContext, specs: SpecsR
         dg.RunRequest(
             partition_key=name,
             run_key=f"{name}:{fingerprint[:16]}",
-            tags={"gbifdl/trigger": "spec_added" if name in changes.added else "spec_changed"},
+            tags={
+                "gbifdl/trigger": "spec_added" if name in changes.added else "spec_changed",
+                "gbifdl/target": f"species_list[{name}]",
+            },
         )
         for name, fingerprint in changes.to_run.items()
     ]
