@@ -107,6 +107,8 @@ def run_measured(
     result.update(
         wall_seconds=round(wall, 3),
         cpu_seconds=round(usage.ru_utime + usage.ru_stime, 3),
+        user_seconds=round(usage.ru_utime, 3),
+        system_seconds=round(usage.ru_stime, 3),
         peak_tree_rss_mb=round(peak_tree / 1024, 1),
         peak_process_rss_mb=round(max(hwm.values(), default=0) / 1024, 1),
         sum_process_hwm_mb=round(sum(hwm.values()) / 1024, 1),
