@@ -12,6 +12,11 @@ address space (reset by ``exec``), so it is read instead:
 * ``sum_process_hwm_mb``: each process's own ``VmHWM`` added up (an upper bound of the tree's peak,
   exact when all processes peak together).
 
+A child forked but not yet exec'd shares its parent's pages and shows the parent's ``VmRSS``, so it
+is counted twice while it lives; ``sum_process_hwm_mb`` far above ``peak_tree_rss_mb`` with many
+``processes_seen`` gives such forks away (the downloader forked ``ldconfig`` at every ledger flush
+until ``media/store.py`` stopped calling ``ctypes.util.find_library``).
+
 CPU time comes from ``wait4``: user + system time of the child and of every descendant it waited
 for (worker processes included), which is not inherited.
 """
