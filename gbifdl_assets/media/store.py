@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import random
@@ -155,10 +154,22 @@ def _write_linked(parent: Path, target: Path, data: bytes) -> bool:
         os.close(fd)
 
 
+def _load_syncfs() -> Callable[[int], int] | None:
+    # Looked up once, in the symbols already loaded (like linkat above): ctypes.util.find_library
+    # runs `ldconfig -p` in a subprocess on every call, i.e. a fork of this process at each ledger
+    # flush (and a second copy of its memory in any per-process RSS sum while it ran).
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _load_syncfs()
+
+
 def _syncfs(path: Path) -> None:
     """Flush the filesystem holding ``path`` (Linux syncfs; os.sync elsewhere)."""
-    libc_name = ctypes.util.find_library("c")
-    syncfs = getattr(ctypes.CDLL(libc_name, use_errno=True), "syncfs", None) if libc_name else None
+    syncfs = _SYNCFS
     if syncfs is None:
         os.sync()
         return
