@@ -54,8 +54,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.media.fetch import FetchConfig, Fetcher
+from gbifdl_assets.media.host_rates import DEFAULT_HOST_RATES_KEY, HostBook
 from gbifdl_assets.media.ledger import LedgerWriter, compact_ledger, ledger_files, list_ledgers, load_ledger
 from gbifdl_assets.media.rows import Row, content_key_of, row_batches, row_count
+from gbifdl_assets.media.schedule import HostScheduler
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.media.work import entry, fetch_one, now_ms, relaxed_gc, resolve_io_threads, run_loop
@@ -92,7 +94,8 @@ class DownloadConfig:
     #: None: inline in worker processes for a local store, 8 threads in-process, 32 for S3 (see
     #: work.resolve_io_threads)
     io_threads: int | None = None
-    #: rows waiting for a worker; None: 4 x concurrency
+    #: rows waiting for a worker (in per-host backlogs, see .schedule); None: 4 x concurrency, at
+    #: least 4,096, so that every host of a mixed manifest has work while slow ones pace theirs
     queue_size: int | None = None
     ledger_flush_rows: int = 2000
     ledger_flush_seconds: float = 5.0
@@ -118,6 +121,16 @@ class DownloadConfig:
     #: S3 0.6 s in 3 ListObjectsV2 requests (one HEAD per object instead: 15 s); the cost grows
     #: with the objects under the variant prefix, which all training sets of the store share.
     verify_stored: bool = True
+    #: storage key (in the image store's storage) of what runs learned about each host's rate
+    #: (.host_rates); read at the start, written every host_rates_save_seconds and at the end.
+    #: None: start every host from scratch and keep nothing
+    host_rates_key: str | None = DEFAULT_HOST_RATES_KEY
+    host_rates_save_seconds: float = 30.0
+
+    @property
+    def pending_jobs(self) -> int:
+        """Jobs queued ahead of the workers (see ``queue_size``)."""
+        return self.queue_size or max(4 * self.fetch.concurrency, 4096)
 
 
 @dataclass
@@ -172,6 +185,12 @@ class DownloadSummary:
     #: seconds spent checking the ledgers' stored objects against a listing of the store
     verify_seconds: float = 0.0
     run_id: str = ""
+    #: hosts requests went to, the 429/503 answers among them, and the hosts given up on with why
+    hosts_contacted: int = 0
+    throttled: int = 0
+    hosts_skipped: dict[str, str] = field(default_factory=dict)
+    #: the busiest hosts: requests, throttled, learned rate and ceiling (requests/s), window, latency
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -276,7 +295,9 @@ class _Run:
         total: int | None,
         progress: Callable[[Progress], None] | None,
         on_result: Callable[[dict[str, Any], Row], None] | None,
+        hosts: HostBook | None = None,
     ) -> None:
+        self.hosts = hosts or HostBook(None, None)
         self.store = store
         self.writer = writer
         self.options = options
@@ -380,33 +401,34 @@ async def _run_async(rows: Any, run: _Run, index: dict[str, dict[str, Any]], own
     io_threads = resolve_io_threads(cfg.io_threads, run.store, 1)
     pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img") if io_threads else None
     flush_pool = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-ledger")
-    queue: asyncio.Queue[tuple[Row, str, str] | None] = asyncio.Queue(
-        cfg.queue_size or 4 * fetch_cfg.concurrency
-    )
     done = asyncio.Event()
 
-    async def producer() -> None:
-        for job in _jobs(rows, run, index, own):
-            await queue.put(job)
-        for _ in range(fetch_cfg.concurrency):
-            await queue.put(None)
+    async def producer(fetcher: Fetcher, sched: HostScheduler) -> None:
+        try:
+            for job in _jobs(rows, run, index, own):
+                await sched.put(job, fetcher.host_key(job[2]) or "")
+        finally:
+            sched.close()
 
-    async def worker(fetcher: Fetcher) -> None:
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            row, ck, url = item
-            entry = await fetch_one(fetcher, loop, pool, run.store, run.options, ck, url)
+    async def worker(fetcher: Fetcher, sched: HostScheduler) -> None:
+        while (item := await sched.get()) is not None:
+            (row, ck, url), host = item
+            try:
+                entry = await fetch_one(fetcher, loop, pool, run.store, run.options, ck, url)
+            finally:
+                sched.done(host)
             run.record(entry, row)
 
-    async def flusher() -> None:
+    async def flusher(fetcher: Fetcher) -> None:
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.flush_now.wait(), timeout=min(1.0, cfg.ledger_flush_seconds))
             run.flush_now.clear()
             if run.writer.due():
                 await _flush(loop, flush_pool, run.writer)
+            run.hosts.update(0, fetcher.host_states())
+            if run.hosts.storage is not None:
+                await loop.run_in_executor(flush_pool, run.hosts.maybe_save)
 
     async def reporter() -> None:
         if run.progress_cb is None:
@@ -417,16 +439,19 @@ async def _run_async(rows: Any, run: _Run, index: dict[str, dict[str, Any]], own
             if not done.is_set():
                 run.progress_cb(run.snapshot())
 
+    fetcher = Fetcher(fetch_cfg, host_states=run.hosts.learned)
     try:
-        async with Fetcher(fetch_cfg) as fetcher, asyncio.TaskGroup() as group:
-            side = [group.create_task(flusher()), group.create_task(reporter())]
-            workers = [group.create_task(worker(fetcher)) for _ in range(fetch_cfg.concurrency)]
-            group.create_task(producer())
+        async with fetcher, asyncio.TaskGroup() as group:
+            sched = HostScheduler(fetcher.host, cfg.pending_jobs)
+            side = [group.create_task(flusher(fetcher)), group.create_task(reporter())]
+            workers = [group.create_task(worker(fetcher, sched)) for _ in range(fetch_cfg.concurrency)]
+            group.create_task(producer(fetcher, sched))
             await asyncio.gather(*workers)
             done.set()
             await asyncio.gather(*side)
     finally:
         done.set()
+        run.hosts.update(0, fetcher.host_states())
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         # Whatever happened, write what was recorded: each entry's object write has returned.
@@ -508,14 +533,17 @@ def download_images(
     if not isinstance(store, ImageStore):
         store = ImageStore(store, retry_seconds=config.store_retry_seconds)
     processes = _processes(config, row_count(rows), on_result)
+    hosts = HostBook(store.storage, config.host_rates_key, save_seconds=config.host_rates_save_seconds)
+    hosts.load()
     workers = None
     if processes > 1:
         from gbifdl_assets.media.pool import Workers
 
-        workers = Workers(store, options, config, processes)  # they start while we read the ledgers
+        # they start while we read the ledgers
+        workers = Workers(store, options, config, processes, host_states=hosts.learned)
     try:
         with relaxed_gc():
-            return _download(rows, store, ledger, options, config, progress, on_result, workers)
+            return _download(rows, store, ledger, options, config, progress, on_result, workers, hosts)
     finally:
         if workers is not None:
             workers.close(terminate=True)
@@ -530,6 +558,7 @@ def _download(
     progress: Callable[[Progress], None] | None,
     on_result: Callable[[dict[str, Any], Row], None] | None,
     workers: Any,
+    hosts: HostBook,
 ) -> DownloadSummary:
     writer = LedgerWriter(
         store,
@@ -549,14 +578,17 @@ def _download(
         index = _verify_stored(store, ledger, own, index)
         verify_seconds = time.monotonic() - checked
     own.stored_keys = None  # not needed any more; may be large
-    run = _Run(store, writer, options, config, row_count(rows), progress, on_result)
+    run = _Run(store, writer, options, config, row_count(rows), progress, on_result, hosts)
     retries_before = store.retries
 
     if workers is not None:
         from gbifdl_assets.media.pool import run_pool
 
         run.started = time.monotonic()
-        run_pool(workers, _jobs(rows, run, index, own), run)
+        try:
+            run_pool(workers, _jobs(rows, run, index, own), run)
+        finally:
+            hosts.save()
     else:
 
         async def main() -> None:
@@ -564,7 +596,10 @@ def _download(
             run.flush_now = asyncio.Event()
             await _run_async(rows, run, index, own)
 
-        run_loop(main, config.event_loop)
+        try:
+            run_loop(main, config.event_loop)
+        finally:
+            hosts.save()
     if config.compact:
         try:
             compact_ledger(store, ledger, store=store)
@@ -573,6 +608,9 @@ def _download(
     elapsed = time.monotonic() - run.started
     if progress is not None:
         progress(run.snapshot(final=True))
+    host_summary = hosts.summary()
+    for host, why in host_summary["hosts_skipped"].items():
+        log.warning("%s", why if host in why else f"{host}: {why}")
     return DownloadSummary(
         ledger=ledger,
         store=store.uri,
@@ -591,6 +629,7 @@ def _download(
         missing_refetched=run.missing_refetched,
         verify_seconds=round(verify_seconds, 3),
         run_id=writer.run_id,
+        **host_summary,
     )
 
 

@@ -12,9 +12,17 @@ exactly as in-process. It deals the images to fetch to ``processes`` spawned wor
 code as the in-process path (:func:`.work.fetch_one`) on its own event loop (validating inline for
 a local store, in a thread pool for S3; see :func:`.work.resolve_io_threads`),
 and sends the ledger entries back in small batches *after* each object write returned, so the
-ledger still only records stored images. Per-host limits are divided between the workers
-(``per_host`` 16 over 2 workers: 8 each), so a host sees the same politeness; a 429 pauses that
-host in the worker that received it.
+ledger still only records stored images.
+
+Hosts and workers: each worker keeps its jobs in per-host backlogs (:mod:`.schedule`) and its own
+politeness state per host (:mod:`.hosts`). A host nobody has throttled yet is spread over all
+workers by ``content_key`` (a fast host keeps both cores busy; ``per_host`` is divided between
+the workers, 16 over 2: 8 each, so the host sees the same number of connections). Once a host
+has a rate of its own (it throttled us, a ceiling is configured, or an earlier run learned one),
+one worker owns it: the parent deals that host's further jobs to the owner and asks the other
+workers to hand back the jobs of it they have not started, so the host is paced by one controller
+instead of two that would each think they have it to themselves. Workers report their hosts'
+state every second; the parent merges them for the run summary and the host rates file.
 
 A worker exits when its job queue ends, and also when the calling process disappears (checked every
 second), so ``kill -9`` of the caller leaves no orphan downloading forever; the images it stored
@@ -33,11 +41,14 @@ import queue as queue_mod
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from gbifdl_assets.media.fetch import FetchConfig, Fetcher
+from gbifdl_assets.media.hosts import host_key_of
+from gbifdl_assets.media.schedule import HostScheduler
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.media.work import fetch_one, relaxed_gc, resolve_io_threads, run_loop
@@ -48,6 +59,8 @@ log = logging.getLogger(__name__)
 _JOB_BATCH = 64
 _START_LOCK = threading.Lock()
 _SEND_EVERY = 0.05  # seconds between result batches from a worker
+_HOSTS_EVERY = 1.0  # seconds between host state reports from a worker
+_ORPHANED = "orphaned"
 
 
 class WorkerFailed(RuntimeError):
@@ -73,64 +86,110 @@ def _worker_main(
     jobs: Any,
     results: Any,
     parent_pid: int,
+    index: int = 0,
+    host_states: dict[str, Any] | None = None,
+    max_pending: int = 4096,
 ) -> None:
-    """Entry point of a worker process (spawned; everything arrives pickled)."""
-    store = ImageStore(storage, retry_seconds=store_retry_seconds)
+    """Entry point of a worker process (spawned; everything arrives pickled).
 
-    def next_jobs() -> list[tuple[str, str]] | None:
+    The job queue carries lists of ``(content_key, url)`` jobs, ``("release", host)`` (hand back
+    the queued jobs of ``host``: another worker owns it now) and None (no more jobs).
+    """
+    store = ImageStore(storage, retry_seconds=store_retry_seconds)
+    orphaned = threading.Event()
+
+    def next_jobs() -> Any:
         while True:
             try:
                 return jobs.get(timeout=1.0)
             except queue_mod.Empty:
                 if os.getppid() != parent_pid:  # the caller is gone (kill -9): stop
-                    return None
+                    return _ORPHANED
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img") if io_threads else None
         getter = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-jobs")
-        work: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(4 * fetch.concurrency)
+        fetcher = Fetcher(fetch, host_states=host_states)
+        sched = HostScheduler(fetcher.host, 1 << 30)  # bounded by the parent's jobs in flight
         outbox: list[dict[str, Any]] = []
         finished = asyncio.Event()
+        reported: dict[str, int] = {}
+
+        def abandon() -> None:
+            """The caller is gone (kill -9): nobody will record what we fetch; stop soon."""
+            if not orphaned.is_set():
+                orphaned.set()
+                results.cancel_join_thread()  # nobody reads: exiting must not wait for the pipe
+                for host in list(sched.backlog()):
+                    sched.take_back(host)
+                sched.close()
 
         def send() -> None:
-            if outbox:
+            if orphaned.is_set():
+                outbox.clear()
+            elif outbox:
                 results.put(("entries", list(outbox)))
                 outbox.clear()
 
-        async def reader() -> None:
-            while True:
-                batch = await loop.run_in_executor(getter, next_jobs)
-                if batch is None:
-                    break
-                for job in batch:
-                    await work.put(job)
-            for _ in range(fetch.concurrency):
-                await work.put(None)
+        def send_hosts() -> None:
+            if orphaned.is_set():
+                return
+            states = {h: st for h, st in fetcher.host_states().items() if reported.get(h) != st["requests"]}
+            if states:
+                reported.update((h, st["requests"]) for h, st in states.items())
+                results.put(("hosts", (index, states)))
 
-        async def worker(fetcher: Fetcher) -> None:
-            while (job := await work.get()) is not None:
-                ck, url = job
-                outbox.append(await fetch_one(fetcher, loop, pool, store, options, ck, url))
+        async def reader() -> None:
+            try:
+                while True:
+                    message = await loop.run_in_executor(getter, next_jobs)
+                    if message is _ORPHANED:
+                        abandon()
+                        break
+                    if message is None:
+                        break
+                    if isinstance(message, tuple):  # ("release", host)
+                        results.put(("returned", (message[1], sched.take_back(message[1]))))
+                        continue
+                    for ck, url in message:
+                        sched.put_nowait((ck, url), fetcher.host_key(url) or "")
+            finally:
+                sched.close()
+
+        async def worker() -> None:
+            while (item := await sched.get()) is not None:
+                (ck, url), host = item
+                try:
+                    outbox.append(await fetch_one(fetcher, loop, pool, store, options, ck, url))
+                finally:
+                    sched.done(host)
                 if len(outbox) >= _JOB_BATCH:
                     send()
 
         async def sender() -> None:
+            last_hosts = time.monotonic()
             while not finished.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(finished.wait(), _SEND_EVERY)
                 send()
+                if time.monotonic() - last_hosts >= _HOSTS_EVERY:
+                    last_hosts = time.monotonic()
+                    if os.getppid() != parent_pid:  # the backlog may outlast the job queue's end
+                        abandon()
+                    send_hosts()
 
         try:
-            async with Fetcher(fetch) as fetcher, asyncio.TaskGroup() as group:
+            async with fetcher, asyncio.TaskGroup() as group:
                 flusher = group.create_task(sender())
                 group.create_task(reader())
-                await asyncio.gather(*[group.create_task(worker(fetcher)) for _ in range(fetch.concurrency)])
+                await asyncio.gather(*[group.create_task(worker()) for _ in range(fetch.concurrency)])
                 finished.set()
                 await flusher
         finally:
             finished.set()
             send()  # entries of completed writes are never dropped
+            send_hosts()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
             getter.shutdown(wait=False, cancel_futures=True)
@@ -144,7 +203,8 @@ def _worker_main(
         except Exception:  # not picklable: send its text
             results.put(("error", WorkerFailed(f"{type(exc).__name__}: {exc}")))
         return
-    results.put(("done", store.retries))
+    if not orphaned.is_set():
+        results.put(("done", store.retries))
 
 
 @contextlib.contextmanager
@@ -174,13 +234,23 @@ def _main_module_hidden() -> Any:
 class Workers:
     """The worker processes of one run, started early so their start-up overlaps the caller's."""
 
-    def __init__(self, store: ImageStore, options: ValidationOptions, config: Any, processes: int) -> None:
+    def __init__(
+        self,
+        store: ImageStore,
+        options: ValidationOptions,
+        config: Any,
+        processes: int,
+        *,
+        host_states: dict[str, Any] | None = None,
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._closed = False
         self.processes = processes
         self.job_queues = [ctx.Queue() for _ in range(processes)]
         self.results = ctx.Queue()
         fetch = worker_fetch_config(config.fetch, processes)
+        self.fetch = config.fetch
+        self.host_states = dict(host_states or {})
         io_threads = resolve_io_threads(config.io_threads, store, processes)
         self.procs = [
             ctx.Process(
@@ -195,6 +265,9 @@ class Workers:
                     self.job_queues[i],
                     self.results,
                     os.getpid(),
+                    i,
+                    self.host_states,
+                    config.pending_jobs,
                 ),
                 name=f"gbifdl-download-{i}",
                 daemon=True,
@@ -225,23 +298,65 @@ class Workers:
             q.cancel_join_thread()
 
 
+class _Dealer:
+    """Which worker gets a job: any (by content key) for a host without a rate, else its owner."""
+
+    def __init__(self, processes: int, fetch: FetchConfig, learned: dict[str, Any]) -> None:
+        self.processes = processes
+        self.fetch = fetch
+        self.learned = learned
+        self.owner: dict[str, int] = {}
+        self._seen: set[str] = set()
+
+    def worker_for(self, content_key: str, host: str) -> int:
+        owner = self.owner.get(host)
+        if owner is not None:
+            return owner
+        if host and host not in self._seen:
+            self._seen.add(host)
+            state = self.learned.get(host) or {}
+            if state.get("rate") or state.get("ceiling") or self.fetch.limits_for(host).max_rate is not None:
+                return self.pin(host)
+        return int(content_key[:8], 16) % self.processes
+
+    def pin(self, host: str) -> int:
+        owner = self.owner[host] = zlib.crc32(host.encode()) % self.processes
+        return owner
+
+
 def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
     """Drive the workers over ``jobs_iter`` ((row, content_key, url) tuples) for ``run``.
 
-    ``run`` is the download's ``_Run`` (ledger writer, counters, progress); everything it does
-    happens in this thread.
+    ``run`` is the download's ``_Run`` (ledger writer, counters, progress, host book); everything
+    it does happens in this thread.
     """
     cfg = run.config
     processes = pool.processes
     job_queues, results, workers = pool.job_queues, pool.results, pool.procs
-    max_inflight = cfg.queue_size or 4 * cfg.fetch.concurrency
+    max_inflight = cfg.pending_jobs
+    dealer = _Dealer(processes, pool.fetch, pool.host_states)
     rows_in_flight: dict[str, Any] = {}
     pending: list[list[tuple[str, str]]] = [[] for _ in range(processes)]
+    releases = 0  # release requests whose answer ("returned") has not come back yet
     jobs = iter(jobs_iter)
     input_done = ends_sent = False
     finished = 0
     last_progress = time.monotonic()
     error: BaseException | None = None
+
+    def deal(ck: str, url: str) -> None:
+        p = dealer.worker_for(ck, host_key_of(url))
+        pending[p].append((ck, url))
+        if len(pending[p]) >= _JOB_BATCH:
+            job_queues[p].put(pending[p])
+            pending[p] = []
+
+    def record(entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            if entry.get("stored"):
+                run.store.mark_dirty()  # the workers wrote: sync before the ledger claims it
+            run.record(entry, rows_in_flight.pop(entry["content_key"], None))
+
     try:
         while finished < processes:
             # deal jobs while there is room in flight
@@ -252,16 +367,12 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
                     break
                 row, ck, url = job
                 rows_in_flight[ck] = row
-                p = int(ck[:8], 16) % processes
-                pending[p].append((ck, url))
-                if len(pending[p]) >= _JOB_BATCH:
-                    job_queues[p].put(pending[p])
-                    pending[p] = []
+                deal(ck, url)
             for p in range(processes):
                 if pending[p]:
                     job_queues[p].put(pending[p])
                     pending[p] = []
-            if input_done and not ends_sent:
+            if input_done and not ends_sent and releases == 0:
                 for q in job_queues:
                     q.put(None)
                 ends_sent = True
@@ -276,10 +387,21 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
                     ) from None
             else:
                 if kind == "entries":
-                    for entry in payload:
-                        if entry.get("stored"):
-                            run.store.mark_dirty()  # the workers wrote: sync before the ledger claims it
-                        run.record(entry, rows_in_flight.pop(entry["content_key"], None))
+                    record(payload)
+                elif kind == "hosts":
+                    index, states = payload
+                    run.hosts.update(index, states)
+                    for host, state in states.items():
+                        if state.get("rate") is not None and host not in dealer.owner and not ends_sent:
+                            owner = dealer.pin(host)  # it has a rate now: one worker paces it
+                            for q, job_queue in enumerate(job_queues):
+                                if q != owner:
+                                    job_queue.put(("release", host))
+                                    releases += 1
+                elif kind == "returned":
+                    releases -= 1
+                    for ck, url in payload[1]:
+                        deal(ck, url)
                 elif kind == "done":
                     finished += 1
                     run.store.retries += payload
@@ -287,6 +409,7 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
                     raise payload
             if run.writer.due():
                 run.writer.flush()
+            run.hosts.maybe_save()
             now = time.monotonic()
             if run.progress_cb is not None and now - last_progress >= cfg.progress_interval:
                 last_progress = now
@@ -304,10 +427,13 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
                 while True:
                     kind, payload = results.get(timeout=0.2)
                     if kind == "entries":
-                        for entry in payload:
-                            if entry.get("stored"):
-                                run.store.mark_dirty()
-                            run.record(entry, rows_in_flight.pop(entry["content_key"], None))
+                        record(payload)
+        else:
+            with contextlib.suppress(Exception):  # the last host reports, sent just before "done"
+                while True:
+                    kind, payload = results.get_nowait()
+                    if kind == "hosts":
+                        run.hosts.update(*payload)
         pool.close()
         try:
             run.writer.flush()

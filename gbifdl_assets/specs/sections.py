@@ -394,6 +394,16 @@ class ImageOptions(Section):
     max_bytes: int = Field(default=20_000_000, ge=1024)  # larger downloads are refused ("20MB" accepted)
     completeness_threshold: float = Field(default=0.95, ge=0.0, le=1.0)  # share of images that must arrive
     shards: int = Field(default=8, ge=1, le=256)  # image_store partitions per training set
+    # politeness (media/hosts.py): each host's rate adapts to its answers; these are ceilings
+    max_rate_per_host: float | None = Field(
+        default=None, gt=0
+    )  # requests/s for any host; null: adaptive only
+    host_limits: dict[str, float | dict[str, float]] = Field(default_factory=dict)  # {host or .domain: rate}
+    # opt-out before the body: robots.txt, X-Robots-Tag (noai, noimageai, noindex, noimageindex), tdm-reservation
+    robots_txt: bool = True
+    opt_out_headers: bool = True
+    # dead links (404/410, DNS, refused) fetched from GBIF's image cache, credited to the original
+    image_cache_fallback: bool = True
 
     @field_validator("format", mode="before")
     @classmethod
@@ -411,6 +421,14 @@ class ImageOptions(Section):
                 raise ValueError(f"{show(value)} is not a size; write bytes (20000000) or e.g. '20MB'")
             unit = (m.group(2) or "").lower().rstrip("b")
             return int(float(m.group(1)) * _SIZE_UNITS[unit])
+        return value
+
+    @field_validator("host_limits")
+    @classmethod
+    def _host_limits(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from gbifdl_assets.media.hosts import normalize_host_limits  # the one reading of the table
+
+        normalize_host_limits(value)  # ValueError names the host and what to write
         return value
 
     @model_validator(mode="after")
