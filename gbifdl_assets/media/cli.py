@@ -142,6 +142,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     polite.add_argument(
         "--no-host-rates", action="store_true", help="neither read nor keep learned host rates"
     )
+    optout = p.add_argument_group(
+        "opt-out", "hosts that opt out of our use are honoured before any image body is downloaded"
+    )
+    optout.add_argument(
+        "--no-robots-txt",
+        dest="robots_txt",
+        action="store_false",
+        help="do not read robots.txt (default: fetched once per host; disallowed paths never requested)",
+    )
+    optout.add_argument(
+        "--no-opt-out-headers",
+        dest="opt_out_headers",
+        action="store_false",
+        help="ignore X-Robots-Tag noai/noimageai/noindex/noimageindex and tdm-reservation: 1 (default: honoured)",
+    )
+    optout.add_argument(
+        "--recheck-opted-out",
+        action="store_true",
+        help="ask again for images the ledger records as opted out",
+    )
     polite.add_argument(
         "--resolve",
         action="append",
@@ -211,6 +231,8 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
             start_concurrency=args.start_concurrency,
             skip_host_after=args.skip_host_after,
             resolve=args.resolve,
+            robots_txt=args.robots_txt,
+            opt_out_headers=args.opt_out_headers,
         )
         config = DownloadConfig(
             fetch=fetch,
@@ -219,6 +241,7 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
             progress_interval=args.progress_seconds,
             processes=args.processes,
             host_rates_key=None if args.no_host_rates else args.host_rates_key,
+            recheck_opted_out=args.recheck_opted_out,
         )
         storage = open_storage(args.store, endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None)
     except (ValueError, StorageError) as exc:

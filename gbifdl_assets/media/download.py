@@ -126,6 +126,8 @@ class DownloadConfig:
     #: None: start every host from scratch and keep nothing
     host_rates_key: str | None = DEFAULT_HOST_RATES_KEY
     host_rates_save_seconds: float = 30.0
+    #: ask again for images the ledger records as opted out (hosts can change their mind)
+    recheck_opted_out: bool = False
 
     @property
     def pending_jobs(self) -> int:
@@ -149,12 +151,15 @@ class Progress:
     final: bool = False
     #: images the ledger recorded as stored whose object was gone, handed to fetching again so far
     missing_refetched: int = 0
+    #: images whose host opted out (robots.txt, X-Robots-Tag, tdm-reservation): not downloaded
+    opted_out: int = 0
 
     def message(self) -> str:
         of = f" of {self.total:,}" if self.total is not None else ""
         top = ", ".join(f"{r} {n}" for r, n in list(self.failed_by_reason.items())[:3])
+        opted = f", {self.opted_out:,} opted out" if self.opted_out else ""
         return (
-            f"images: {self.done:,}{of} done ({self.ok:,} ok, {self.failed:,} failed, {self.skipped:,} skipped)"
+            f"images: {self.done:,}{of} done ({self.ok:,} ok, {self.failed:,} failed, {self.skipped:,} skipped{opted})"
             f" · {self.rate:,.0f} img/s · {self.bytes / 1e6:,.1f} MB in {self.elapsed:,.0f} s"
             + (f" · {self.missing_refetched:,} missing objects re-fetched" if self.missing_refetched else "")
             + (f" · failures: {top}" if top else "")
@@ -176,6 +181,9 @@ class DownloadSummary:
     images_per_s: float = 0.0  # ok images per second
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    #: images not downloaded because their host opts out: robots_txt, x_robots_tag, tdm_reservation
+    opted_out: int = 0
+    opted_out_by_reason: dict[str, int] = field(default_factory=dict)
     #: rows not looked at because this ledger already had them (stored, or failed and not retried)
     already_done: int = 0
     ledger_entries: int = 0
@@ -203,6 +211,8 @@ class _Own:
 
     stored: set[str]
     failed: set[str]
+    #: recorded as opted out by their host: not asked again (unless recheck_opted_out)
+    opted_out: set[str] = field(default_factory=set)
     #: recorded as stored, but the object is gone (filled in by _verify_stored)
     missing: set[str] = field(default_factory=set)
     #: the stored entries' content_key and key columns, for the check against the store
@@ -214,7 +224,8 @@ def _own_state(store: ImageStore, ledger: str) -> _Own:
     keys = table.column("content_key")
     stored_rows = table.filter(pc.fill_null(table.column("stored"), False)).select(["content_key", "key"])
     failed = set(keys.filter(pc.equal(table.column("status"), "failed")).to_pylist())
-    return _Own(set(stored_rows.column("content_key").to_pylist()), failed, stored_keys=stored_rows)
+    opted = set(keys.filter(pc.equal(table.column("status"), "opted_out")).to_pylist())
+    return _Own(set(stored_rows.column("content_key").to_pylist()), failed, opted, stored_keys=stored_rows)
 
 
 def _verify_stored(
@@ -308,6 +319,7 @@ class _Run:
         self.counts: Counter[str] = Counter()
         self.failed_by: Counter[str] = Counter()
         self.skipped_by: Counter[str] = Counter()
+        self.opted_out_by: Counter[str] = Counter()
         self.bytes = 0
         self.already_done = 0
         self.missing_refetched = 0
@@ -321,6 +333,8 @@ class _Run:
             self.failed_by[entry["reason"]] += 1
         elif status == "skipped":
             self.skipped_by[entry["reason"]] += 1
+        elif status == "opted_out":
+            self.opted_out_by[entry["reason"]] += 1
         if entry.get("stored") and status == "ok":
             self.bytes += entry.get("bytes") or 0
         self.writer.add(entry)
@@ -336,7 +350,7 @@ class _Run:
 
     def snapshot(self, final: bool = False) -> Progress:
         elapsed = time.monotonic() - self.started
-        done = self.counts["ok"] + self.counts["failed"] + self.counts["skipped"]
+        done = self.counts["ok"] + self.counts["failed"] + self.counts["skipped"] + self.counts["opted_out"]
         return Progress(
             done=done,
             ok=self.counts["ok"],
@@ -349,6 +363,7 @@ class _Run:
             failed_by_reason=dict(self.failed_by.most_common()),
             final=final,
             missing_refetched=self.missing_refetched,
+            opted_out=self.counts["opted_out"],
         )
 
 
@@ -372,6 +387,10 @@ def _jobs(
             if ck in stored_before:
                 run.already_done += 1
                 run.count_only("already_done")
+                continue
+            if ck in own.opted_out and not cfg.recheck_opted_out:
+                run.already_done += 1
+                run.count_only("opted_out_before")
                 continue
             healing = ck in missing
             if cfg.only_failed and ck not in failed_before and not healing:
@@ -623,6 +642,8 @@ def _download(
         images_per_s=round(run.counts["ok"] / elapsed, 1) if elapsed > 0 else 0.0,
         failed_by_reason=dict(run.failed_by.most_common()),
         skipped_by_reason=dict(run.skipped_by.most_common()),
+        opted_out=run.counts["opted_out"],
+        opted_out_by_reason=dict(run.opted_out_by.most_common()),
         already_done=run.already_done,
         ledger_entries=writer.entries_written,
         storage_retries=store.retries - retries_before,

@@ -5,6 +5,8 @@ Every image a download run handles gets an entry::
     ok       key, bytes, width, height, sha256, format, content_type, http_status, attempts
     failed   reason (http_404, timeout, not_an_image, …), http_status, attempts, error
     skipped  reason (already_stored: another ledger of the same store holds it; duplicate), key…
+    opted_out reason (robots_txt, x_robots_tag, tdm_reservation): the host opts out of our use; the
+             body was never downloaded, and later runs do not ask again (``recheck_opted_out``)
 
 plus ``content_key``, ``url``, ``started_at``, ``finished_at`` and ``run_id``. A ``stored`` column
 says whether the image is in the store (ok, or skipped as already stored), which is what
@@ -84,7 +86,7 @@ LEDGER_SCHEMA = pa.schema(
     [
         pa.field("content_key", pa.string(), nullable=False),
         pa.field("url", pa.string()),
-        pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
+        pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped | opted_out
         pa.field("reason", pa.string()),  # null for ok
         pa.field("stored", pa.bool_(), nullable=False),  # the image is in the store under `key`
         pa.field("key", pa.string()),
@@ -310,12 +312,14 @@ class LedgerWriter:
 
 # --------------------------------------------------------------------------------- reporting
 def summarize_ledger(table: pa.Table) -> dict[str, Any]:
-    """Counts by status and by reason (``failed_by_reason``/``skipped_by_reason``) of a ledger table."""
+    """Counts by status and by reason (``failed_by_reason``/``skipped_by_reason``/
+    ``opted_out_by_reason``) of a ledger table."""
     status = table.column("status").to_pylist()
     reason = table.column("reason").to_pylist()
     counts = Counter(status)
     failed = Counter(r for s, r in zip(status, reason, strict=True) if s == "failed")
     skipped = Counter(r for s, r in zip(status, reason, strict=True) if s == "skipped")
+    opted = Counter(r for s, r in zip(status, reason, strict=True) if s == "opted_out")
     stored = pc.sum(table.column("stored")).as_py() or 0
     return {
         "images": table.num_rows,
@@ -326,6 +330,8 @@ def summarize_ledger(table: pa.Table) -> dict[str, Any]:
         "bytes": pc.sum(pc.if_else(table.column("stored"), table.column("bytes"), 0)).as_py() or 0,
         "failed_by_reason": dict(failed.most_common()),
         "skipped_by_reason": dict(skipped.most_common()),
+        "opted_out": counts.get("opted_out", 0),
+        "opted_out_by_reason": dict(opted.most_common()),
     }
 
 

@@ -138,7 +138,7 @@ async def fetch_one(
         content_key,
         url,
         started_ms,
-        status="failed",
+        status="opted_out" if result.opted_out else "failed",
         reason=result.reason,
         http_status=result.http_status,
         attempts=result.attempts,
