@@ -162,6 +162,18 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ask again for images the ledger records as opted out",
     )
+    cache = p.add_argument_group("dead links", "404/410, DNS failures and refused connections")
+    cache.add_argument(
+        "--no-image-cache",
+        dest="image_cache",
+        action="store_false",
+        help="do not fetch dead links from GBIF's image cache (default: fetched when the row has its gbifID)",
+    )
+    cache.add_argument(
+        "--gbif-api-url",
+        default=os.environ.get("GBIF_API_URL") or "https://api.gbif.org/v1",
+        help="the GBIF API whose image cache is asked (default $GBIF_API_URL or https://api.gbif.org/v1)",
+    )
     polite.add_argument(
         "--resolve",
         action="append",
@@ -208,7 +220,7 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
             f"manifest {path} has no 'url' column (columns: {', '.join(names)}); pass a manifest Parquet",
             command=command,
         )
-    columns = [c for c in ("content_key", "url") if c in names]
+    columns = [c for c in ("content_key", "url", "gbifID") if c in names]  # gbifID: the image cache
     ledger = args.ledger or path.stem
     try:
         options = ValidationOptions(
@@ -242,6 +254,8 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
             processes=args.processes,
             host_rates_key=None if args.no_host_rates else args.host_rates_key,
             recheck_opted_out=args.recheck_opted_out,
+            image_cache=args.image_cache,
+            gbif_api_url=args.gbif_api_url,
         )
         storage = open_storage(args.store, endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None)
     except (ValueError, StorageError) as exc:

@@ -55,6 +55,14 @@ import pyarrow.compute as pc
 
 from gbifdl_assets.media.fetch import FetchConfig, Fetcher
 from gbifdl_assets.media.host_rates import DEFAULT_HOST_RATES_KEY, HostBook
+from gbifdl_assets.media.image_cache import (
+    CACHE_QUEUE,
+    GBIF_API_URL,
+    ImageCache,
+    cache_gate,
+    fetch_cached,
+    gbif_id_of,
+)
 from gbifdl_assets.media.ledger import LedgerWriter, compact_ledger, ledger_files, list_ledgers, load_ledger
 from gbifdl_assets.media.rows import Row, content_key_of, row_batches, row_count
 from gbifdl_assets.media.schedule import HostScheduler
@@ -128,6 +136,15 @@ class DownloadConfig:
     host_rates_save_seconds: float = 30.0
     #: ask again for images the ledger records as opted out (hosts can change their mind)
     recheck_opted_out: bool = False
+    #: fetch dead links (404/410, DNS failure, refused connections) from GBIF's image cache
+    #: (.image_cache; rows need their gbifID)
+    image_cache: bool = True
+    #: the GBIF API whose image cache is asked (the offline sandbox's /v1 in tests and demos)
+    gbif_api_url: str = GBIF_API_URL
+
+    @property
+    def cache(self) -> ImageCache | None:
+        return ImageCache(self.gbif_api_url) if self.image_cache else None
 
     @property
     def pending_jobs(self) -> int:
@@ -184,6 +201,10 @@ class DownloadSummary:
     #: images not downloaded because their host opts out: robots_txt, x_robots_tag, tdm_reservation
     opted_out: int = 0
     opted_out_by_reason: dict[str, int] = field(default_factory=dict)
+    #: dead links asked from GBIF's image cache, and how many of them it had (stored, source
+    #: gbif_image_cache in the ledger)
+    image_cache_tried: int = 0
+    from_image_cache: int = 0
     #: rows not looked at because this ledger already had them (stored, or failed and not retried)
     already_done: int = 0
     ledger_entries: int = 0
@@ -320,6 +341,7 @@ class _Run:
         self.failed_by: Counter[str] = Counter()
         self.skipped_by: Counter[str] = Counter()
         self.opted_out_by: Counter[str] = Counter()
+        self.cache_tried = self.from_cache = 0
         self.bytes = 0
         self.already_done = 0
         self.missing_refetched = 0
@@ -327,6 +349,7 @@ class _Run:
         self.flush_now = asyncio.Event()
 
     def record(self, entry: dict[str, Any], row: Row | None) -> None:
+        entry.pop("dead_link", None)
         status = entry["status"]
         self.counts[status] += 1
         if status == "failed":
@@ -337,6 +360,9 @@ class _Run:
             self.opted_out_by[entry["reason"]] += 1
         if entry.get("stored") and status == "ok":
             self.bytes += entry.get("bytes") or 0
+        if entry.get("source") == "gbif_image_cache":
+            self.cache_tried += 1
+            self.from_cache += status == "ok"
         self.writer.add(entry)
         if len(self.writer) >= self.config.ledger_flush_rows:
             self.flush_now.set()
@@ -429,13 +455,27 @@ async def _run_async(rows: Any, run: _Run, index: dict[str, dict[str, Any]], own
         finally:
             sched.close()
 
+    cache = cfg.cache
+
     async def worker(fetcher: Fetcher, sched: HostScheduler) -> None:
         while (item := await sched.get()) is not None:
-            (row, ck, url), host = item
+            job, host = item
+            row = job[0]
             try:
-                entry = await fetch_one(fetcher, loop, pool, run.store, run.options, ck, url)
+                if host == CACHE_QUEUE:  # (row, gbifID, the dead link's entry)
+                    assert cache is not None
+                    entry = await fetch_cached(
+                        fetcher, loop, pool, run.store, run.options, cache, job[1], job[2]
+                    )
+                else:  # (row, content_key, url)
+                    entry = await fetch_one(fetcher, loop, pool, run.store, run.options, job[1], job[2])
             finally:
                 sched.done(host)
+            if entry.pop("dead_link", False) and cache is not None:
+                gbif_id = gbif_id_of(row)
+                if gbif_id is not None:
+                    sched.put_nowait((row, gbif_id, entry), CACHE_QUEUE)
+                    continue
             run.record(entry, row)
 
     async def flusher(fetcher: Fetcher) -> None:
@@ -461,7 +501,8 @@ async def _run_async(rows: Any, run: _Run, index: dict[str, dict[str, Any]], own
     fetcher = Fetcher(fetch_cfg, host_states=run.hosts.learned)
     try:
         async with fetcher, asyncio.TaskGroup() as group:
-            sched = HostScheduler(fetcher.host, cfg.pending_jobs)
+            gate = cache_gate()
+            sched = HostScheduler(lambda h: gate if h == CACHE_QUEUE else fetcher.host(h), cfg.pending_jobs)
             side = [group.create_task(flusher(fetcher)), group.create_task(reporter())]
             workers = [group.create_task(worker(fetcher, sched)) for _ in range(fetch_cfg.concurrency)]
             group.create_task(producer(fetcher, sched))
@@ -644,6 +685,8 @@ def _download(
         skipped_by_reason=dict(run.skipped_by.most_common()),
         opted_out=run.counts["opted_out"],
         opted_out_by_reason=dict(run.opted_out_by.most_common()),
+        image_cache_tried=run.cache_tried,
+        from_image_cache=run.from_cache,
         already_done=run.already_done,
         ledger_entries=writer.entries_written,
         storage_retries=store.retries - retries_before,

@@ -8,7 +8,9 @@ Every image a download run handles gets an entry::
     opted_out reason (robots_txt, x_robots_tag, tdm_reservation): the host opts out of our use; the
              body was never downloaded, and later runs do not ask again (``recheck_opted_out``)
 
-plus ``content_key``, ``url``, ``started_at``, ``finished_at`` and ``run_id``. A ``stored`` column
+plus ``content_key``, ``url``, ``started_at``, ``finished_at`` and ``run_id``; ``source`` and
+``fetched_from`` say when the bytes came from GBIF's image cache rather than ``url`` (a dead link,
+see .image_cache; ``url`` stays the original, which the credits name). A ``stored`` column
 says whether the image is in the store (ok, or skipped as already stored), which is what
 completeness counts.
 
@@ -102,6 +104,10 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("started_at", _TS),
         pa.field("finished_at", _TS),
         pa.field("run_id", pa.string()),
+        # where the bytes came from when not from ``url`` itself: "gbif_image_cache" (a dead link
+        # recovered from GBIF's image cache, or tried there), with the URL fetched
+        pa.field("source", pa.string()),
+        pa.field("fetched_from", pa.string()),
     ]
 )
 LEDGER_COLUMNS = tuple(LEDGER_SCHEMA.names)
@@ -386,7 +392,12 @@ def attribution_table(manifest: pa.Table, ledger: pa.Table) -> pa.Table:
     ledger's ``key`` and ``sha256`` for every image that is in the store.
     """
     cols = [c for c in _ATTRIBUTION_COLUMNS if c in manifest.column_names]
-    view = ledger.filter(pc.field("stored")).select(["content_key", "key", "sha256", "width", "height"])
+    # ``source``: gbif_image_cache when the stored copy came from GBIF's cache (the credit still names
+    # the original creator, licence and url, which come from the manifest)
+    facts = ["content_key", "key", "sha256", "width", "height"] + (
+        ["source"] if "source" in ledger.column_names else []
+    )
+    view = ledger.filter(pc.field("stored")).select(facts)
     joined = manifest.select(cols).join(view, "content_key", join_type="inner")
     return joined.sort_by([("content_key", "ascending")])
 

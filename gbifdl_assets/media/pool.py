@@ -48,6 +48,7 @@ from typing import Any
 
 from gbifdl_assets.media.fetch import FetchConfig, Fetcher
 from gbifdl_assets.media.hosts import host_key_of
+from gbifdl_assets.media.image_cache import CACHE_QUEUE, ImageCache, cache_gate, fetch_cached, gbif_id_of
 from gbifdl_assets.media.schedule import HostScheduler
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
@@ -89,11 +90,13 @@ def _worker_main(
     index: int = 0,
     host_states: dict[str, Any] | None = None,
     max_pending: int = 4096,
+    cache: ImageCache | None = None,
 ) -> None:
     """Entry point of a worker process (spawned; everything arrives pickled).
 
-    The job queue carries lists of ``(content_key, url)`` jobs, ``("release", host)`` (hand back
-    the queued jobs of ``host``: another worker owns it now) and None (no more jobs).
+    The job queue carries lists of jobs (``(content_key, url)``, or ``(content_key, url, gbifID,
+    the dead link's entry)`` for GBIF's image cache), ``("release", host)`` (hand back the queued
+    jobs of ``host``: another worker owns it now) and None (no more jobs).
     """
     store = ImageStore(storage, retry_seconds=store_retry_seconds)
     orphaned = threading.Event()
@@ -111,7 +114,9 @@ def _worker_main(
         pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img") if io_threads else None
         getter = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-jobs")
         fetcher = Fetcher(fetch, host_states=host_states)
-        sched = HostScheduler(fetcher.host, 1 << 30)  # bounded by the parent's jobs in flight
+        gate = cache_gate()
+        # bounded by the parent's jobs in flight
+        sched = HostScheduler(lambda h: gate if h == CACHE_QUEUE else fetcher.host(h), 1 << 30)
         outbox: list[dict[str, Any]] = []
         finished = asyncio.Event()
         reported: dict[str, int] = {}
@@ -152,16 +157,22 @@ def _worker_main(
                     if isinstance(message, tuple):  # ("release", host)
                         results.put(("returned", (message[1], sched.take_back(message[1]))))
                         continue
-                    for ck, url in message:
-                        sched.put_nowait((ck, url), fetcher.host_key(url) or "")
+                    for job in message:
+                        sched.put_nowait(
+                            job, CACHE_QUEUE if len(job) == 4 else fetcher.host_key(job[1]) or ""
+                        )
             finally:
                 sched.close()
 
         async def worker() -> None:
             while (item := await sched.get()) is not None:
-                (ck, url), host = item
+                job, host = item
                 try:
-                    outbox.append(await fetch_one(fetcher, loop, pool, store, options, ck, url))
+                    if host == CACHE_QUEUE and cache is not None:
+                        entry = await fetch_cached(fetcher, loop, pool, store, options, cache, job[2], job[3])
+                    else:
+                        entry = await fetch_one(fetcher, loop, pool, store, options, job[0], job[1])
+                    outbox.append(entry)  # a dead link goes back to the caller, who deals its cache job
                 finally:
                     sched.done(host)
                 if len(outbox) >= _JOB_BATCH:
@@ -250,6 +261,7 @@ class Workers:
         self.results = ctx.Queue()
         fetch = worker_fetch_config(config.fetch, processes)
         self.fetch = config.fetch
+        self.cache = config.cache
         self.host_states = dict(host_states or {})
         io_threads = resolve_io_threads(config.io_threads, store, processes)
         self.procs = [
@@ -268,6 +280,7 @@ class Workers:
                     i,
                     self.host_states,
                     config.pending_jobs,
+                    config.cache,
                 ),
                 name=f"gbifdl-download-{i}",
                 daemon=True,
@@ -305,7 +318,7 @@ class _Dealer:
         self.processes = processes
         self.fetch = fetch
         self.learned = learned
-        self.owner: dict[str, int] = {}
+        self.owner: dict[str, int] = {CACHE_QUEUE: 0}  # GBIF's image cache: one worker, one connection
         self._seen: set[str] = set()
 
     def worker_for(self, content_key: str, host: str) -> int:
@@ -344,18 +357,24 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
     last_progress = time.monotonic()
     error: BaseException | None = None
 
-    def deal(ck: str, url: str) -> None:
-        p = dealer.worker_for(ck, host_key_of(url))
-        pending[p].append((ck, url))
+    def deal(job: tuple[Any, ...], host: str) -> None:
+        p = dealer.worker_for(job[0], host)
+        pending[p].append(job)
         if len(pending[p]) >= _JOB_BATCH:
             job_queues[p].put(pending[p])
             pending[p] = []
 
     def record(entries: list[dict[str, Any]]) -> None:
         for entry in entries:
+            ck = entry["content_key"]
+            if entry.pop("dead_link", False) and pool.cache is not None and not ends_sent:
+                gbif_id = gbif_id_of(rows_in_flight.get(ck) or {})
+                if gbif_id is not None:  # one worker asks GBIF's image cache, one request at a time
+                    deal((ck, entry["url"], gbif_id, entry), CACHE_QUEUE)
+                    continue
             if entry.get("stored"):
                 run.store.mark_dirty()  # the workers wrote: sync before the ledger claims it
-            run.record(entry, rows_in_flight.pop(entry["content_key"], None))
+            run.record(entry, rows_in_flight.pop(ck, None))
 
     try:
         while finished < processes:
@@ -367,12 +386,12 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
                     break
                 row, ck, url = job
                 rows_in_flight[ck] = row
-                deal(ck, url)
+                deal((ck, url), host_key_of(url))
             for p in range(processes):
                 if pending[p]:
                     job_queues[p].put(pending[p])
                     pending[p] = []
-            if input_done and not ends_sent and releases == 0:
+            if input_done and not ends_sent and releases == 0 and not rows_in_flight:
                 for q in job_queues:
                     q.put(None)
                 ends_sent = True
@@ -400,8 +419,8 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
                                     releases += 1
                 elif kind == "returned":
                     releases -= 1
-                    for ck, url in payload[1]:
-                        deal(ck, url)
+                    for job in payload[1]:
+                        deal(job, CACHE_QUEUE if len(job) == 4 else host_key_of(job[1]))
                 elif kind == "done":
                     finished += 1
                     run.store.retries += payload

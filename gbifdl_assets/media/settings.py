@@ -52,4 +52,4 @@ def apply_image_options(config: DownloadConfig, options: ImageOptions) -> Downlo
         robots_txt=fetch.robots_txt and options.robots_txt,
         opt_out_headers=fetch.opt_out_headers and options.opt_out_headers,
     )
-    return replace(config, fetch=fetch)
+    return replace(config, fetch=fetch, image_cache=config.image_cache and options.image_cache_fallback)

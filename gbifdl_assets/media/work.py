@@ -19,7 +19,20 @@ from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import InvalidImage, ValidationOptions, validate_image
 from gbifdl_assets.storage import StorageUnavailable
 
-__all__ = ["entry", "fetch_one", "now_ms", "relaxed_gc", "resolve_io_threads", "run_loop", "store_body"]
+__all__ = [
+    "DEAD_LINK_REASONS",
+    "entry",
+    "fetch_one",
+    "now_ms",
+    "relaxed_gc",
+    "resolve_io_threads",
+    "run_loop",
+    "store_body",
+]
+
+#: failures that say the link is dead (not that the image is bad or the host busy): GBIF's image
+#: cache may still have the image (see .image_cache)
+DEAD_LINK_REASONS = frozenset({"http_404", "http_410", "dns_error", "connection_error"})
 
 
 @contextlib.contextmanager
@@ -134,7 +147,7 @@ async def fetch_one(
         if pool is None:  # inline: see DownloadConfig.io_threads
             return store_body(store, options, result, content_key, started_ms)
         return await loop.run_in_executor(pool, store_body, store, options, result, content_key, started_ms)
-    return entry(
+    failed = entry(
         content_key,
         url,
         started_ms,
@@ -144,6 +157,11 @@ async def fetch_one(
         attempts=result.attempts,
         error=result.error,
     )
+    if result.reason in DEAD_LINK_REASONS or (
+        result.reason == "host_skipped" and result.cause in DEAD_LINK_REASONS
+    ):
+        failed["dead_link"] = True  # not a ledger column: the caller may try GBIF's image cache
+    return failed
 
 
 def run_loop(main: Callable[[], Any], event_loop: str) -> None:

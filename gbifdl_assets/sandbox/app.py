@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -30,7 +31,7 @@ from .config import SandboxConfig
 from .downloads import DownloadService, TooManyDownloads, iso
 from .faults import FaultState, body_429
 from .filters import BadRequest
-from .media import ERROR_HTML, FAULTS, hidden_fault, media_body
+from .media import ERROR_HTML, FAULTS, cache_copy, cached_item, hidden_fault, media_body
 from .records import render_record
 from .registry_api import registry_routes
 from .search import SearchIndex, parse_query
@@ -483,6 +484,35 @@ async def media(request: Request) -> Response:
     return Response(body, media_type=ctype, headers=headers)
 
 
+_CACHE_PATH = re.compile(r"(?:\d*x\d*/)?occurrence/(\d+)/media/([0-9a-f]{32})")
+_CACHE_DOWN = (
+    b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head>"
+    b"<body><h1>503 Service Unavailable</h1><p>No server is available to handle this request.</p></body></html>"
+)
+
+
+async def image_cache(request: Request) -> Response:
+    """GBIF's image cache: ``/v1/image/cache/[200x/]occurrence/{gbifID}/media/{md5(identifier)}``."""
+    st = _state(request)
+    if st.faults.settings.image_cache_down:
+        return Response(_CACHE_DOWN, status_code=503, media_type="text/html")
+    m = _CACHE_PATH.fullmatch(request.path_params["rest"])
+    if m is None:
+        return _text("Not found", 404)
+    row = st.world.occ.index_of(int(m.group(1)))
+    if row is None:
+        return _text("Not found", 404)
+    bases = list(dict.fromkeys([_media_base(request), _base(request)]))
+    item = cached_item(st.world, row, m.group(2), bases)
+    if item is None:
+        return _text("Not found", 404)
+    cfg = st.config
+    body = await run_in_threadpool(
+        cache_copy, st.world, row, item, quality=cfg.media_jpeg_quality, size=tuple(cfg.media_size)
+    )
+    return Response(body, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=604800"})
+
+
 class _SlowResponse(Response):
     """Sends the body in small pieces spread over ``seconds``."""
 
@@ -655,6 +685,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         Route("/v1/species/{key}/{what}", species_related),
         Route("/archive/occurrence/download/request/{name}", archive_file, methods=["GET", "HEAD"]),
         Route("/media/{key}/{name}", media, methods=["GET", "HEAD"]),
+        Route("/v1/image/cache/{rest:path}", image_cache, methods=["GET", "HEAD"]),
     ]
     # GBIF's rule-based annotation API (/v1/occurrence/experimental/annotation/...)
     routes += annotation_routes(state)

@@ -58,6 +58,9 @@ class SandboxConfig:
     #: seconds a ``slow`` fault takes to deliver the body; a ``timeout`` fault waits this long first.
     media_slow_seconds: float = 2.0
     media_timeout_seconds: float = 30.0
+    #: GBIF's image cache (``/v1/image/cache/occurrence/{gbifID}/media/{md5}``) answers 503 (switchable
+    #: at runtime through /sandbox/faults)
+    image_cache_down: bool = False
 
     # --- API faults -------------------------------------------------------------------------------
     #: answer every Nth API request with 429 / 503 (0 = never).
