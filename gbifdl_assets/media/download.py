@@ -65,6 +65,7 @@ from gbifdl_assets.media.image_cache import (
 )
 from gbifdl_assets.media.ledger import LedgerWriter, compact_ledger, ledger_files, list_ledgers, load_ledger
 from gbifdl_assets.media.rows import Row, content_key_of, row_batches, row_count
+from gbifdl_assets.media.same_bytes import SameBytes
 from gbifdl_assets.media.schedule import HostScheduler
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
@@ -141,6 +142,9 @@ class DownloadConfig:
     image_cache: bool = True
     #: the GBIF API whose image cache is asked (the offline sandbox's /v1 in tests and demos)
     gbif_api_url: str = GBIF_API_URL
+    #: store the same downloaded bytes once: a second URL with them points at the first object
+    #: (.same_bytes; ledger content_sha256 / duplicate_of)
+    same_bytes: bool = True
 
     @property
     def cache(self) -> ImageCache | None:
@@ -205,6 +209,9 @@ class DownloadSummary:
     #: gbif_image_cache in the ledger)
     image_cache_tried: int = 0
     from_image_cache: int = 0
+    #: images whose bytes another image of the run (or of the ledger) already stored: their entry
+    #: points at that object (duplicate_of) instead of storing the bytes again
+    same_bytes: int = 0
     #: rows not looked at because this ledger already had them (stored, or failed and not retried)
     already_done: int = 0
     ledger_entries: int = 0
@@ -241,12 +248,28 @@ class _Own:
 
 
 def _own_state(store: ImageStore, ledger: str) -> _Own:
-    table = load_ledger(store, ledger, columns=["status", "stored", "key"])
+    table = load_ledger(store, ledger, columns=["status", "stored", "key", "sha256", "content_sha256"])
     keys = table.column("content_key")
-    stored_rows = table.filter(pc.fill_null(table.column("stored"), False)).select(["content_key", "key"])
+    stored_rows = table.filter(pc.fill_null(table.column("stored"), False)).select(
+        ["content_key", "key", "sha256", "content_sha256"]
+    )
     failed = set(keys.filter(pc.equal(table.column("status"), "failed")).to_pylist())
     opted = set(keys.filter(pc.equal(table.column("status"), "opted_out")).to_pylist())
     return _Own(set(stored_rows.column("content_key").to_pylist()), failed, opted, stored_keys=stored_rows)
+
+
+def _same_bytes_seed(own: _Own, variant: str) -> Iterator[tuple[str, str, str, str]]:
+    """(body sha256, key, content key, sha256) of the own ledger's stored entries whose object is there."""
+    table = own.stored_keys
+    if table is None or table.num_rows == 0:
+        return
+    prefix = ImageStore.variant_prefix(variant)
+    mask = pc.and_(pc.is_valid(table.column("content_sha256")), pc.starts_with(table.column("key"), prefix))
+    mask = pc.and_(mask, pc.is_valid(table.column("sha256")))
+    for batch in table.filter(pc.fill_null(mask, False)).to_batches(4096):
+        for row in batch.to_pylist():
+            if row["content_key"] not in own.missing:
+                yield row["content_sha256"], row["key"], row["content_key"], row["sha256"]
 
 
 def _verify_stored(
@@ -328,8 +351,11 @@ class _Run:
         progress: Callable[[Progress], None] | None,
         on_result: Callable[[dict[str, Any], Row], None] | None,
         hosts: HostBook | None = None,
+        same: SameBytes | None = None,
     ) -> None:
         self.hosts = hosts or HostBook(None, None)
+        self.same = same
+        self.same_bytes = 0
         self.store = store
         self.writer = writer
         self.options = options
@@ -360,6 +386,8 @@ class _Run:
             self.opted_out_by[entry["reason"]] += 1
         if entry.get("stored") and status == "ok":
             self.bytes += entry.get("bytes") or 0
+        if entry.get("duplicate_of"):
+            self.same_bytes += 1
         if entry.get("source") == "gbif_image_cache":
             self.cache_tried += 1
             self.from_cache += status == "ok"
@@ -465,10 +493,12 @@ async def _run_async(rows: Any, run: _Run, index: dict[str, dict[str, Any]], own
                 if host == CACHE_QUEUE:  # (row, gbifID, the dead link's entry)
                     assert cache is not None
                     entry = await fetch_cached(
-                        fetcher, loop, pool, run.store, run.options, cache, job[1], job[2]
+                        fetcher, loop, pool, run.store, run.options, cache, job[1], job[2], run.same
                     )
                 else:  # (row, content_key, url)
-                    entry = await fetch_one(fetcher, loop, pool, run.store, run.options, job[1], job[2])
+                    entry = await fetch_one(
+                        fetcher, loop, pool, run.store, run.options, job[1], job[2], run.same
+                    )
             finally:
                 sched.done(host)
             if entry.pop("dead_link", False) and cache is not None:
@@ -637,8 +667,9 @@ def _download(
         checked = time.monotonic()
         index = _verify_stored(store, ledger, own, index)
         verify_seconds = time.monotonic() - checked
+    same = SameBytes(options.variant, _same_bytes_seed(own, options.variant)) if config.same_bytes else None
     own.stored_keys = None  # not needed any more; may be large
-    run = _Run(store, writer, options, config, row_count(rows), progress, on_result, hosts)
+    run = _Run(store, writer, options, config, row_count(rows), progress, on_result, hosts, same)
     retries_before = store.retries
 
     if workers is not None:
@@ -686,6 +717,7 @@ def _download(
         opted_out=run.counts["opted_out"],
         opted_out_by_reason=dict(run.opted_out_by.most_common()),
         image_cache_tried=run.cache_tried,
+        same_bytes=run.same_bytes,
         from_image_cache=run.from_cache,
         already_done=run.already_done,
         ledger_entries=writer.entries_written,

@@ -28,6 +28,7 @@ from typing import Any
 
 from gbifdl_assets.media.fetch import Fetcher
 from gbifdl_assets.media.hosts import HostControl, HostGate, HostLimits, host_key_of
+from gbifdl_assets.media.same_bytes import SameBytes
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.media.work import entry, now_ms, store_body
@@ -83,6 +84,7 @@ async def fetch_cached(
     cache: ImageCache,
     gbif_id: int,
     origin: dict[str, Any],
+    same: SameBytes | None = None,
 ) -> dict[str, Any]:
     """The ledger entry of an image whose own link is dead (``origin``): GBIF's cached copy, or why not."""
     content_key, url = origin["content_key"], origin["url"]
@@ -92,10 +94,10 @@ async def fetch_cached(
     if result.ok:
         result.url = url  # the entry names the image, not where its bytes came from
         if pool is None:
-            stored = store_body(store, options, result, content_key, started_ms)
+            stored = store_body(store, options, result, content_key, started_ms, same)
         else:
             stored = await loop.run_in_executor(
-                pool, store_body, store, options, result, content_key, started_ms
+                pool, store_body, store, options, result, content_key, started_ms, same
             )
         stored.update(source=SOURCE, fetched_from=cache_url)
         if stored["status"] == "ok":

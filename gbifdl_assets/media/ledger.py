@@ -108,6 +108,11 @@ LEDGER_SCHEMA = pa.schema(
         # recovered from GBIF's image cache, or tried there), with the URL fetched
         pa.field("source", pa.string()),
         pa.field("fetched_from", pa.string()),
+        # sha256 of the downloaded body (before any re-encoding): the same bytes under a second URL
+        # are not stored again; that entry's ``key`` is the first image's and ``duplicate_of`` its
+        # content_key (see .same_bytes)
+        pa.field("content_sha256", pa.string()),
+        pa.field("duplicate_of", pa.string()),
     ]
 )
 LEDGER_COLUMNS = tuple(LEDGER_SCHEMA.names)

@@ -49,6 +49,7 @@ from typing import Any
 from gbifdl_assets.media.fetch import FetchConfig, Fetcher
 from gbifdl_assets.media.hosts import host_key_of
 from gbifdl_assets.media.image_cache import CACHE_QUEUE, ImageCache, cache_gate, fetch_cached, gbif_id_of
+from gbifdl_assets.media.same_bytes import SameBytes
 from gbifdl_assets.media.schedule import HostScheduler
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
@@ -91,6 +92,7 @@ def _worker_main(
     host_states: dict[str, Any] | None = None,
     max_pending: int = 4096,
     cache: ImageCache | None = None,
+    same_bytes: bool = True,
 ) -> None:
     """Entry point of a worker process (spawned; everything arrives pickled).
 
@@ -115,6 +117,8 @@ def _worker_main(
         getter = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-jobs")
         fetcher = Fetcher(fetch, host_states=host_states)
         gate = cache_gate()
+        # what this worker stored (the caller sees what the others did: _one_object)
+        same = SameBytes(options.variant) if same_bytes else None
         # bounded by the parent's jobs in flight
         sched = HostScheduler(lambda h: gate if h == CACHE_QUEUE else fetcher.host(h), 1 << 30)
         outbox: list[dict[str, Any]] = []
@@ -169,9 +173,11 @@ def _worker_main(
                 job, host = item
                 try:
                     if host == CACHE_QUEUE and cache is not None:
-                        entry = await fetch_cached(fetcher, loop, pool, store, options, cache, job[2], job[3])
+                        entry = await fetch_cached(
+                            fetcher, loop, pool, store, options, cache, job[2], job[3], same
+                        )
                     else:
-                        entry = await fetch_one(fetcher, loop, pool, store, options, job[0], job[1])
+                        entry = await fetch_one(fetcher, loop, pool, store, options, job[0], job[1], same)
                     outbox.append(entry)  # a dead link goes back to the caller, who deals its cache job
                 finally:
                     sched.done(host)
@@ -281,6 +287,7 @@ class Workers:
                     self.host_states,
                     config.pending_jobs,
                     config.cache,
+                    config.same_bytes,
                 ),
                 name=f"gbifdl-download-{i}",
                 daemon=True,
@@ -337,6 +344,29 @@ class _Dealer:
         return owner
 
 
+def _one_object(store: ImageStore, same: SameBytes, entry: dict[str, Any]) -> None:
+    """Two workers stored the same bytes under two keys: point this entry at the first, drop its own.
+
+    A worker knows only what it stored itself (.same_bytes); the caller, which sees every entry
+    (and what the ledger stored before the run), keeps the first object. The second one was written by this run for this URL moments
+    ago; deleting it takes nothing any ledger recorded.
+    """
+    key, content_key = entry["key"], entry.get("duplicate_of") or entry["content_key"]
+    first = same.remember(entry["content_sha256"], key, content_key, entry["sha256"])
+    if (
+        first.key == key
+        or first.content_key == entry["content_key"]
+        or not first.same_object_bytes(entry["sha256"])
+    ):
+        return
+    if not entry.get("duplicate_of"):  # the worker wrote this copy; it points at its own first otherwise
+        try:
+            store.storage.delete(key)
+        except Exception as exc:  # a second copy left behind wastes space, misleads nobody
+            log.warning("could not delete %s, a second copy of %s: %s", key, first.key, exc)
+    entry["key"], entry["duplicate_of"] = first.key, first.content_key
+
+
 def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
     """Drive the workers over ``jobs_iter`` ((row, content_key, url) tuples) for ``run``.
 
@@ -364,9 +394,13 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
             job_queues[p].put(pending[p])
             pending[p] = []
 
+    same: SameBytes | None = run.same
+
     def record(entries: list[dict[str, Any]]) -> None:
         for entry in entries:
             ck = entry["content_key"]
+            if same is not None and entry.get("status") == "ok" and entry.get("content_sha256"):
+                _one_object(run.store, same, entry)
             if entry.pop("dead_link", False) and pool.cache is not None and not ends_sent:
                 gbif_id = gbif_id_of(rows_in_flight.get(ck) or {})
                 if gbif_id is not None:  # one worker asks GBIF's image cache, one request at a time
