@@ -78,6 +78,7 @@ _WINDOW = 1.0  # seconds over which refusals are weighed against answers
 _HORIZON = 10.0  # seconds of sending and answer times kept (the bearable rate of slow hosts)
 _NEAR, _TARGET = 0.95, 0.97  # below _NEAR x ceiling the rate moves quickly to _TARGET x ceiling
 _PROBE = 0.003  # above it, the rate grows by this share of the ceiling per second
+_PROBE_SOFT = 0.03  # … of a ceiling guessed from too few answers
 _HOST_WIDE = 0.01  # refusals (429, 503, timeouts) among a second's answers that mean the host
 _EVIDENCE = 10
 _FIRST_RATE = 4.0  # requests/s at least, for a host that throttles before we know its rate  # answers in the last second needed before they define a host's ceiling
@@ -208,6 +209,7 @@ class HostControl:
         self.cap: float | None = limits.max_rate  # the configured ceiling, or a robots.txt Crawl-delay
         self.rate: float | None = limits.max_rate
         self.ceiling: float | None = None
+        self.ceiling_soft = False  # guessed from too few answers (probed faster)
         self.next_slot = 0.0
         self.pause_until = 0.0
         self.pause_from = 0.0
@@ -403,11 +405,17 @@ class HostControl:
             # rate. That is its ceiling.
             base = min(self.rate, max(served / active, floor))
             self.ceiling = base
+            self.ceiling_soft = False
             self.rate = self._clamp(base * self.limits.decrease)
         else:
-            # We were not sending at our rate (paused, or too little to fetch): the refusal says to
-            # slow down, but nothing about where the host's limit is.
-            self.rate = self._clamp(self.rate * self.limits.decrease)
+            # Too few answers to measure the host by (a slow host, a pause, little to fetch): the
+            # refusal says to slow down, and that the rate we had was too much, for now. That is a
+            # soft ceiling, probed faster than a measured one.
+            before = self.rate
+            self.rate = self._clamp(before * self.limits.decrease)
+            if self.ceiling is None or before < self.ceiling:
+                self.ceiling_soft = self.ceiling is None or self.ceiling_soft
+                self.ceiling = before
         self._record_decrease(now)
 
     def _record_decrease(self, now: float) -> None:
@@ -452,7 +460,7 @@ class HostControl:
         elif rate < _NEAR * ceiling:
             rate += (_TARGET * ceiling - rate) * min(1.0, 2.0 * dt)  # back near the ceiling, quickly
         else:
-            rate += _PROBE * ceiling * dt  # near it: probe gently
+            rate += (_PROBE_SOFT if self.ceiling_soft else _PROBE) * ceiling * dt  # near it: probe gently
             if rate > 1.3 * ceiling:
                 self.ceiling = None  # it bears more than that now
         self.rate = self._clamp(rate)

@@ -31,6 +31,7 @@ from .config import SandboxConfig
 from .downloads import DownloadService, TooManyDownloads, iso
 from .faults import FaultState, body_429
 from .filters import BadRequest
+from .hosts import MediaHostMiddleware, MediaSites
 from .media import ERROR_HTML, FAULTS, cache_copy, cached_item, hidden_fault, media_body
 from .records import render_record
 from .registry_api import registry_routes
@@ -54,6 +55,8 @@ class SandboxState:
         self.downloads = DownloadService(self.world, config)
         self.faults = FaultState(config)
         self._flaky: dict[str, int] = {}
+        #: requests and 429s per media host (see .hosts)
+        self.media_host_counts: dict[str, dict[str, int]] = {}
         self._flaky_lock = threading.Lock()
 
     def flaky_hit(self, url_id: str) -> int:
@@ -76,7 +79,11 @@ def _base(request: Request) -> str:
 
 def _media_base(request: Request) -> str:
     cfg = _state(request).config
-    return (cfg.media_base_url or _base(request)).rstrip("/")
+    base = (cfg.media_base_url or _base(request)).rstrip("/")
+    if cfg.media_hosts:  # identifiers spread over the media hosts, on the port we listen on
+        port = request.url.port or (request.scope.get("server") or ("", 80))[1]
+        return MediaSites(base, cfg.media_hosts, port, cfg.seed)
+    return base
 
 
 def _text(msg: str, status: int) -> PlainTextResponse:
@@ -592,6 +599,15 @@ def info(request: Request) -> Response:
             "named_taxa": named,
             "username": st.config.username,
             "faults": st.faults.describe(),
+            "media_hosts": [
+                {
+                    "name": h.name,
+                    "address": h.address,
+                    "listening": h.listens,
+                    **st.media_host_counts.get(h.name, {"requests": 0, "throttled": 0}),
+                }
+                for h in st.config.media_hosts
+            ],
         }
     )
 
@@ -697,8 +713,17 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         yield
         state.downloads.close()
 
-    app = Starlette(
-        routes=routes, middleware=[Middleware(ApiFaultMiddleware, state=state)], lifespan=lifespan
-    )
+    middleware = [Middleware(ApiFaultMiddleware, state=state)]
+    if config.media_hosts:  # outermost: a media host answers for itself before the API's faults
+        middleware.insert(
+            0,
+            Middleware(
+                MediaHostMiddleware,
+                hosts=config.media_hosts,
+                seed=config.seed,
+                counts=state.media_host_counts,
+            ),
+        )
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.sandbox = state
     return app
