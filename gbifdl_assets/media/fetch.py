@@ -224,6 +224,10 @@ class Fetcher:
         """The learned state of every host contacted (what :mod:`.host_rates` keeps)."""
         return {h: g.control.state() for h, g in self._gates.items() if g.control.requests}
 
+    def rated_hosts(self) -> set[str]:
+        """The hosts that have a request rate of their own (throttled us, or a ceiling applies)."""
+        return {h for h, g in self._gates.items() if g.control.rate is not None}
+
     def host_stats(self) -> dict[str, dict[str, int]]:
         """Requests and throttling answers per host (for logs)."""
         return {

@@ -117,22 +117,27 @@ def merge_worker_states(per_worker: Iterable[Mapping[str, Mapping[str, Any]]]) -
     bore. Counters add up; the latency is the larger; a skip in any process is kept.
     """
     out: dict[str, dict[str, Any]] = {}
+    ceilings: dict[str, list[tuple[float | None, float | None]]] = {}
     for states in per_worker:
         for host, state in states.items():
+            ceilings.setdefault(host, []).append((state.get("ceiling"), state.get("rate")))
             have = out.get(host)
             if have is None:
                 out[host] = dict(state)
                 continue
-            for f in ("rate", "ceiling"):
-                if have.get(f) is not None and state.get(f) is not None:
-                    have[f] = round(have[f] + state[f], 3)
-                elif state.get(f) is not None:
-                    have[f] = state[f]
+            if have.get("rate") is not None and state.get("rate") is not None:
+                have["rate"] = round(have["rate"] + state["rate"], 3)
+            elif state.get("rate") is not None:
+                have["rate"] = state["rate"]
             for f in ("concurrency", "requests", "throttled", "timeouts", "failed"):
                 have[f] = (have.get(f) or 0) + (state.get(f) or 0)
             if state.get("latency_ms") is not None:
                 have["latency_ms"] = max(have.get("latency_ms") or 0, state["latency_ms"])
             have["skipped"] = have.get("skipped") or state.get("skipped")
+    for host, pairs in ceilings.items():
+        if len(pairs) > 1 and any(c is not None for c, _ in pairs):
+            # each process's ceiling is its share; one without a ceiling yet bears at least its rate
+            out[host]["ceiling"] = round(sum(c if c is not None else (r or 0.0) for c, r in pairs), 3)
     return out
 
 
@@ -162,6 +167,12 @@ class HostBook:
         if states:
             self._by_source.setdefault(source, {}).update({h: dict(s) for h, s in states.items()})
             self._dirty = True
+
+    def keep_only(self, host: str, source: int) -> None:
+        """Forget what other processes said about ``host``: ``source`` paces it alone from now on."""
+        for other, states in self._by_source.items():
+            if other != source:
+                states.pop(host, None)
 
     def merged(self) -> dict[str, dict[str, Any]]:
         return merge_worker_states(self._by_source.values())

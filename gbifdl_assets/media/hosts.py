@@ -79,6 +79,7 @@ _HORIZON = 10.0  # seconds of sending and answer times kept (the bearable rate o
 _NEAR, _TARGET = 0.95, 0.97  # below _NEAR x ceiling the rate moves quickly to _TARGET x ceiling
 _PROBE = 0.003  # above it, the rate grows by this share of the ceiling per second
 _PROBE_SOFT = 0.03  # … of a ceiling guessed from too few answers
+_HOLD_FIRST, _HOLD_MAX = 30.0, 600.0  # seconds below a confirmed ceiling before probing again
 _HOST_WIDE = 0.01  # refusals (429, 503, timeouts) among a second's answers that mean the host
 _EVIDENCE = 10
 _FIRST_RATE = 4.0  # requests/s at least, for a host that throttles before we know its rate  # answers in the last second needed before they define a host's ceiling
@@ -210,6 +211,8 @@ class HostControl:
         self.rate: float | None = limits.max_rate
         self.ceiling: float | None = None
         self.ceiling_soft = False  # guessed from too few answers (probed faster)
+        self.confirmed = 0  # throttlings in a row at the same ceiling
+        self.probe_after = 0.0  # no probing above the target before then (a confirmed ceiling)
         self.next_slot = 0.0
         self.pause_until = 0.0
         self.pause_from = 0.0
@@ -237,6 +240,11 @@ class HostControl:
     # ------------------------------------------------------------------------------ state
     def _adopt(self, learned: Mapping[str, Any]) -> None:
         """Start from what an earlier run learned (see :meth:`state`)."""
+        self.adopt(learned)
+
+    def adopt(self, learned: Mapping[str, Any], *, soft: bool = False) -> None:
+        """Go on from a state learned elsewhere: an earlier run, or (``soft``) the sum of what several
+        processes learned while they shared the host, which this one now paces alone."""
         rate = learned.get("rate")
         ceiling = learned.get("ceiling")
         if isinstance(rate, (int, float)) and rate > 0:
@@ -244,7 +252,12 @@ class HostControl:
             self.slow_start = False
         if isinstance(ceiling, (int, float)) and ceiling > 0:
             self.ceiling = float(ceiling)
+            self.ceiling_soft = soft
             self.slow_start = False
+        if soft:  # what this process saw of the host was only its share: measure it afresh
+            self.served.clear()
+            self.sent.clear()
+            self.decreased_at = time.monotonic()
         conc = learned.get("concurrency")
         if isinstance(conc, (int, float)) and conc >= 1:
             self.cwnd = float(min(self.max_concurrency, max(self.cwnd, int(conc))))
@@ -379,10 +392,13 @@ class HostControl:
         floor = self.limits.min_rate
         if self.rate is None:
             # The first throttling, after unpaced slow start: what the host served in the last second
-            # may be a burst allowance rather than its rate, so no ceiling yet; the rate grows fast
-            # from there until the next throttling says where the limit is.
+            # is what it lets through in a second, or a burst allowance; a soft ceiling (probed fast,
+            # forgotten soon) when that is enough answers to go by, else none: the rate then grows
+            # fast until the next throttling says where the limit is.
             served = _count_since(self.served, now - _WINDOW)
             sent = _count_since(self.sent, now - _WINDOW)
+            if served >= _EVIDENCE:
+                self.ceiling, self.ceiling_soft = float(served), True
             self.rate = self._clamp(max(served, sent, _FIRST_RATE) * self.limits.decrease)
             self._record_decrease(now)
             return
@@ -404,6 +420,16 @@ class HostControl:
             # The host refused while we sent at our rate: it bears what it served, at most that
             # rate. That is its ceiling.
             base = min(self.rate, max(served / active, floor))
+            old = self.ceiling
+            if old is not None and abs(base - old) <= 0.1 * old:
+                # the host refused at the same rate again: it is its limit; hold below it for a
+                # while before probing (30 s, doubling with each confirmation, up to 10 minutes),
+                # so a long run is not paused by a Retry-After every few seconds
+                self.confirmed += 1
+                self.probe_after = now + min(_HOLD_MAX, _HOLD_FIRST * 2 ** (self.confirmed - 1))
+            else:
+                self.confirmed = 0
+                self.probe_after = now
             self.ceiling = base
             self.ceiling_soft = False
             self.rate = self._clamp(base * self.limits.decrease)
@@ -459,6 +485,8 @@ class HostControl:
             rate *= 2.0**dt  # nothing known: double per second
         elif rate < _NEAR * ceiling:
             rate += (_TARGET * ceiling - rate) * min(1.0, 2.0 * dt)  # back near the ceiling, quickly
+        elif self.probe_after > self.grown_at:
+            rate = max(rate, min(rate + ceiling * dt, _TARGET * ceiling))  # a confirmed limit: stay below it
         else:
             rate += (_PROBE_SOFT if self.ceiling_soft else _PROBE) * ceiling * dt  # near it: probe gently
             if rate > 1.3 * ceiling:

@@ -15,14 +15,15 @@ and sends the ledger entries back in small batches *after* each object write ret
 ledger still only records stored images.
 
 Hosts and workers: each worker keeps its jobs in per-host backlogs (:mod:`.schedule`) and its own
-politeness state per host (:mod:`.hosts`). A host nobody has throttled yet is spread over all
-workers by ``content_key`` (a fast host keeps both cores busy; ``per_host`` is divided between
-the workers, 16 over 2: 8 each, so the host sees the same number of connections). Once a host
-has a rate of its own (it throttled us, a ceiling is configured, or an earlier run learned one),
-one worker owns it: the parent deals that host's further jobs to the owner and asks the other
-workers to hand back the jobs of it they have not started, so the host is paced by one controller
-instead of two that would each think they have it to themselves. Workers report their hosts'
-state every second; the parent merges them for the run summary and the host rates file.
+politeness state per host (:mod:`.hosts`). Every host starts with one owner (a hash of its name),
+so one controller learns its pace instead of two that would each think they have the host to
+themselves. A host that proves fast and clean (its owner's window fully open, no rate of its own,
+work waiting) is spread over all workers by ``content_key``, its owner handing back the jobs it
+has not started: a fast host keeps both cores busy (``per_host`` is divided between the workers,
+16 over 2: 8 each, so the host sees the same number of connections). A spread host that starts
+throttling gets one owner again, which goes on from the sum of what the workers learned, and the
+others hand back its jobs. Workers report their hosts' state twice a second (at once when a host
+gets a rate); the parent merges them for the run summary and the host rates file.
 
 A worker exits when its job queue ends, and also when the calling process disappears (checked every
 second), so ``kill -9`` of the caller leaves no orphan downloading forever; the images it stored
@@ -42,6 +43,7 @@ import sys
 import threading
 import time
 import zlib
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -61,8 +63,11 @@ log = logging.getLogger(__name__)
 _JOB_BATCH = 64
 _START_LOCK = threading.Lock()
 _SEND_EVERY = 0.05  # seconds between result batches from a worker
-_HOSTS_EVERY = 1.0  # seconds between host state reports from a worker
+_HOSTS_EVERY = 0.5  # seconds between host state reports from a worker
 _ORPHANED = "orphaned"
+#: requests/s a host's owner must be sending it before the host is spread over all workers: only a
+#: host that keeps one worker busy gains from a second (and spreading splits what is learned)
+_SPREAD_RATE = 400.0
 
 
 class WorkerFailed(RuntimeError):
@@ -158,6 +163,9 @@ def _worker_main(
                         break
                     if message is None:
                         break
+                    if isinstance(message, tuple) and message[0] == "adopt":  # ("adopt", host, state)
+                        fetcher.host(message[1]).control.adopt(message[2], soft=True)
+                        continue
                     if isinstance(message, tuple):  # ("release", host)
                         results.put(("returned", (message[1], sched.take_back(message[1]))))
                         continue
@@ -184,12 +192,18 @@ def _worker_main(
                 if len(outbox) >= _JOB_BATCH:
                     send()
 
+        rated: set[str] = set()
+
         async def sender() -> None:
             last_hosts = time.monotonic()
             while not finished.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(finished.wait(), _SEND_EVERY)
                 send()
+                newly = fetcher.rated_hosts() - rated
+                if newly:  # a host got a rate of its own: tell the caller now, so one worker takes it
+                    rated.update(newly)
+                    send_hosts()
                 if time.monotonic() - last_hosts >= _HOSTS_EVERY:
                     last_hosts = time.monotonic()
                     if os.getppid() != parent_pid:  # the backlog may outlast the job queue's end
@@ -319,29 +333,34 @@ class Workers:
 
 
 class _Dealer:
-    """Which worker gets a job: any (by content key) for a host without a rate, else its owner."""
+    """Which worker gets a job: its host's owner, or any (by content key) for a host spread out.
 
-    def __init__(self, processes: int, fetch: FetchConfig, learned: dict[str, Any]) -> None:
+    Every host starts with one owner, so one controller learns its pace; a host that proves fast and
+    clean (its owner's window is fully open, it has no rate of its own, and work is waiting for it)
+    is spread over all workers; a spread host that throttles gets one owner again.
+    """
+
+    def __init__(self, processes: int) -> None:
         self.processes = processes
-        self.fetch = fetch
-        self.learned = learned
-        self.owner: dict[str, int] = {CACHE_QUEUE: 0}  # GBIF's image cache: one worker, one connection
-        self._seen: set[str] = set()
+        self.spread: set[str] = set()
+        self.in_flight: Counter[str] = Counter()  # jobs dealt and not recorded, per host
+        self._reported: dict[str, tuple[float, int]] = {}
+
+    def pace(self, host: str, requests: int) -> float:
+        """Requests/s its owner sent the host since its last report."""
+        now = time.monotonic()
+        then, before = self._reported.get(host, (now, requests))
+        self._reported[host] = (now, requests)
+        return (requests - before) / (now - then) if now > then else 0.0
+
+    def owner(self, host: str) -> int | None:
+        if host in self.spread:
+            return None
+        return 0 if host == CACHE_QUEUE else zlib.crc32(host.encode()) % self.processes
 
     def worker_for(self, content_key: str, host: str) -> int:
-        owner = self.owner.get(host)
-        if owner is not None:
-            return owner
-        if host and host not in self._seen:
-            self._seen.add(host)
-            state = self.learned.get(host) or {}
-            if state.get("rate") or state.get("ceiling") or self.fetch.limits_for(host).max_rate is not None:
-                return self.pin(host)
-        return int(content_key[:8], 16) % self.processes
-
-    def pin(self, host: str) -> int:
-        owner = self.owner[host] = zlib.crc32(host.encode()) % self.processes
-        return owner
+        owner = self.owner(host)
+        return int(content_key[:8], 16) % self.processes if owner is None else owner
 
 
 def _one_object(store: ImageStore, same: SameBytes, entry: dict[str, Any]) -> None:
@@ -367,6 +386,51 @@ def _one_object(store: ImageStore, same: SameBytes, entry: dict[str, Any]) -> No
     entry["key"], entry["duplicate_of"] = first.key, first.content_key
 
 
+class _Flusher:
+    """Writes ledger segments in a thread, so the caller keeps dealing jobs and reading results.
+
+    A segment write begins with a sync of the image store (syncfs on a local store), which can take
+    a second or more on a busy disk; done in the dealing loop, it left the workers without new jobs
+    for that long. One write at a time, in order; a failed write puts its entries back (in this
+    thread) and raises here.
+    """
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-ledger")
+        self._pending: tuple[Any, list[dict[str, Any]]] | None = None
+
+    def _settle(self, wait: bool) -> bool:
+        """True when no write is in progress (raising the error of a failed one)."""
+        if self._pending is None:
+            return True
+        future, rows = self._pending
+        if not wait and not future.done():
+            return False
+        self._pending = None
+        try:
+            future.result()
+        except BaseException:
+            self.writer.restore(rows)
+            raise
+        return True
+
+    def flush(self) -> None:
+        if self._settle(wait=False):
+            rows = self.writer.take()
+            if rows:
+                self._pending = (self._executor.submit(self.writer.write, rows), rows)
+
+    def finish(self, *, raise_errors: bool = True) -> None:
+        try:
+            self._settle(wait=True)
+        except BaseException:
+            if raise_errors:
+                raise
+        finally:
+            self._executor.shutdown(wait=True)
+
+
 def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
     """Drive the workers over ``jobs_iter`` ((row, content_key, url) tuples) for ``run``.
 
@@ -377,7 +441,8 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
     processes = pool.processes
     job_queues, results, workers = pool.job_queues, pool.results, pool.procs
     max_inflight = cfg.pending_jobs
-    dealer = _Dealer(processes, pool.fetch, pool.host_states)
+    dealer = _Dealer(processes)
+    window = worker_fetch_config(pool.fetch, processes).per_host  # a worker's most requests per host
     rows_in_flight: dict[str, Any] = {}
     pending: list[list[tuple[str, str]]] = [[] for _ in range(processes)]
     releases = 0  # release requests whose answer ("returned") has not come back yet
@@ -388,6 +453,7 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
     error: BaseException | None = None
 
     def deal(job: tuple[Any, ...], host: str) -> None:
+        dealer.in_flight[host] += 1
         p = dealer.worker_for(job[0], host)
         pending[p].append(job)
         if len(pending[p]) >= _JOB_BATCH:
@@ -401,6 +467,7 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
             ck = entry["content_key"]
             if same is not None and entry.get("status") == "ok" and entry.get("content_sha256"):
                 _one_object(run.store, same, entry)
+            dealer.in_flight[CACHE_QUEUE if entry.get("source") else host_key_of(entry["url"] or "")] -= 1
             if entry.pop("dead_link", False) and pool.cache is not None and not ends_sent:
                 gbif_id = gbif_id_of(rows_in_flight.get(ck) or {})
                 if gbif_id is not None:  # one worker asks GBIF's image cache, one request at a time
@@ -410,6 +477,7 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
                 run.store.mark_dirty()  # the workers wrote: sync before the ledger claims it
             run.record(entry, rows_in_flight.pop(ck, None))
 
+    background = _Flusher(run.writer)
     try:
         while finished < processes:
             # deal jobs while there is room in flight
@@ -443,25 +511,49 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
                     record(payload)
                 elif kind == "hosts":
                     index, states = payload
+                    # a host one worker owns is reported by that worker only (the others' last
+                    # words about it are about their share, from before)
+                    states = {h: s for h, s in states.items() if dealer.owner(h) in (None, index)}
                     run.hosts.update(index, states)
                     for host, state in states.items():
-                        if state.get("rate") is not None and host not in dealer.owner and not ends_sent:
-                            owner = dealer.pin(host)  # it has a rate now: one worker paces it
+                        if ends_sent:
+                            break
+                        if host in dealer.spread and state.get("rate") is not None:
+                            dealer.spread.discard(host)  # it throttles: one worker paces it again
+                            owner = dealer.worker_for("0", host)
+                            shared = run.hosts.merged().get(host)
+                            if shared:  # what the workers learned together, the owner goes on from
+                                job_queues[owner].put(("adopt", host, shared))
+                            run.hosts.keep_only(host, owner)
                             for q, job_queue in enumerate(job_queues):
                                 if q != owner:
                                     job_queue.put(("release", host))
                                     releases += 1
+                        elif (
+                            processes > 1
+                            and host not in dealer.spread
+                            and state.get("rate") is None
+                            and not state.get("skipped")
+                            and (state.get("concurrency") or 0) >= window
+                            and dealer.in_flight[host] > 4 * window
+                            and dealer.pace(host, state.get("requests") or 0) >= _SPREAD_RATE
+                        ):
+                            dealer.spread.add(host)  # fast and clean, with work waiting: all workers
+                            job_queues[index].put(("release", host))  # its backlog is dealt again
+                            releases += 1
                 elif kind == "returned":
                     releases -= 1
                     for job in payload[1]:
-                        deal(job, CACHE_QUEUE if len(job) == 4 else host_key_of(job[1]))
+                        host = CACHE_QUEUE if len(job) == 4 else host_key_of(job[1])
+                        dealer.in_flight[host] -= 1  # dealt again below
+                        deal(job, host)
                 elif kind == "done":
                     finished += 1
                     run.store.retries += payload
                 elif kind == "error":
                     raise payload
             if run.writer.due():
-                run.writer.flush()
+                background.flush()
             run.hosts.maybe_save()
             now = time.monotonic()
             if run.progress_cb is not None and now - last_progress >= cfg.progress_interval:
@@ -489,6 +581,7 @@ def run_pool(pool: Workers, jobs_iter: Any, run: Any) -> None:
                         run.hosts.update(*payload)
         pool.close()
         try:
+            background.finish(raise_errors=error is None)
             run.writer.flush()
         except StorageUnavailable:
             if error is None:
