@@ -3,7 +3,12 @@
 Modules (none imports dagster):
 
 * :mod:`.ssrf`: which addresses a media URL may reach (loopback, private, link-local… are refused);
-* :mod:`.fetch`: one image over HTTP with redirects, timeouts, size cap, retries and per-host backoff;
+* :mod:`.fetch`: one image over HTTP with redirects, timeouts, size cap and retries (settings in
+  :mod:`.fetch_config`, the HTTP/1.1 exchange in :mod:`.http1`);
+* :mod:`.hosts`: per-host politeness that adapts (a rate and a window per host, AIMD on 429/503/
+  timeouts, Retry-After, skipping hosts that keep failing); :mod:`.host_rates` keeps what runs
+  learned; :mod:`.schedule` hands workers the jobs of hosts that have room;
+* :mod:`.robots` and :mod:`.optout`: robots.txt and the opt-out headers, honoured before the body;
 * :mod:`.validate`: Pillow decode, decompression-bomb guard, minimum side, optional resize/re-encode;
 * :mod:`.store`: the content-addressed image store over :class:`gbifdl_assets.storage.Storage`;
 * :mod:`.ledger`: the per-image status log kept with the store (append-only Parquet segments);

@@ -47,6 +47,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive number")
+    return value
+
+
 def _max_side(text: str) -> int | None:
     if text.lower() in ("none", "null", "0", "original"):
         return None
@@ -97,7 +107,80 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-loopback", action="store_true", help="allow media URLs on 127.0.0.0/8 and ::1")
     p.add_argument("--allow-private", action="store_true", help="allow media URLs on private networks")
     p.add_argument("--concurrency", type=_positive_int, default=64, help="requests in flight (default 64)")
-    p.add_argument("--per-host", type=_positive_int, default=16, help="requests in flight per host (16)")
+    p.add_argument("--per-host", type=_positive_int, default=16, help="most requests in flight per host (16)")
+    polite = p.add_argument_group(
+        "politeness",
+        "each host's rate and window adapt to its answers (429/503/timeouts slow it to what it bears); "
+        "these are ceilings and starting points",
+    )
+    polite.add_argument(
+        "--max-rate-per-host",
+        type=_positive_float,
+        help="requests/s no host is sent more than (default: adaptive only)",
+    )
+    polite.add_argument(
+        "--host-limit",
+        action="append",
+        default=[],
+        metavar="HOST=RATE",
+        help="requests/s ceiling for one host or .domain (repeatable), e.g. static.inaturalist.org=20",
+    )
+    polite.add_argument(
+        "--start-concurrency", type=_positive_int, default=2, help="requests in flight to a new host (2)"
+    )
+    polite.add_argument(
+        "--skip-host-after",
+        type=int,
+        default=20,
+        help="consecutive failures after which a host is skipped for the run (20; 0: never)",
+    )
+    polite.add_argument(
+        "--host-rates-key",
+        default="hosts/rates.json",
+        help="storage key in the store where learned host rates are kept and read (hosts/rates.json)",
+    )
+    polite.add_argument(
+        "--no-host-rates", action="store_true", help="neither read nor keep learned host rates"
+    )
+    optout = p.add_argument_group(
+        "opt-out", "hosts that opt out of our use are honoured before any image body is downloaded"
+    )
+    optout.add_argument(
+        "--no-robots-txt",
+        dest="robots_txt",
+        action="store_false",
+        help="do not read robots.txt (default: fetched once per host; disallowed paths never requested)",
+    )
+    optout.add_argument(
+        "--no-opt-out-headers",
+        dest="opt_out_headers",
+        action="store_false",
+        help="ignore X-Robots-Tag noai/noimageai/noindex/noimageindex and tdm-reservation: 1 (default: honoured)",
+    )
+    optout.add_argument(
+        "--recheck-opted-out",
+        action="store_true",
+        help="ask again for images the ledger records as opted out",
+    )
+    cache = p.add_argument_group("dead links", "404/410, DNS failures and refused connections")
+    cache.add_argument(
+        "--no-image-cache",
+        dest="image_cache",
+        action="store_false",
+        help="do not fetch dead links from GBIF's image cache (default: fetched when the row has its gbifID)",
+    )
+    cache.add_argument(
+        "--gbif-api-url",
+        default=os.environ.get("GBIF_API_URL") or "https://api.gbif.org/v1",
+        help="the GBIF API whose image cache is asked (default $GBIF_API_URL or https://api.gbif.org/v1)",
+    )
+    polite.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="NAME=ADDRESS",
+        help="resolve a host name to this address, like curl --resolve (NAME= : does not resolve)",
+    )
     p.add_argument("--max-side", type=_max_side, default=512, help="resize to this longer side; none keeps")
     p.add_argument("--min-side", type=_positive_int, default=64, help="reject smaller images (64)")
     p.add_argument("--format", default="jpeg", choices=["jpeg", "png", "webp", "original"])
@@ -137,7 +220,7 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
             f"manifest {path} has no 'url' column (columns: {', '.join(names)}); pass a manifest Parquet",
             command=command,
         )
-    columns = [c for c in ("content_key", "url") if c in names]
+    columns = [c for c in ("content_key", "url", "gbifID") if c in names]  # gbifID: the image cache
     ledger = args.ledger or path.stem
     try:
         options = ValidationOptions(
@@ -155,6 +238,13 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
             allow_loopback=args.allow_loopback,
             allow_private=args.allow_private,
             user_agent=args.user_agent or DEFAULT_USER_AGENT,
+            max_rate=args.max_rate_per_host,
+            host_limits=args.host_limit,
+            start_concurrency=args.start_concurrency,
+            skip_host_after=args.skip_host_after,
+            resolve=args.resolve,
+            robots_txt=args.robots_txt,
+            opt_out_headers=args.opt_out_headers,
         )
         config = DownloadConfig(
             fetch=fetch,
@@ -162,6 +252,10 @@ def _run(args: argparse.Namespace, *, only_failed: bool) -> int:
             only_failed=only_failed,
             progress_interval=args.progress_seconds,
             processes=args.processes,
+            host_rates_key=None if args.no_host_rates else args.host_rates_key,
+            recheck_opted_out=args.recheck_opted_out,
+            image_cache=args.image_cache,
+            gbif_api_url=args.gbif_api_url,
         )
         storage = open_storage(args.store, endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None)
     except (ValueError, StorageError) as exc:

@@ -54,8 +54,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.media.fetch import FetchConfig, Fetcher
+from gbifdl_assets.media.host_rates import DEFAULT_HOST_RATES_KEY, HostBook
+from gbifdl_assets.media.image_cache import (
+    CACHE_QUEUE,
+    GBIF_API_URL,
+    ImageCache,
+    cache_gate,
+    fetch_cached,
+    gbif_id_of,
+)
 from gbifdl_assets.media.ledger import LedgerWriter, compact_ledger, ledger_files, list_ledgers, load_ledger
 from gbifdl_assets.media.rows import Row, content_key_of, row_batches, row_count
+from gbifdl_assets.media.same_bytes import SameBytes
+from gbifdl_assets.media.schedule import HostScheduler
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.media.work import entry, fetch_one, now_ms, relaxed_gc, resolve_io_threads, run_loop
@@ -92,7 +103,8 @@ class DownloadConfig:
     #: None: inline in worker processes for a local store, 8 threads in-process, 32 for S3 (see
     #: work.resolve_io_threads)
     io_threads: int | None = None
-    #: rows waiting for a worker; None: 4 x concurrency
+    #: rows waiting for a worker (in per-host backlogs, see .schedule); None: 4 x concurrency, at
+    #: least 4,096, so that every host of a mixed manifest has work while slow ones pace theirs
     queue_size: int | None = None
     ledger_flush_rows: int = 2000
     ledger_flush_seconds: float = 5.0
@@ -118,6 +130,30 @@ class DownloadConfig:
     #: S3 0.6 s in 3 ListObjectsV2 requests (one HEAD per object instead: 15 s); the cost grows
     #: with the objects under the variant prefix, which all training sets of the store share.
     verify_stored: bool = True
+    #: storage key (in the image store's storage) of what runs learned about each host's rate
+    #: (.host_rates); read at the start, written every host_rates_save_seconds and at the end.
+    #: None: start every host from scratch and keep nothing
+    host_rates_key: str | None = DEFAULT_HOST_RATES_KEY
+    host_rates_save_seconds: float = 30.0
+    #: ask again for images the ledger records as opted out (hosts can change their mind)
+    recheck_opted_out: bool = False
+    #: fetch dead links (404/410, DNS failure, refused connections) from GBIF's image cache
+    #: (.image_cache; rows need their gbifID)
+    image_cache: bool = True
+    #: the GBIF API whose image cache is asked (the offline sandbox's /v1 in tests and demos)
+    gbif_api_url: str = GBIF_API_URL
+    #: store the same downloaded bytes once: a second URL with them points at the first object
+    #: (.same_bytes; ledger content_sha256 / duplicate_of)
+    same_bytes: bool = True
+
+    @property
+    def cache(self) -> ImageCache | None:
+        return ImageCache(self.gbif_api_url) if self.image_cache else None
+
+    @property
+    def pending_jobs(self) -> int:
+        """Jobs queued ahead of the workers (see ``queue_size``)."""
+        return self.queue_size or max(4 * self.fetch.concurrency, 4096)
 
 
 @dataclass
@@ -136,12 +172,15 @@ class Progress:
     final: bool = False
     #: images the ledger recorded as stored whose object was gone, handed to fetching again so far
     missing_refetched: int = 0
+    #: images whose host opted out (robots.txt, X-Robots-Tag, tdm-reservation): not downloaded
+    opted_out: int = 0
 
     def message(self) -> str:
         of = f" of {self.total:,}" if self.total is not None else ""
         top = ", ".join(f"{r} {n}" for r, n in list(self.failed_by_reason.items())[:3])
+        opted = f", {self.opted_out:,} opted out" if self.opted_out else ""
         return (
-            f"images: {self.done:,}{of} done ({self.ok:,} ok, {self.failed:,} failed, {self.skipped:,} skipped)"
+            f"images: {self.done:,}{of} done ({self.ok:,} ok, {self.failed:,} failed, {self.skipped:,} skipped{opted})"
             f" · {self.rate:,.0f} img/s · {self.bytes / 1e6:,.1f} MB in {self.elapsed:,.0f} s"
             + (f" · {self.missing_refetched:,} missing objects re-fetched" if self.missing_refetched else "")
             + (f" · failures: {top}" if top else "")
@@ -163,6 +202,16 @@ class DownloadSummary:
     images_per_s: float = 0.0  # ok images per second
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    #: images not downloaded because their host opts out: robots_txt, x_robots_tag, tdm_reservation
+    opted_out: int = 0
+    opted_out_by_reason: dict[str, int] = field(default_factory=dict)
+    #: dead links asked from GBIF's image cache, and how many of them it had (stored, source
+    #: gbif_image_cache in the ledger)
+    image_cache_tried: int = 0
+    from_image_cache: int = 0
+    #: images whose bytes another image of the run (or of the ledger) already stored: their entry
+    #: points at that object (duplicate_of) instead of storing the bytes again
+    same_bytes: int = 0
     #: rows not looked at because this ledger already had them (stored, or failed and not retried)
     already_done: int = 0
     ledger_entries: int = 0
@@ -172,6 +221,12 @@ class DownloadSummary:
     #: seconds spent checking the ledgers' stored objects against a listing of the store
     verify_seconds: float = 0.0
     run_id: str = ""
+    #: hosts requests went to, the 429/503 answers among them, and the hosts given up on with why
+    hosts_contacted: int = 0
+    throttled: int = 0
+    hosts_skipped: dict[str, str] = field(default_factory=dict)
+    #: the busiest hosts: requests, throttled, learned rate and ceiling (requests/s), window, latency
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +239,8 @@ class _Own:
 
     stored: set[str]
     failed: set[str]
+    #: recorded as opted out by their host: not asked again (unless recheck_opted_out)
+    opted_out: set[str] = field(default_factory=set)
     #: recorded as stored, but the object is gone (filled in by _verify_stored)
     missing: set[str] = field(default_factory=set)
     #: the stored entries' content_key and key columns, for the check against the store
@@ -191,11 +248,28 @@ class _Own:
 
 
 def _own_state(store: ImageStore, ledger: str) -> _Own:
-    table = load_ledger(store, ledger, columns=["status", "stored", "key"])
+    table = load_ledger(store, ledger, columns=["status", "stored", "key", "sha256", "content_sha256"])
     keys = table.column("content_key")
-    stored_rows = table.filter(pc.fill_null(table.column("stored"), False)).select(["content_key", "key"])
+    stored_rows = table.filter(pc.fill_null(table.column("stored"), False)).select(
+        ["content_key", "key", "sha256", "content_sha256"]
+    )
     failed = set(keys.filter(pc.equal(table.column("status"), "failed")).to_pylist())
-    return _Own(set(stored_rows.column("content_key").to_pylist()), failed, stored_keys=stored_rows)
+    opted = set(keys.filter(pc.equal(table.column("status"), "opted_out")).to_pylist())
+    return _Own(set(stored_rows.column("content_key").to_pylist()), failed, opted, stored_keys=stored_rows)
+
+
+def _same_bytes_seed(own: _Own, variant: str) -> Iterator[tuple[str, str, str, str]]:
+    """(body sha256, key, content key, sha256) of the own ledger's stored entries whose object is there."""
+    table = own.stored_keys
+    if table is None or table.num_rows == 0:
+        return
+    prefix = ImageStore.variant_prefix(variant)
+    mask = pc.and_(pc.is_valid(table.column("content_sha256")), pc.starts_with(table.column("key"), prefix))
+    mask = pc.and_(mask, pc.is_valid(table.column("sha256")))
+    for batch in table.filter(pc.fill_null(mask, False)).to_batches(4096):
+        for row in batch.to_pylist():
+            if row["content_key"] not in own.missing:
+                yield row["content_sha256"], row["key"], row["content_key"], row["sha256"]
 
 
 def _verify_stored(
@@ -276,7 +350,12 @@ class _Run:
         total: int | None,
         progress: Callable[[Progress], None] | None,
         on_result: Callable[[dict[str, Any], Row], None] | None,
+        hosts: HostBook | None = None,
+        same: SameBytes | None = None,
     ) -> None:
+        self.hosts = hosts or HostBook(None, None)
+        self.same = same
+        self.same_bytes = 0
         self.store = store
         self.writer = writer
         self.options = options
@@ -287,6 +366,8 @@ class _Run:
         self.counts: Counter[str] = Counter()
         self.failed_by: Counter[str] = Counter()
         self.skipped_by: Counter[str] = Counter()
+        self.opted_out_by: Counter[str] = Counter()
+        self.cache_tried = self.from_cache = 0
         self.bytes = 0
         self.already_done = 0
         self.missing_refetched = 0
@@ -294,14 +375,22 @@ class _Run:
         self.flush_now = asyncio.Event()
 
     def record(self, entry: dict[str, Any], row: Row | None) -> None:
+        entry.pop("dead_link", None)
         status = entry["status"]
         self.counts[status] += 1
         if status == "failed":
             self.failed_by[entry["reason"]] += 1
         elif status == "skipped":
             self.skipped_by[entry["reason"]] += 1
+        elif status == "opted_out":
+            self.opted_out_by[entry["reason"]] += 1
         if entry.get("stored") and status == "ok":
             self.bytes += entry.get("bytes") or 0
+        if entry.get("duplicate_of"):
+            self.same_bytes += 1
+        if entry.get("source") == "gbif_image_cache":
+            self.cache_tried += 1
+            self.from_cache += status == "ok"
         self.writer.add(entry)
         if len(self.writer) >= self.config.ledger_flush_rows:
             self.flush_now.set()
@@ -315,7 +404,7 @@ class _Run:
 
     def snapshot(self, final: bool = False) -> Progress:
         elapsed = time.monotonic() - self.started
-        done = self.counts["ok"] + self.counts["failed"] + self.counts["skipped"]
+        done = self.counts["ok"] + self.counts["failed"] + self.counts["skipped"] + self.counts["opted_out"]
         return Progress(
             done=done,
             ok=self.counts["ok"],
@@ -328,6 +417,7 @@ class _Run:
             failed_by_reason=dict(self.failed_by.most_common()),
             final=final,
             missing_refetched=self.missing_refetched,
+            opted_out=self.counts["opted_out"],
         )
 
 
@@ -351,6 +441,10 @@ def _jobs(
             if ck in stored_before:
                 run.already_done += 1
                 run.count_only("already_done")
+                continue
+            if ck in own.opted_out and not cfg.recheck_opted_out:
+                run.already_done += 1
+                run.count_only("opted_out_before")
                 continue
             healing = ck in missing
             if cfg.only_failed and ck not in failed_before and not healing:
@@ -380,33 +474,50 @@ async def _run_async(rows: Any, run: _Run, index: dict[str, dict[str, Any]], own
     io_threads = resolve_io_threads(cfg.io_threads, run.store, 1)
     pool = ThreadPoolExecutor(io_threads, thread_name_prefix="gbifdl-img") if io_threads else None
     flush_pool = ThreadPoolExecutor(1, thread_name_prefix="gbifdl-ledger")
-    queue: asyncio.Queue[tuple[Row, str, str] | None] = asyncio.Queue(
-        cfg.queue_size or 4 * fetch_cfg.concurrency
-    )
     done = asyncio.Event()
 
-    async def producer() -> None:
-        for job in _jobs(rows, run, index, own):
-            await queue.put(job)
-        for _ in range(fetch_cfg.concurrency):
-            await queue.put(None)
+    async def producer(fetcher: Fetcher, sched: HostScheduler) -> None:
+        try:
+            for job in _jobs(rows, run, index, own):
+                await sched.put(job, fetcher.host_key(job[2]) or "")
+        finally:
+            sched.close()
 
-    async def worker(fetcher: Fetcher) -> None:
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            row, ck, url = item
-            entry = await fetch_one(fetcher, loop, pool, run.store, run.options, ck, url)
+    cache = cfg.cache
+
+    async def worker(fetcher: Fetcher, sched: HostScheduler) -> None:
+        while (item := await sched.get()) is not None:
+            job, host = item
+            row = job[0]
+            try:
+                if host == CACHE_QUEUE:  # (row, gbifID, the dead link's entry)
+                    assert cache is not None
+                    entry = await fetch_cached(
+                        fetcher, loop, pool, run.store, run.options, cache, job[1], job[2], run.same
+                    )
+                else:  # (row, content_key, url)
+                    entry = await fetch_one(
+                        fetcher, loop, pool, run.store, run.options, job[1], job[2], run.same
+                    )
+            finally:
+                sched.done(host)
+            if entry.pop("dead_link", False) and cache is not None:
+                gbif_id = gbif_id_of(row)
+                if gbif_id is not None:
+                    sched.put_nowait((row, gbif_id, entry), CACHE_QUEUE)
+                    continue
             run.record(entry, row)
 
-    async def flusher() -> None:
+    async def flusher(fetcher: Fetcher) -> None:
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.flush_now.wait(), timeout=min(1.0, cfg.ledger_flush_seconds))
             run.flush_now.clear()
             if run.writer.due():
                 await _flush(loop, flush_pool, run.writer)
+            run.hosts.update(0, fetcher.host_states())
+            if run.hosts.storage is not None:
+                await loop.run_in_executor(flush_pool, run.hosts.maybe_save)
 
     async def reporter() -> None:
         if run.progress_cb is None:
@@ -417,16 +528,20 @@ async def _run_async(rows: Any, run: _Run, index: dict[str, dict[str, Any]], own
             if not done.is_set():
                 run.progress_cb(run.snapshot())
 
+    fetcher = Fetcher(fetch_cfg, host_states=run.hosts.learned)
     try:
-        async with Fetcher(fetch_cfg) as fetcher, asyncio.TaskGroup() as group:
-            side = [group.create_task(flusher()), group.create_task(reporter())]
-            workers = [group.create_task(worker(fetcher)) for _ in range(fetch_cfg.concurrency)]
-            group.create_task(producer())
+        async with fetcher, asyncio.TaskGroup() as group:
+            gate = cache_gate()
+            sched = HostScheduler(lambda h: gate if h == CACHE_QUEUE else fetcher.host(h), cfg.pending_jobs)
+            side = [group.create_task(flusher(fetcher)), group.create_task(reporter())]
+            workers = [group.create_task(worker(fetcher, sched)) for _ in range(fetch_cfg.concurrency)]
+            group.create_task(producer(fetcher, sched))
             await asyncio.gather(*workers)
             done.set()
             await asyncio.gather(*side)
     finally:
         done.set()
+        run.hosts.update(0, fetcher.host_states())
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         # Whatever happened, write what was recorded: each entry's object write has returned.
@@ -508,14 +623,17 @@ def download_images(
     if not isinstance(store, ImageStore):
         store = ImageStore(store, retry_seconds=config.store_retry_seconds)
     processes = _processes(config, row_count(rows), on_result)
+    hosts = HostBook(store.storage, config.host_rates_key, save_seconds=config.host_rates_save_seconds)
+    hosts.load()
     workers = None
     if processes > 1:
         from gbifdl_assets.media.pool import Workers
 
-        workers = Workers(store, options, config, processes)  # they start while we read the ledgers
+        # they start while we read the ledgers
+        workers = Workers(store, options, config, processes, host_states=hosts.learned)
     try:
         with relaxed_gc():
-            return _download(rows, store, ledger, options, config, progress, on_result, workers)
+            return _download(rows, store, ledger, options, config, progress, on_result, workers, hosts)
     finally:
         if workers is not None:
             workers.close(terminate=True)
@@ -530,6 +648,7 @@ def _download(
     progress: Callable[[Progress], None] | None,
     on_result: Callable[[dict[str, Any], Row], None] | None,
     workers: Any,
+    hosts: HostBook,
 ) -> DownloadSummary:
     writer = LedgerWriter(
         store,
@@ -548,15 +667,19 @@ def _download(
         checked = time.monotonic()
         index = _verify_stored(store, ledger, own, index)
         verify_seconds = time.monotonic() - checked
+    same = SameBytes(options.variant, _same_bytes_seed(own, options.variant)) if config.same_bytes else None
     own.stored_keys = None  # not needed any more; may be large
-    run = _Run(store, writer, options, config, row_count(rows), progress, on_result)
+    run = _Run(store, writer, options, config, row_count(rows), progress, on_result, hosts, same)
     retries_before = store.retries
 
     if workers is not None:
         from gbifdl_assets.media.pool import run_pool
 
         run.started = time.monotonic()
-        run_pool(workers, _jobs(rows, run, index, own), run)
+        try:
+            run_pool(workers, _jobs(rows, run, index, own), run)
+        finally:
+            hosts.save()
     else:
 
         async def main() -> None:
@@ -564,7 +687,10 @@ def _download(
             run.flush_now = asyncio.Event()
             await _run_async(rows, run, index, own)
 
-        run_loop(main, config.event_loop)
+        try:
+            run_loop(main, config.event_loop)
+        finally:
+            hosts.save()
     if config.compact:
         try:
             compact_ledger(store, ledger, store=store)
@@ -573,6 +699,9 @@ def _download(
     elapsed = time.monotonic() - run.started
     if progress is not None:
         progress(run.snapshot(final=True))
+    host_summary = hosts.summary()
+    for host, why in host_summary["hosts_skipped"].items():
+        log.warning("%s", why if host in why else f"{host}: {why}")
     return DownloadSummary(
         ledger=ledger,
         store=store.uri,
@@ -585,12 +714,18 @@ def _download(
         images_per_s=round(run.counts["ok"] / elapsed, 1) if elapsed > 0 else 0.0,
         failed_by_reason=dict(run.failed_by.most_common()),
         skipped_by_reason=dict(run.skipped_by.most_common()),
+        opted_out=run.counts["opted_out"],
+        opted_out_by_reason=dict(run.opted_out_by.most_common()),
+        image_cache_tried=run.cache_tried,
+        same_bytes=run.same_bytes,
+        from_image_cache=run.from_cache,
         already_done=run.already_done,
         ledger_entries=writer.entries_written,
         storage_retries=store.retries - retries_before,
         missing_refetched=run.missing_refetched,
         verify_seconds=round(verify_seconds, 3),
         run_id=writer.run_id,
+        **host_summary,
     )
 
 

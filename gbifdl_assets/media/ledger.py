@@ -5,8 +5,12 @@ Every image a download run handles gets an entry::
     ok       key, bytes, width, height, sha256, format, content_type, http_status, attempts
     failed   reason (http_404, timeout, not_an_image, …), http_status, attempts, error
     skipped  reason (already_stored: another ledger of the same store holds it; duplicate), key…
+    opted_out reason (robots_txt, x_robots_tag, tdm_reservation): the host opts out of our use; the
+             body was never downloaded, and later runs do not ask again (``recheck_opted_out``)
 
-plus ``content_key``, ``url``, ``started_at``, ``finished_at`` and ``run_id``. A ``stored`` column
+plus ``content_key``, ``url``, ``started_at``, ``finished_at`` and ``run_id``; ``source`` and
+``fetched_from`` say when the bytes came from GBIF's image cache rather than ``url`` (a dead link,
+see .image_cache; ``url`` stays the original, which the credits name). A ``stored`` column
 says whether the image is in the store (ok, or skipped as already stored), which is what
 completeness counts.
 
@@ -84,7 +88,7 @@ LEDGER_SCHEMA = pa.schema(
     [
         pa.field("content_key", pa.string(), nullable=False),
         pa.field("url", pa.string()),
-        pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
+        pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped | opted_out
         pa.field("reason", pa.string()),  # null for ok
         pa.field("stored", pa.bool_(), nullable=False),  # the image is in the store under `key`
         pa.field("key", pa.string()),
@@ -100,6 +104,15 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("started_at", _TS),
         pa.field("finished_at", _TS),
         pa.field("run_id", pa.string()),
+        # where the bytes came from when not from ``url`` itself: "gbif_image_cache" (a dead link
+        # recovered from GBIF's image cache, or tried there), with the URL fetched
+        pa.field("source", pa.string()),
+        pa.field("fetched_from", pa.string()),
+        # sha256 of the downloaded body (before any re-encoding): the same bytes under a second URL
+        # are not stored again; that entry's ``key`` is the first image's and ``duplicate_of`` its
+        # content_key (see .same_bytes)
+        pa.field("content_sha256", pa.string()),
+        pa.field("duplicate_of", pa.string()),
     ]
 )
 LEDGER_COLUMNS = tuple(LEDGER_SCHEMA.names)
@@ -310,12 +323,14 @@ class LedgerWriter:
 
 # --------------------------------------------------------------------------------- reporting
 def summarize_ledger(table: pa.Table) -> dict[str, Any]:
-    """Counts by status and by reason (``failed_by_reason``/``skipped_by_reason``) of a ledger table."""
+    """Counts by status and by reason (``failed_by_reason``/``skipped_by_reason``/
+    ``opted_out_by_reason``) of a ledger table."""
     status = table.column("status").to_pylist()
     reason = table.column("reason").to_pylist()
     counts = Counter(status)
     failed = Counter(r for s, r in zip(status, reason, strict=True) if s == "failed")
     skipped = Counter(r for s, r in zip(status, reason, strict=True) if s == "skipped")
+    opted = Counter(r for s, r in zip(status, reason, strict=True) if s == "opted_out")
     stored = pc.sum(table.column("stored")).as_py() or 0
     return {
         "images": table.num_rows,
@@ -326,6 +341,8 @@ def summarize_ledger(table: pa.Table) -> dict[str, Any]:
         "bytes": pc.sum(pc.if_else(table.column("stored"), table.column("bytes"), 0)).as_py() or 0,
         "failed_by_reason": dict(failed.most_common()),
         "skipped_by_reason": dict(skipped.most_common()),
+        "opted_out": counts.get("opted_out", 0),
+        "opted_out_by_reason": dict(opted.most_common()),
     }
 
 
@@ -380,7 +397,12 @@ def attribution_table(manifest: pa.Table, ledger: pa.Table) -> pa.Table:
     ledger's ``key`` and ``sha256`` for every image that is in the store.
     """
     cols = [c for c in _ATTRIBUTION_COLUMNS if c in manifest.column_names]
-    view = ledger.filter(pc.field("stored")).select(["content_key", "key", "sha256", "width", "height"])
+    # ``source``: gbif_image_cache when the stored copy came from GBIF's cache (the credit still names
+    # the original creator, licence and url, which come from the manifest)
+    facts = ["content_key", "key", "sha256", "width", "height"] + (
+        ["source"] if "source" in ledger.column_names else []
+    )
+    view = ledger.filter(pc.field("stored")).select(facts)
     joined = manifest.select(cols).join(view, "content_key", join_type="inner")
     return joined.sort_by([("content_key", "ascending")])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,11 +16,25 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gbifdl_assets.media.fetch import Fetcher, FetchResult
+from gbifdl_assets.media.same_bytes import SameBytes
 from gbifdl_assets.media.store import ImageStore
 from gbifdl_assets.media.validate import InvalidImage, ValidationOptions, validate_image
 from gbifdl_assets.storage import StorageUnavailable
 
-__all__ = ["entry", "fetch_one", "now_ms", "relaxed_gc", "resolve_io_threads", "run_loop", "store_body"]
+__all__ = [
+    "DEAD_LINK_REASONS",
+    "entry",
+    "fetch_one",
+    "now_ms",
+    "relaxed_gc",
+    "resolve_io_threads",
+    "run_loop",
+    "store_body",
+]
+
+#: failures that say the link is dead (not that the image is bad or the host busy): GBIF's image
+#: cache may still have the image (see .image_cache)
+DEAD_LINK_REASONS = frozenset({"http_404", "http_410", "dns_error", "connection_error"})
 
 
 @contextlib.contextmanager
@@ -80,42 +95,70 @@ def entry(content_key: str, url: str | None, started_ms: int, **fields: Any) -> 
 
 
 def store_body(
-    store: ImageStore, options: ValidationOptions, result: FetchResult, content_key: str, started_ms: int
+    store: ImageStore,
+    options: ValidationOptions,
+    result: FetchResult,
+    content_key: str,
+    started_ms: int,
+    same: SameBytes | None = None,
 ) -> dict[str, Any]:
-    """Validate a fetched body and store it (runs in the thread pool)."""
+    """Validate a fetched body and store it (runs in the thread pool).
+
+    With ``same`` (see .same_bytes), a body already stored under another image's key is not stored
+    again: the entry points at that object (``duplicate_of``).
+    """
     assert result.body is not None
+    body_sha = hashlib.sha256(result.body).hexdigest()
+    first = same.claim(body_sha) if same is not None else None
+    claimed = same is not None and first is None
+    if first is not None and first.content_key == content_key:
+        first = None  # our own earlier copy (being fetched again because its object is gone)
+    stored: str | None = None
     try:
-        image = validate_image(result.body, result.content_type, options)
-    except InvalidImage as exc:
-        return entry(
-            content_key,
-            result.url,
-            started_ms,
-            status="failed",
-            reason=exc.reason,
-            http_status=result.http_status,
-            attempts=result.attempts,
-            error=str(exc),
-            bytes=len(result.body),
-        )
-    key = ImageStore.image_key(content_key, options.variant, image.ext)
-    store.put(key, image.data)  # StorageUnavailable propagates: the run stops
-    return entry(
-        content_key,
-        result.url,
-        started_ms,
-        status="ok",
-        stored=True,
-        key=key,
-        bytes=len(image.data),
-        width=image.width,
-        height=image.height,
-        sha256=image.sha256,
-        format=image.format,
-        content_type=image.content_type,
-        http_status=result.http_status,
-        attempts=result.attempts,
-    )
+        try:
+            image = validate_image(result.body, result.content_type, options)
+        except InvalidImage as exc:
+            return entry(
+                content_key,
+                result.url,
+                started_ms,
+                status="failed",
+                reason=exc.reason,
+                http_status=result.http_status,
+                attempts=result.attempts,
+                error=str(exc),
+                bytes=len(result.body),
+                content_sha256=body_sha,
+            )
+        facts = {
+            "bytes": len(image.data),
+            "width": image.width,
+            "height": image.height,
+            "sha256": image.sha256,
+            "format": image.format,
+            "content_type": image.content_type,
+            "http_status": result.http_status,
+            "attempts": result.attempts,
+            "content_sha256": body_sha,
+        }
+        if first is not None and first.same_object_bytes(image.sha256):
+            return entry(
+                content_key,
+                result.url,
+                started_ms,
+                status="ok",
+                stored=True,
+                key=first.key,
+                duplicate_of=first.content_key,
+                **facts,
+            )
+        key = ImageStore.image_key(content_key, options.variant, image.ext)
+        store.put(key, image.data)  # StorageUnavailable propagates: the run stops
+        stored = key
+        return entry(content_key, result.url, started_ms, status="ok", stored=True, key=key, **facts)
+    finally:
+        if claimed:
+            same.publish(body_sha, stored, content_key, facts["sha256"] if stored else "")  # type: ignore[union-attr]
 
 
 async def fetch_one(
@@ -126,24 +169,32 @@ async def fetch_one(
     options: ValidationOptions,
     content_key: str,
     url: str,
+    same: SameBytes | None = None,
 ) -> dict[str, Any]:
     """Fetch, validate and store one image; its ledger entry (shared by the in-process and pool paths)."""
     started_ms = now_ms()
     result = await fetcher.fetch(url)
     if result.ok:
         if pool is None:  # inline: see DownloadConfig.io_threads
-            return store_body(store, options, result, content_key, started_ms)
-        return await loop.run_in_executor(pool, store_body, store, options, result, content_key, started_ms)
-    return entry(
+            return store_body(store, options, result, content_key, started_ms, same)
+        return await loop.run_in_executor(
+            pool, store_body, store, options, result, content_key, started_ms, same
+        )
+    failed = entry(
         content_key,
         url,
         started_ms,
-        status="failed",
+        status="opted_out" if result.opted_out else "failed",
         reason=result.reason,
         http_status=result.http_status,
         attempts=result.attempts,
         error=result.error,
     )
+    if result.reason in DEAD_LINK_REASONS or (
+        result.reason == "host_skipped" and result.cause in DEAD_LINK_REASONS
+    ):
+        failed["dead_link"] = True  # not a ledger column: the caller may try GBIF's image cache
+    return failed
 
 
 def run_loop(main: Callable[[], Any], event_loop: str) -> None:

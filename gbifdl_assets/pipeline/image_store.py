@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from gbifdl_assets.media.download import DownloadConfig, DownloadSummary, download_images
 from gbifdl_assets.media.fetch import FetchConfig
+from gbifdl_assets.media.settings import apply_image_options
 from gbifdl_assets.media.ledger import attribution_table, completeness_table, load_ledger, summarize_ledger
 from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
@@ -86,7 +87,8 @@ def store_shard(
 ) -> StoredShard:
     """Fetch, validate and store the images of one (training set, shard) of the newest manifest.
 
-    ``fetch`` is the network behaviour; its ``max_bytes`` is replaced by the spec's.
+    ``fetch`` is the network behaviour; its ``max_bytes`` is replaced by the spec's, and the spec's
+    politeness options (per-host ceilings, robots.txt, opt-out headers, image-cache fallback) apply.
     """
     manifest = read_latest_manifest(storage, training_set)
     shards = _shard_column(manifest.column("label"))
@@ -98,7 +100,9 @@ def store_shard(
         storage,
         ledger=name,
         options=ValidationOptions.from_image_options(spec.images),
-        config=DownloadConfig(fetch=dataclasses.replace(fetch, max_bytes=spec.images.max_bytes)),
+        config=apply_image_options(
+            DownloadConfig(fetch=dataclasses.replace(fetch, max_bytes=spec.images.max_bytes)), spec.images
+        ),
         progress=lambda p: log.info(p.message()),
     )
     ledger = load_ledger(storage, name)

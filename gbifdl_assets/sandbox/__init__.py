@@ -28,9 +28,16 @@ DWCA downloads have the layout and the columns of real GBIF downloads (``dwca_te
 adds the sandbox-only column back), so snapshots must take the publisher from the registry, as with GBIF.
 ``gbifdl_assets_tests/integration/test_sandbox_conformance.py`` holds all of this against recorded GBIF.
 - ``/media/{occurrenceKey}/{item}.{jpg|png|…}[?fault=…]`` (see :mod:`.media` for fault names)
+- ``/v1/image/cache/[200x/]occurrence/{gbifID}/media/{md5(identifier)}``: GBIF's image cache (the
+  copy of an image whose own link is dead; ``image_cache_down`` makes it answer 503)
+- media hosts (``SandboxConfig.media_hosts``, or ``GBIFDL_SANDBOX_MEDIA_HOSTS=default`` for
+  ``gbifdl sandbox serve``): media served from several host names on 127.0.0.x, each with its own
+  manners (rate limits with 429 + Retry-After, slowness, robots.txt, X-Robots-Tag, tdm-reservation,
+  dead links, a name that does not resolve, a refusing server, a CDN redirect); see :mod:`.hosts`
+  and ``RunningSandbox.resolve``
 - ``/sandbox/info``, ``/sandbox/health``, ``GET|POST|DELETE /sandbox/faults``
   (``{"api_429_every": N, "api_503_every": N, "retry_after": s, "api_latency": s,
-  "media_fault_rate": f}``; DELETE resets to the configured values)
+  "media_fault_rate": f, "image_cache_down": true}``; DELETE resets to the configured values)
 """
 
 from .app import create_app

@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -30,7 +31,8 @@ from .config import SandboxConfig
 from .downloads import DownloadService, TooManyDownloads, iso
 from .faults import FaultState, body_429
 from .filters import BadRequest
-from .media import ERROR_HTML, FAULTS, hidden_fault, media_body
+from .hosts import MediaHostMiddleware, MediaSites
+from .media import ERROR_HTML, FAULTS, cache_copy, cached_item, hidden_fault, media_body
 from .records import render_record
 from .registry_api import registry_routes
 from .search import SearchIndex, parse_query
@@ -53,6 +55,8 @@ class SandboxState:
         self.downloads = DownloadService(self.world, config)
         self.faults = FaultState(config)
         self._flaky: dict[str, int] = {}
+        #: requests and 429s per media host (see .hosts)
+        self.media_host_counts: dict[str, dict[str, int]] = {}
         self._flaky_lock = threading.Lock()
 
     def flaky_hit(self, url_id: str) -> int:
@@ -75,7 +79,11 @@ def _base(request: Request) -> str:
 
 def _media_base(request: Request) -> str:
     cfg = _state(request).config
-    return (cfg.media_base_url or _base(request)).rstrip("/")
+    base = (cfg.media_base_url or _base(request)).rstrip("/")
+    if cfg.media_hosts:  # identifiers spread over the media hosts, on the port we listen on
+        port = request.url.port or (request.scope.get("server") or ("", 80))[1]
+        return MediaSites(base, cfg.media_hosts, port, cfg.seed)
+    return base
 
 
 def _text(msg: str, status: int) -> PlainTextResponse:
@@ -483,6 +491,35 @@ async def media(request: Request) -> Response:
     return Response(body, media_type=ctype, headers=headers)
 
 
+_CACHE_PATH = re.compile(r"(?:\d*x\d*/)?occurrence/(\d+)/media/([0-9a-f]{32})")
+_CACHE_DOWN = (
+    b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head>"
+    b"<body><h1>503 Service Unavailable</h1><p>No server is available to handle this request.</p></body></html>"
+)
+
+
+async def image_cache(request: Request) -> Response:
+    """GBIF's image cache: ``/v1/image/cache/[200x/]occurrence/{gbifID}/media/{md5(identifier)}``."""
+    st = _state(request)
+    if st.faults.settings.image_cache_down:
+        return Response(_CACHE_DOWN, status_code=503, media_type="text/html")
+    m = _CACHE_PATH.fullmatch(request.path_params["rest"])
+    if m is None:
+        return _text("Not found", 404)
+    row = st.world.occ.index_of(int(m.group(1)))
+    if row is None:
+        return _text("Not found", 404)
+    bases = list(dict.fromkeys([_media_base(request), _base(request)]))
+    item = cached_item(st.world, row, m.group(2), bases)
+    if item is None:
+        return _text("Not found", 404)
+    cfg = st.config
+    body = await run_in_threadpool(
+        cache_copy, st.world, row, item, quality=cfg.media_jpeg_quality, size=tuple(cfg.media_size)
+    )
+    return Response(body, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=604800"})
+
+
 class _SlowResponse(Response):
     """Sends the body in small pieces spread over ``seconds``."""
 
@@ -562,6 +599,15 @@ def info(request: Request) -> Response:
             "named_taxa": named,
             "username": st.config.username,
             "faults": st.faults.describe(),
+            "media_hosts": [
+                {
+                    "name": h.name,
+                    "address": h.address,
+                    "listening": h.listens,
+                    **st.media_host_counts.get(h.name, {"requests": 0, "throttled": 0}),
+                }
+                for h in st.config.media_hosts
+            ],
         }
     )
 
@@ -655,6 +701,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         Route("/v1/species/{key}/{what}", species_related),
         Route("/archive/occurrence/download/request/{name}", archive_file, methods=["GET", "HEAD"]),
         Route("/media/{key}/{name}", media, methods=["GET", "HEAD"]),
+        Route("/v1/image/cache/{rest:path}", image_cache, methods=["GET", "HEAD"]),
     ]
     # GBIF's rule-based annotation API (/v1/occurrence/experimental/annotation/...)
     routes += annotation_routes(state)
@@ -666,8 +713,17 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         yield
         state.downloads.close()
 
-    app = Starlette(
-        routes=routes, middleware=[Middleware(ApiFaultMiddleware, state=state)], lifespan=lifespan
-    )
+    middleware = [Middleware(ApiFaultMiddleware, state=state)]
+    if config.media_hosts:  # outermost: a media host answers for itself before the API's faults
+        middleware.insert(
+            0,
+            Middleware(
+                MediaHostMiddleware,
+                hosts=config.media_hosts,
+                seed=config.seed,
+                counts=state.media_host_counts,
+            ),
+        )
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.sandbox = state
     return app

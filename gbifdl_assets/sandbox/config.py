@@ -8,7 +8,9 @@ byte-identical JSON, archives and images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .hosts import MediaHost, parse_media_hosts
 
 #: Terminal states a download can be forced into for fault tests (besides the normal SUCCEEDED).
 DOWNLOAD_FAULT_STATUSES = ("FAILED", "KILLED", "FILE_ERASED", "CANCELLED", "SUSPENDED")
@@ -57,6 +59,13 @@ class SandboxConfig:
     #: seconds a ``slow`` fault takes to deliver the body; a ``timeout`` fault waits this long first.
     media_slow_seconds: float = 2.0
     media_timeout_seconds: float = 30.0
+    #: GBIF's image cache (``/v1/image/cache/occurrence/{gbifID}/media/{md5}``) answers 503 (switchable
+    #: at runtime through /sandbox/faults)
+    image_cache_down: bool = False
+    #: media served from several host names on loopback addresses, each with its own manners (rate
+    #: limits, slowness, robots.txt, opt-out headers, dead links, redirects…; see .hosts); empty:
+    #: media under the API's own address, as before. Also ``"default"``, a JSON list or ``@file``.
+    media_hosts: tuple[MediaHost, ...] = field(default_factory=tuple)
 
     # --- API faults -------------------------------------------------------------------------------
     #: answer every Nth API request with 429 / 503 (0 = never).
@@ -92,5 +101,11 @@ class SandboxConfig:
             )
         if self.max_offset <= 0 or self.max_limit <= 0:
             problems.append("max_offset and max_limit must be positive")
+        try:
+            self.media_hosts = parse_media_hosts(
+                list(self.media_hosts) if isinstance(self.media_hosts, tuple) else self.media_hosts
+            )
+        except (ValueError, TypeError, OSError) as exc:
+            problems.append(str(exc))
         if problems:
             raise ValueError("Invalid sandbox configuration: " + "; ".join(problems))

@@ -31,6 +31,8 @@ class FaultSettings:
     retry_after: int = 1
     api_latency: float = 0.0
     media_fault_rate: float = 0.02
+    #: GBIF's image cache (/v1/image/cache/…) answers 503 with an HTML page: "the cache is down too"
+    image_cache_down: bool = False
 
 
 class FaultState:
@@ -42,6 +44,7 @@ class FaultState:
             retry_after=config.retry_after,
             api_latency=config.api_latency,
             media_fault_rate=config.media_fault_rate,
+            image_cache_down=config.image_cache_down,
         )
         self.settings = FaultSettings(**asdict(self._defaults))
         self._lock = threading.Lock()
@@ -60,6 +63,8 @@ class FaultState:
                 if k not in known:
                     raise ValueError(f"Unknown fault setting {k!r}; known: {', '.join(known)}")
                 typ = type(known[k])
+                if typ is bool and not isinstance(v, bool):
+                    raise ValueError(f"Fault setting {k!r} must be true or false, got {v!r}")
                 try:
                     setattr(self.settings, k, typ(v))
                 except (TypeError, ValueError):

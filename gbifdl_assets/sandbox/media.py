@@ -11,6 +11,7 @@ generated URLs): ``404 410 500 503 429 flaky slow timeout truncated cut html emp
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from . import hashing
+from .records import media_format, media_url
 from .world import MF_FAULT, MF_FAULT_KIND, World, media_items, media_salt
 
 FAULTS = (
@@ -226,3 +228,39 @@ ERROR_HTML = (
     b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>"
     b"<p>Please sign in to view this image.</p></body></html>"
 )
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def cached_item(world: World, row: int, digest: str, bases: list[str]) -> int | None:
+    """The media item of record ``row`` whose identifier has md5 ``digest``, as GBIF's image cache
+    finds it (``/v1/image/cache/occurrence/{gbifID}/media/{md5(identifier)}``).
+
+    The identifier is the one records carry (under each of ``bases``); the same with a ``?fault=``
+    query (test URLs that ask the media server to misbehave) counts too: GBIF cached the image while
+    its link still worked.
+    """
+    key = int(world.occ.key[row])
+    for item, mtype in enumerate(media_items(world.occ, row)):
+        if mtype != 0:
+            continue  # the cache holds images only
+        ext = media_format(world, key, item, mtype)[1]
+        for base in bases:
+            identifier = media_url(base, key, item, ext)
+            if _md5(identifier) == digest:
+                return item
+            plain = identifier.split("?", 1)[0]
+            if any(_md5(f"{plain}?fault={f}") == digest for f in (*FAULTS, "none")):
+                return item
+    return None
+
+
+def cache_copy(world: World, row: int, item: int, *, quality: int, size: tuple[int, int]) -> bytes:
+    """GBIF's cached copy of an image: a JPEG of at most 1200x1200, quality at most 85 (Thumbor)."""
+    sk, gk = image_keys(world, row)
+    key = int(world.occ.key[row])
+    w, h = size
+    scale = min(1.0, 1200 / max(w, h))
+    return render_image(world.seed, sk, gk, key, item, (int(w * scale), int(h * scale)), min(quality, 85))

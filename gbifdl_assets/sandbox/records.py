@@ -90,6 +90,10 @@ def media_format(world: World, key: int, item: int, mtype: int) -> tuple[str | N
 
 
 def media_url(base: str, key: int, item: int, ext: str) -> str:
+    """An image's identifier: under ``base``, or on its media host (``base`` a hosts.MediaSites)."""
+    on_host = getattr(base, "media_url", None)
+    if on_host is not None:
+        return on_host(key, item, ext)
     return f"{base}/media/{key}/{item}.{ext}"
 
 

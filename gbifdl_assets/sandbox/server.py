@@ -12,6 +12,7 @@ import uvicorn
 
 from .app import create_app
 from .config import SandboxConfig
+from .hosts import hosts_from_env
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,16 @@ class RunningSandbox:
     @property
     def api_url(self) -> str:
         return self.url + "/v1"
+
+    @property
+    def resolve(self) -> dict[str, str | None]:
+        """Names of the media hosts -> their loopback address (None: the name does not resolve), for
+        ``FetchConfig(resolve=…)``, as ``curl --resolve`` would."""
+        return {h.name: h.address for h in self.config.media_hosts}
+
+    def host_url(self, name: str) -> str:
+        """``http://name:port`` of a media host."""
+        return f"http://{name}:{self.port}"
 
     @property
     def state(self):
@@ -74,6 +85,20 @@ def _uvicorn_config(app, host: str, port: int, *, log_level: str) -> uvicorn.Con
     )
 
 
+def _bind_media_hosts(config: SandboxConfig, port: int) -> list[socket.socket]:
+    """One listening socket per media host that listens (its 127.0.0.x address, the API's port)."""
+    socks = []
+    try:
+        for h in config.media_hosts:
+            if h.listens:
+                socks.append(_bind(h.address, port))  # type: ignore[arg-type]
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
 def _bind(host: str, port: int) -> socket.socket:
     # TCP_NODELAY on the listening socket (inherited by accepted connections): without it, responses
     # on kept-alive connections stall ~40 ms (Nagle + delayed ACK), since uvicorn writes headers and
@@ -107,12 +132,17 @@ def start_sandbox(
     app = create_app(config)  # generate data here, so failures surface in the caller's thread
     sock = _bind(host, port)
     real_port = sock.getsockname()[1]
+    try:
+        extra = _bind_media_hosts(app.state.sandbox.config, real_port)
+    except OSError:
+        sock.close()
+        raise
     server = uvicorn.Server(_uvicorn_config(app, host, real_port, log_level=log_level))
     server.install_signal_handlers = lambda: None  # not the main thread
 
     def run() -> None:
         try:
-            server.run(sockets=[sock])
+            server.run(sockets=[sock, *extra])
         except Exception:  # surface in logs; the ready-wait below reports the failure to the caller
             log.exception("sandbox server crashed")
 
@@ -140,6 +170,8 @@ def start_sandbox(
 def serve(host: str = "127.0.0.1", port: int = 8000, config: SandboxConfig | None = None) -> None:
     """Serve the sandbox in the foreground until interrupted (used by ``gbifdl sandbox serve``)."""
     config = config or SandboxConfig()
+    if not config.media_hosts:
+        config.media_hosts = hosts_from_env()  # GBIFDL_SANDBOX_MEDIA_HOSTS (see .hosts)
     t0 = time.perf_counter()
     app = create_app(config)
     world = app.state.sandbox.world
@@ -151,5 +183,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000, config: SandboxConfig | Non
         flush=True,
     )
     sock = _bind(host, port)
-    server = uvicorn.Server(_uvicorn_config(app, host, sock.getsockname()[1], log_level="info"))
-    server.run(sockets=[sock])
+    real_port = sock.getsockname()[1]
+    extra = _bind_media_hosts(config, real_port)
+    for h in config.media_hosts:
+        where = (
+            f"{h.address}:{real_port}"
+            if h.listens
+            else ("refuses connections" if h.address else "does not resolve")
+        )
+        print(f"  Media host {h.name}: {where}  (clients: --resolve {h.name}={h.address or ''})", flush=True)
+    server = uvicorn.Server(_uvicorn_config(app, host, real_port, log_level="info"))
+    server.run(sockets=[sock, *extra])

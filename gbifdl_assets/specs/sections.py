@@ -402,6 +402,17 @@ class ImageOptions(Section):
     unattributed: str = "keep"  # keep | drop: BY-licensed images with no name to credit (training_export)
     min_class_images: int = Field(default=5, ge=0)  # the data card warns about classes with fewer in a split
 
+    # politeness (media/hosts.py): each host's rate adapts to its answers; these are ceilings
+    max_rate_per_host: float | None = Field(
+        default=None, gt=0
+    )  # requests/s for any host; null: adaptive only
+    host_limits: dict[str, float | dict[str, float]] = Field(default_factory=dict)  # {host or .domain: rate}
+    # opt-out before the body: robots.txt, X-Robots-Tag (noai, noimageai, noindex, noimageindex), tdm-reservation
+    robots_txt: bool = True
+    opt_out_headers: bool = True
+    # dead links (404/410, DNS, refused) fetched from GBIF's image cache, credited to the original
+    image_cache_fallback: bool = True
+
     @field_validator("unattributed", mode="before")
     @classmethod
     def _unattributed(cls, value: Any) -> Any:
@@ -423,6 +434,14 @@ class ImageOptions(Section):
                 raise ValueError(f"{show(value)} is not a size; write bytes (20000000) or e.g. '20MB'")
             unit = (m.group(2) or "").lower().rstrip("b")
             return int(float(m.group(1)) * _SIZE_UNITS[unit])
+        return value
+
+    @field_validator("host_limits")
+    @classmethod
+    def _host_limits(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from gbifdl_assets.media.hosts import normalize_host_limits  # the one reading of the table
+
+        normalize_host_limits(value)  # ValueError names the host and what to write
         return value
 
     @model_validator(mode="after")

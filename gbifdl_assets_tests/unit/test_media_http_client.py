@@ -89,6 +89,8 @@ def server():
 
 def _fetch_all(urls: list[str], pause: float = 0.0, **config) -> list:
     async def main() -> list:
+        # robots.txt has its own tests (test_media_politeness.py); here only the image requests count
+        config.setdefault("robots_txt", False)
         async with Fetcher(FetchConfig(allow_loopback=True, backoff_base=0.01, **config)) as fetcher:
             results = []
             for url in urls:

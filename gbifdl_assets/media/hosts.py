@@ -1,0 +1,608 @@
+"""Per-host politeness that adapts: a request rate and a concurrency for every host, learned as we go.
+
+Real GBIF media sit on hundreds of hosts, each with its own limits (iNaturalist's S3, museum servers,
+Flickr), and a run is decided by how well it treats each of them. A fixed number of connections per
+host either hammers a small server or crawls on a big one, and pausing a host for ever longer after
+each 429 (what this downloader did before) lets a host that allows 20 requests/s see 3. So each host
+gets a :class:`HostControl`, an AIMD controller in the spirit of TCP's congestion control:
+
+* **Start polite**: ``start_concurrency`` requests in flight (2, like a careful browser), no rate
+  limit of our own unless one is configured (``max_rate``, per host ``host_limits``) or was learned by
+  an earlier run. While answers are fast and clean, the window grows by one per answer that found it
+  full (doubling per round trip, "slow start") up to ``max_concurrency`` (``per_host``).
+* **A 429 sets the rate the host can bear** instead of pausing it ever longer: the answers the host
+  served in the last second (its allowance, for the usual token-bucket and per-second limiters) or
+  the rate we were pacing at, whichever is lower, becomes the host's *ceiling*, and requests are
+  paced (evenly spaced, never bursts) at ``decrease`` x that. A 503, a timeout and a 429 all count,
+  but only once per overload: answers to requests sent before the last decrease are the same
+  overload seen late, not a new one.
+* **Additive increase near the ceiling**: while answers are clean and the pacer is what holds
+  requests back, the rate moves back quickly to 95 % of the ceiling, then creeps up by 1 % of it per
+  second, so the host is probed gently rather than overrun; once the rate passes 1.3 x the ceiling
+  without trouble, the ceiling is forgotten (the host had been busy, or shared) and the rate grows
+  fast again.
+* **Latency watched**: a host whose answers take more than twice (+50 ms) its usual time is
+  queueing our requests; the window and the rate stop growing until it recovers, and the window
+  is cut by half on timeouts.
+* **Retry-After honoured, but capped**: the host is paused until then (every worker); a Retry-After
+  above ``retry_after_cap`` (a year, say) means "not today": the host is skipped for the rest of
+  the run instead of holding workers.
+* **Hosts that keep failing are skipped**: after ``skip_after`` consecutive failures (refused
+  connections, DNS errors, timeouts, 5xx, throttling) without one clean answer, its remaining images
+  fail at once with reason ``host_skipped`` and an error naming the cause; a re-run tries again.
+
+Concurrency for a paced host is kept near what its rate needs (rate x latency x 2 + 1), so a host
+allowing 20 requests/s ties up one or two workers, not all of them.
+
+The learned state of each host (:meth:`HostControl.state`) is kept in storage by the download run
+(:mod:`.host_rates`) and used as the starting point of the next run and of the other shards.
+:class:`HostGate` is the asyncio side (waiting for a slot and for the pacer); :class:`HostControl`
+is pure arithmetic on a clock passed in, so it is tested and tuned without a network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = [
+    "HostControl",
+    "HostGate",
+    "HostLimits",
+    "HostSkipped",
+    "NEUTRAL",
+    "OK",
+    "OVERLOAD",
+    "THROTTLE",
+    "FAIL",
+    "Signal",
+    "host_key_of",
+    "host_limit_for",
+    "normalize_host_limits",
+]
+
+#: what an answer tells the controller: a clean answer, throttling (429/503), an overload without an
+#: answer (timeout), or a failure that says nothing about load (refused connection, DNS, other 5xx)
+Signal = str
+OK, THROTTLE, OVERLOAD, FAIL = "ok", "throttle", "overload", "fail"
+#: a request that ended without telling anything about the host (cancelled, refused by our guard)
+NEUTRAL = "neutral"
+
+_WINDOW = 1.0  # seconds over which refusals are weighed against answers
+_HORIZON = 10.0  # seconds of sending and answer times kept (the bearable rate of slow hosts)
+_NEAR, _TARGET = 0.95, 0.97  # below _NEAR x ceiling the rate moves quickly to _TARGET x ceiling
+_PROBE = 0.003  # above it, the rate grows by this share of the ceiling per second
+_PROBE_SOFT = 0.03  # … of a ceiling guessed from too few answers
+_HOLD_FIRST, _HOLD_MAX = 30.0, 600.0  # seconds below a confirmed ceiling before probing again
+_HOST_WIDE = 0.01  # refusals (429, 503, timeouts) among a second's answers that mean the host
+_EVIDENCE = 10
+_FIRST_RATE = 4.0  # requests/s at least, for a host that throttles before we know its rate  # answers in the last second needed before they define a host's ceiling
+_PACED_WINDOW = 4  # requests in flight a paced host may always have (its pacer sets the rate)
+_HOLD = 0.5  # seconds after a decrease during which more throttling counts as the same overload
+
+
+class HostSkipped(Exception):
+    """The host was skipped for the rest of the run; ``str()`` says why."""
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause  # the ledger reason that made us give up (dns_error, http_429, …)
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    """Politeness settings of one host (see the module docstring)."""
+
+    max_concurrency: int = 16
+    start_concurrency: int = 2
+    min_rate: float = 0.2
+    max_rate: float | None = None
+    #: multiplicative decrease on throttling: the new rate is this share of the rate the host bore
+    decrease: float = 0.85
+    #: consecutive failures (no clean answer in between) after which the host is skipped; 0: never
+    skip_after: int = 20
+    retry_after_cap: float = 60.0
+
+
+def normalize_host_limits(value: Any) -> tuple[tuple[str, float | None, int | None], ...]:
+    """Per-host ceilings as ``((pattern, max_rate, max_concurrency), …)``.
+
+    Accepts a mapping ``{"host": rate}`` or ``{"host": {"max_rate": r, "max_concurrency": c}}``, an
+    iterable of such triples, or ``"host=rate"`` strings (the CLI's ``--host-limit``). A pattern is a
+    host (``static.inaturalist.org``, ``host:8080``) or a domain suffix starting with a dot
+    (``.inaturalist.org`` covers every sub-domain). Raises ValueError naming the bad entry.
+    """
+    if not value:
+        return ()
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        for item in value:
+            if isinstance(item, str):
+                host, sep, rate = item.partition("=")
+                if not sep:
+                    raise ValueError(f"host limit {item!r}: write HOST=REQUESTS_PER_SECOND")
+                items.append((host, rate))
+            elif isinstance(item, (tuple, list)) and len(item) == 3:
+                items.append((item[0], {"max_rate": item[1], "max_concurrency": item[2]}))
+            elif isinstance(item, (tuple, list)) and len(item) == 2:
+                items.append((item[0], item[1]))
+            else:
+                raise ValueError(f"host limit {item!r}: give (host, max_rate[, max_concurrency])")
+    out = []
+    for host, spec in items:
+        pattern = str(host).strip().lower()
+        if not pattern or "/" in pattern:
+            raise ValueError(
+                f"host limit for {host!r}: give a host name like static.example.org or .example.org"
+            )
+        if isinstance(spec, Mapping):
+            unknown = set(spec) - {"max_rate", "max_concurrency"}
+            if unknown:
+                raise ValueError(
+                    f"host limit for {host!r}: unknown keys {sorted(unknown)}; use max_rate, max_concurrency"
+                )
+            rate, conc = spec.get("max_rate"), spec.get("max_concurrency")
+        else:
+            rate, conc = spec, None
+        try:
+            rate = None if rate is None or rate == "" else float(rate)
+            conc = None if conc is None else int(conc)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"host limit for {host!r}: {spec!r} is not a number of requests per second"
+            ) from None
+        if rate is not None and not rate > 0:
+            raise ValueError(f"host limit for {host!r}: max_rate {rate} must be > 0 requests per second")
+        if conc is not None and conc < 1:
+            raise ValueError(f"host limit for {host!r}: max_concurrency {conc} must be >= 1")
+        out.append((pattern, rate, conc))
+    return tuple(sorted(out))
+
+
+def host_key_of(url: str) -> str:
+    """The politeness key of a URL's host: lower-cased ``host[:port]`` ("" when there is none).
+
+    The same key :func:`.ssrf.check_url` gives, computed without any check (for dealing jobs).
+    """
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return ""
+    return f"{host}:{port}" if port and host else host
+
+
+def host_limit_for(
+    host: str, table: Iterable[tuple[str, float | None, int | None]]
+) -> tuple[float | None, int | None]:
+    """(max_rate, max_concurrency) the table sets for ``host`` (the most specific pattern wins)."""
+    name = host.lower()
+    bare = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    best: tuple[int, float | None, int | None] | None = None
+    for pattern, rate, conc in table:
+        if pattern.startswith("."):
+            hit = bare.endswith(pattern) or bare == pattern[1:]
+        else:
+            hit = pattern in (name, bare)
+        if hit and (best is None or len(pattern) > best[0]):
+            best = (len(pattern), rate, conc)
+    return (best[1], best[2]) if best else (None, None)
+
+
+class HostControl:
+    """The adaptive rate and window of one host (pure logic; times are ``time.monotonic()`` values)."""
+
+    def __init__(self, host: str, limits: HostLimits, learned: Mapping[str, Any] | None = None) -> None:
+        self.host = host
+        self.limits = limits
+        self.max_concurrency = max(1, limits.max_concurrency)
+        self.cwnd = float(min(self.max_concurrency, max(1, limits.start_concurrency)))
+        self.slow_start = True
+        self.cap: float | None = limits.max_rate  # the configured ceiling, or a robots.txt Crawl-delay
+        self.rate: float | None = limits.max_rate
+        self.ceiling: float | None = None
+        self.ceiling_soft = False  # guessed from too few answers (probed faster)
+        self.confirmed = 0  # throttlings in a row at the same ceiling
+        self.probe_after = 0.0  # no probing above the target before then (a confirmed ceiling)
+        self.next_slot = 0.0
+        self.pause_until = 0.0
+        self.pause_from = 0.0
+        self.decreased_at = -math.inf
+        self.grown_at = 0.0
+        self.latency: float | None = None  # EWMA of answer times
+        self.base_latency: float | None = None  # the usual answer time (a slowly rising minimum)
+        self.served: deque[float] = deque()  # times of clean answers within the last _HORIZON
+        self.sent: deque[float] = deque()  # sending times within the last _HORIZON
+        self.refused: deque[float] = deque()  # throttling answers and timeouts within the last _WINDOW
+        self.paced_at = -math.inf  # when the pacer last held a request back
+        self.failures = 0  # consecutive, reset by a clean answer
+        self.last_failure = ""
+        self.skipped: HostSkipped | None = None
+        # counters for logs, the run summary and the rates file
+        self.requests = 0
+        self.answered = 0
+        self.throttled = 0
+        self.timeouts = 0
+        self.failed = 0
+        self.decreases = 0
+        if learned:
+            self._adopt(learned)
+
+    # ------------------------------------------------------------------------------ state
+    def _adopt(self, learned: Mapping[str, Any]) -> None:
+        """Start from what an earlier run learned (see :meth:`state`)."""
+        self.adopt(learned)
+
+    def adopt(self, learned: Mapping[str, Any], *, soft: bool = False) -> None:
+        """Go on from a state learned elsewhere: an earlier run, or (``soft``) the sum of what several
+        processes learned while they shared the host, which this one now paces alone."""
+        rate = learned.get("rate")
+        ceiling = learned.get("ceiling")
+        if isinstance(rate, (int, float)) and rate > 0:
+            self.rate = self._clamp(float(rate))
+            self.slow_start = False
+        if isinstance(ceiling, (int, float)) and ceiling > 0:
+            self.ceiling = float(ceiling)
+            self.ceiling_soft = soft
+            self.slow_start = False
+        if soft:  # what this process saw of the host was only its share: measure it afresh
+            self.served.clear()
+            self.sent.clear()
+            self.decreased_at = time.monotonic()
+        conc = learned.get("concurrency")
+        if isinstance(conc, (int, float)) and conc >= 1:
+            self.cwnd = float(min(self.max_concurrency, max(self.cwnd, int(conc))))
+        lat = learned.get("latency_ms")
+        if isinstance(lat, (int, float)) and lat > 0:
+            self.latency = self.base_latency = lat / 1000.0
+
+    def state(self) -> dict[str, Any]:
+        """What the next run starts from, and what a person reading the rates file wants to see."""
+        return {
+            "rate": None if self.rate is None else round(self.rate, 3),
+            "ceiling": None if self.ceiling is None else round(self.ceiling, 3),
+            "concurrency": int(self.cwnd),
+            "latency_ms": None if self.latency is None else round(self.latency * 1000, 1),
+            "requests": self.requests,
+            "throttled": self.throttled,
+            "timeouts": self.timeouts,
+            "failed": self.failed,
+            "skipped": str(self.skipped) if self.skipped else None,
+        }
+
+    def _clamp(self, rate: float) -> float:
+        rate = max(self.limits.min_rate, rate)
+        if self.cap is not None:
+            rate = min(rate, self.cap)
+        return rate
+
+    def cap_rate(self, rate: float) -> None:
+        """Never go faster than ``rate`` requests/s (a robots.txt ``Crawl-delay`` of 1/rate s)."""
+        rate = max(self.limits.min_rate, rate)
+        self.cap = rate if self.cap is None else min(self.cap, rate)
+        self.rate = self.cap if self.rate is None else min(self.rate, self.cap)
+
+    # ---------------------------------------------------------------------------- sending
+    @property
+    def limit(self) -> int:
+        """Requests this host may have in flight now."""
+        n = int(self.cwnd)
+        if self.rate is not None and self.latency is not None:
+            # a paced host needs rate x latency requests in flight; twice that, plus one, absorbs
+            # jitter, and a few more keep one hanging request from stopping the host
+            n = min(n, max(_PACED_WINDOW, int(self.rate * self.latency * 2) + 1))
+        return max(1, min(n, self.max_concurrency))
+
+    def schedule(self, now: float) -> tuple[float, bool]:
+        """Reserve the next sending time: (when, whether the pacer made it wait)."""
+        t = max(now, self.pause_until)
+        paced = False
+        if self.rate is not None:
+            if self.next_slot > t:
+                t = self.next_slot
+                paced = True
+                self.paced_at = now
+            self.next_slot = t + 1.0 / self.rate
+        self.requests += 1
+        if len(self.sent) > 64:
+            _trim(self.sent, now, _HORIZON)
+        self.sent.append(t)
+        return t, paced
+
+    # --------------------------------------------------------------------------- answers
+    def on_answer(
+        self,
+        now: float,
+        sent_at: float,
+        signal: Signal,
+        *,
+        latency: float | None = None,
+        window_full: bool = False,
+        paced: bool = False,
+        retry_after: float | None = None,
+        reason: str = "",
+    ) -> None:
+        """Adapt to one answer (or its absence) of a request sent at ``sent_at``."""
+        if signal == NEUTRAL:
+            return
+        if signal == OK:
+            self._clean(now, latency, window_full, paced)
+            return
+        self.failures += 1
+        self.last_failure = reason or signal
+        if signal in (THROTTLE, OVERLOAD):
+            host_wide = self._host_wide(now)
+            if signal == THROTTLE:
+                self.throttled += 1
+                if retry_after is not None and retry_after > self.limits.retry_after_cap:
+                    self._skip(
+                        f"asked to wait {retry_after:,.0f} s (Retry-After), more than retry_after_cap="
+                        f"{self.limits.retry_after_cap:g} s",
+                        reason or "http_429",
+                    )
+                    return
+                if retry_after and host_wide:
+                    if self.pause_until < now:
+                        self.pause_from = now
+                    self.pause_until = max(self.pause_until, now + retry_after)
+                    self.next_slot = max(self.next_slot, self.pause_until)
+            else:
+                self.timeouts += 1
+                if host_wide and sent_at >= self.decreased_at:
+                    self.cwnd = max(1.0, self.cwnd / 2)
+            if host_wide:
+                self._decrease(now, sent_at)
+        else:
+            self.failed += 1
+        skip_after = self.limits.skip_after
+        if skip_after and self.failures >= skip_after and self.skipped is None:
+            self._skip(f"{self.failures} failures in a row without one clean answer", self.last_failure)
+
+    def _host_wide(self, now: float) -> bool:
+        """Whether refusals are a share of the host's answers that means the host, not one URL.
+
+        One URL that always answers 429 among hundreds of clean answers a second is that URL's
+        problem (its own retries honour the Retry-After); 1 % of the answers is the host's.
+        """
+        _trim(self.refused, now, _WINDOW)
+        self.refused.append(now)
+        refused = len(self.refused)
+        return refused >= _HOST_WIDE * (refused + _count_since(self.served, now - _WINDOW))
+
+    def _skip(self, why: str, cause: str) -> None:
+        self.skipped = HostSkipped(
+            f"host {self.host} skipped for the rest of the run: {why} (last: {cause}); a re-run tries it again",
+            cause=cause,
+        )
+
+    def _decrease(self, now: float, sent_at: float) -> None:
+        if sent_at < self.decreased_at + _HOLD:
+            # an answer to a request sent before we slowed down (or just after: per-second limiters
+            # keep refusing until their window ends): the same overload, seen late
+            return
+        floor = self.limits.min_rate
+        if self.rate is None:
+            # The first throttling, after unpaced slow start: what the host served in the last second
+            # is what it lets through in a second, or a burst allowance; a soft ceiling (probed fast,
+            # forgotten soon) when that is enough answers to go by, else none: the rate then grows
+            # fast until the next throttling says where the limit is.
+            served = _count_since(self.served, now - _WINDOW)
+            sent = _count_since(self.sent, now - _WINDOW)
+            if served >= _EVIDENCE:
+                self.ceiling, self.ceiling_soft = float(served), True
+            self.rate = self._clamp(max(served, sent, _FIRST_RATE) * self.limits.decrease)
+            self._record_decrease(now)
+            return
+        # Over how long to count: the last _EVIDENCE clean answers (1 to 10 seconds), less any
+        # Retry-After pause in that span (nothing was sent then).
+        span = _WINDOW
+        if len(self.served) >= _EVIDENCE:
+            span = min(_HORIZON, max(_WINDOW, now - self.served[-_EVIDENCE]))
+        since = now - span
+        paused = max(0.0, min(now, self.pause_until) - max(since, self.pause_from))
+        active = max(span - paused, 0.25 * span)
+        served = _count_since(self.served, since)
+        sent = _count_since(self.sent, since)
+        if (
+            self.paced_at >= since  # the pacer held requests back: we sent at our rate…
+            and sent >= 0.5 * self.rate * active
+            and served >= _EVIDENCE  # …and enough answers came back to measure the host by
+        ):
+            # The host refused while we sent at our rate: it bears what it served, at most that
+            # rate. That is its ceiling.
+            base = min(self.rate, max(served / active, floor))
+            old = self.ceiling
+            if old is not None and abs(base - old) <= 0.1 * old:
+                # the host refused at the same rate again: it is its limit; hold below it for a
+                # while before probing (30 s, doubling with each confirmation, up to 10 minutes),
+                # so a long run is not paused by a Retry-After every few seconds
+                self.confirmed += 1
+                self.probe_after = now + min(_HOLD_MAX, _HOLD_FIRST * 2 ** (self.confirmed - 1))
+            else:
+                self.confirmed = 0
+                self.probe_after = now
+            self.ceiling = base
+            self.ceiling_soft = False
+            self.rate = self._clamp(base * self.limits.decrease)
+        else:
+            # Too few answers to measure the host by (a slow host, a pause, little to fetch): the
+            # refusal says to slow down, and that the rate we had was too much, for now. That is a
+            # soft ceiling, probed faster than a measured one.
+            before = self.rate
+            self.rate = self._clamp(before * self.limits.decrease)
+            if self.ceiling is None or before < self.ceiling:
+                self.ceiling_soft = self.ceiling is None or self.ceiling_soft
+                self.ceiling = before
+        self._record_decrease(now)
+
+    def _record_decrease(self, now: float) -> None:
+        assert self.rate is not None
+        self.next_slot = max(self.next_slot, now + 1.0 / self.rate)
+        self.slow_start = False
+        self.decreased_at = now
+        self.grown_at = now
+        self.decreases += 1
+
+    def _clean(self, now: float, latency: float | None, window_full: bool, paced: bool) -> None:
+        self.answered += 1
+        self.failures = 0
+        self.served.append(now)
+        if len(self.served) > 64:
+            _trim(self.served, now, _HORIZON)
+        inflated = False
+        if latency is not None:
+            if self.latency is None:
+                self.latency = self.base_latency = latency
+            else:
+                self.latency += 0.2 * (latency - self.latency)
+                base = self.base_latency or latency
+                self.base_latency = latency if latency < base else base + 0.01 * (latency - base)
+                inflated = self.latency > 2 * self.base_latency + 0.05
+        dt = min(1.0, max(0.0, now - self.grown_at))
+        self.grown_at = now
+        if inflated:
+            return
+        if window_full and self.cwnd < self.max_concurrency:
+            self.cwnd = min(
+                float(self.max_concurrency), self.cwnd + (1.0 if self.slow_start else 1.0 / self.cwnd)
+            )
+        if paced and self.rate is not None and now >= self.pause_until:
+            self._grow(dt)
+
+    def _grow(self, dt: float) -> None:
+        rate, ceiling = self.rate, self.ceiling
+        assert rate is not None
+        if ceiling is None:
+            rate *= 2.0**dt  # nothing known: double per second
+        elif rate < _NEAR * ceiling:
+            rate += (_TARGET * ceiling - rate) * min(1.0, 2.0 * dt)  # back near the ceiling, quickly
+        elif self.probe_after > self.grown_at:
+            rate = max(rate, min(rate + ceiling * dt, _TARGET * ceiling))  # a confirmed limit: stay below it
+        else:
+            rate += (_PROBE_SOFT if self.ceiling_soft else _PROBE) * ceiling * dt  # near it: probe gently
+            if rate > 1.3 * ceiling:
+                self.ceiling = None  # it bears more than that now
+        self.rate = self._clamp(rate)
+
+
+def _trim(times: deque[float], now: float, span: float) -> None:
+    """Drop the times older than ``span`` seconds."""
+    limit = now - span
+    while times and times[0] < limit:
+        times.popleft()
+
+
+def _count_since(times: deque[float], since: float) -> int:
+    """How many of the (ascending) ``times`` are at or after ``since`` (counted from the newest)."""
+    n = 0
+    for t in reversed(times):
+        if t < since:
+            break
+        n += 1
+    return n
+
+
+class _Token:
+    """One request's reservation with a host: when it was sent and what that tells the controller."""
+
+    __slots__ = ("sent_at", "window_full", "paced", "done")
+
+    def __init__(self, sent_at: float, window_full: bool, paced: bool) -> None:
+        self.sent_at = sent_at
+        self.window_full = window_full
+        self.paced = paced
+        self.done = False
+
+
+class HostGate:
+    """The asyncio side of a host's politeness: in-flight slots, the pacer and the pause."""
+
+    def __init__(self, control: HostControl) -> None:
+        self.control = control
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def skipped(self) -> HostSkipped | None:
+        return self.control.skipped
+
+    def has_room(self, assigned: int) -> bool:
+        """Whether the scheduler may hand out one more job for this host (``assigned`` already out)."""
+        return self.control.skipped is not None or assigned < self.control.limit
+
+    async def acquire(self) -> tuple[_Token, float]:
+        """Wait for a slot and for the pacer; (token for :meth:`release`, seconds spent waiting)."""
+        started = time.monotonic()
+        control = self.control
+        if control.skipped is not None:
+            raise control.skipped
+        while self.in_flight >= control.limit:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                if not fut.cancelled() and fut.done():
+                    self._wake()  # pass on the wake-up we were given
+                raise
+            if control.skipped is not None:
+                raise control.skipped
+        window_full = self.in_flight + 1 >= control.limit
+        self.in_flight += 1
+        try:
+            now = time.monotonic()
+            when, paced = control.schedule(now)
+            if when > now:
+                await asyncio.sleep(when - now)
+            if control.skipped is not None:
+                raise control.skipped
+        except BaseException:
+            self.in_flight -= 1
+            self._wake()
+            raise
+        now = time.monotonic()
+        return _Token(now, window_full, paced), now - started
+
+    def release(
+        self,
+        token: _Token,
+        signal: Signal,
+        *,
+        latency: float | None = None,
+        retry_after: float | None = None,
+        reason: str = "",
+    ) -> None:
+        if token.done:
+            return
+        token.done = True
+        self.in_flight -= 1
+        self.control.on_answer(
+            time.monotonic(),
+            token.sent_at,
+            signal,
+            latency=latency,
+            window_full=token.window_full,
+            paced=token.paced,
+            retry_after=retry_after,
+            reason=reason,
+        )
+        self._wake()
+
+    def _wake(self) -> None:
+        room = self.control.limit - self.in_flight
+        if self.control.skipped is not None:
+            room = len(self._waiters)
+        while room > 0 and self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                room -= 1

@@ -1,0 +1,287 @@
+"""Per-host adaptive politeness (media/hosts.py), the host rates file and the per-host scheduler.
+
+The controller is pure arithmetic on a clock passed in, so it is checked here against simulated
+hosts (a per-second limiter answering 429 + Retry-After beyond its allowance) in simulated time:
+no network, no sleeping, and bounds generous enough for any machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+import json
+from collections import deque
+
+import pytest
+
+from gbifdl_assets.media.fetch import FetchConfig
+from gbifdl_assets.media.host_rates import HostBook, load_host_rates, merge_worker_states, save_host_rates
+from gbifdl_assets.media.hosts import (
+    FAIL,
+    OK,
+    OVERLOAD,
+    THROTTLE,
+    HostControl,
+    HostGate,
+    HostLimits,
+    host_key_of,
+    host_limit_for,
+    normalize_host_limits,
+)
+from gbifdl_assets.media.schedule import HostScheduler
+from gbifdl_assets.media.settings import apply_image_options, merge_host_limits
+from gbifdl_assets.specs import ImageOptions
+from gbifdl_assets.storage import LocalStorage
+
+
+def simulate(
+    allowance: float, seconds: float = 120.0, latency: float = 0.002, retry_after: float = 1.0, learned=None
+):
+    """A host allowing ``allowance`` requests in any 1-s window, hammered by one controller."""
+    control = HostControl("h", HostLimits(), learned)
+    window: deque[float] = deque()
+    events: list = []
+    seq = in_flight = refused = 0
+    sends: list[float] = []
+
+    def serve(t: float) -> bool:
+        while window and window[0] <= t - 1.0:
+            window.popleft()
+        if len(window) < allowance:
+            window.append(t)
+            return True
+        return False
+
+    def fill(now: float) -> None:
+        nonlocal in_flight, seq
+        while in_flight < control.limit:
+            full = in_flight + 1 >= control.limit
+            t, paced = control.schedule(now)
+            in_flight += 1
+            seq += 1
+            heapq.heappush(events, (t, seq, "send", (full, paced)))
+
+    fill(0.0)
+    while events:
+        t, _, kind, data = heapq.heappop(events)
+        if t > seconds:
+            break
+        if kind == "send":
+            sends.append(t)
+            seq += 1
+            heapq.heappush(events, (t + latency, seq, "answer", (t, serve(t + latency / 2), *data)))
+            continue
+        sent, ok, full, paced = data
+        in_flight -= 1
+        if ok:
+            control.on_answer(t, sent, OK, latency=latency, window_full=full, paced=paced)
+        else:
+            refused += 1
+            control.on_answer(t, sent, THROTTLE, retry_after=retry_after, window_full=full, paced=paced)
+        fill(t)
+    served = len(sends) - refused
+    peak = max(
+        (bisect.bisect_left(sends, s + 10) - bisect.bisect_left(sends, s)) / 10
+        for s in range(10, int(seconds) - 9)
+    )
+    return {
+        "share": served / seconds / allowance,
+        "refused": refused / len(sends),
+        "peak": peak / allowance,
+        "control": control,
+    }
+
+
+@pytest.mark.parametrize("allowance", [5, 20, 50, 200, 1000])
+def test_a_throttling_host_is_paced_near_its_allowance(allowance: int) -> None:
+    result = simulate(allowance)
+    assert result["share"] >= 0.85, result  # at least 85 % of what the host allows
+    assert result["refused"] <= 0.05, result  # few 429s
+    assert result["peak"] <= 1.02, result  # never above the allowance over 10 s (after the first 10 s)
+    control = result["control"]
+    assert control.ceiling is not None and 0.8 * allowance <= control.ceiling <= 1.2 * allowance
+
+
+def test_learned_rate_starts_the_next_run_near_the_allowance() -> None:
+    fresh = simulate(20, seconds=30)
+    learned = simulate(20, seconds=30, learned=fresh["control"].state())
+    assert learned["refused"] < fresh["refused"] or learned["refused"] <= 0.01
+    assert learned["control"].decreases <= fresh["control"].decreases
+
+
+def test_a_429_slows_the_host_to_what_it_bore_instead_of_pausing_ever_longer() -> None:
+    control = HostControl("h", HostLimits())
+    now = 100.0
+    for i in range(20):  # unpaced, 10 clean answers a second
+        control.on_answer(now + i * 0.1, now + i * 0.1, OK, latency=0.005)
+    now += 2.0
+    pauses = []
+    for _ in range(5):  # throttled again and again, each time after the pause
+        control.on_answer(now, now, THROTTLE, retry_after=1.0)
+        pauses.append(control.pause_until - now)
+        now = control.pause_until + 0.6
+    assert pauses == [1.0] * 5  # Retry-After honoured as given, never doubled
+    assert control.rate is not None and control.rate >= HostLimits().min_rate
+
+
+def test_retry_after_of_a_year_skips_the_host_and_one_in_the_past_does_not_pause() -> None:
+    control = HostControl("slow.example.org", HostLimits(retry_after_cap=60))
+    control.on_answer(10.0, 10.0, THROTTLE, retry_after=0.0)
+    assert control.pause_until <= 10.0 and control.skipped is None
+    control.on_answer(11.0, 11.0, THROTTLE, retry_after=365 * 86400.0, reason="http_429")
+    assert control.skipped is not None
+    assert "slow.example.org skipped for the rest of the run" in str(control.skipped)
+    assert "31,536,000 s (Retry-After)" in str(control.skipped) and control.skipped.cause == "http_429"
+
+
+def test_a_host_that_keeps_failing_is_skipped_and_a_clean_answer_resets_the_count() -> None:
+    control = HostControl("dead.example.org", HostLimits(skip_after=5))
+    for i in range(4):
+        control.on_answer(float(i), float(i), FAIL, reason="connection_error")
+    control.on_answer(5.0, 5.0, OK, latency=0.01)
+    for i in range(4):
+        control.on_answer(6.0 + i, 6.0 + i, FAIL, reason="connection_error")
+    assert control.skipped is None
+    control.on_answer(11.0, 11.0, FAIL, reason="dns_error")
+    assert control.skipped is not None and control.skipped.cause == "dns_error"
+    assert "5 failures in a row" in str(control.skipped)
+
+
+def test_one_url_answering_429_among_many_clean_answers_leaves_the_host_alone() -> None:
+    control = HostControl("h", HostLimits())
+    for i in range(300):
+        control.on_answer(i * 0.005, i * 0.005, OK, latency=0.002)
+    control.on_answer(1.5, 1.49, THROTTLE, retry_after=1.0)
+    assert control.rate is None and control.pause_until == 0.0  # one URL's problem, not the host's
+    control.on_answer(1.5, 1.5, OVERLOAD)  # a timeout among hundreds of answers: the same
+    assert control.rate is None
+
+
+def test_window_grows_while_answers_are_clean_and_shrinks_on_timeouts() -> None:
+    control = HostControl("h", HostLimits(max_concurrency=16, start_concurrency=2))
+    assert control.limit == 2
+    for i in range(40):
+        control.on_answer(i * 0.01, i * 0.01, OK, latency=0.01, window_full=True)
+    assert control.limit == 16
+    control.on_answer(1.0, 0.99, OVERLOAD)  # the only refusal in a second of answers: host-wide? no
+    for _ in range(5):
+        control.on_answer(1.1, 1.05, OVERLOAD)
+    assert control.cwnd < 16
+
+
+def test_crawl_delay_caps_the_rate() -> None:
+    control = HostControl("h", HostLimits())
+    control.cap_rate(0.5)
+    assert control.rate == 0.5
+    t1, _ = control.schedule(0.0)
+    t2, paced = control.schedule(0.0)
+    assert (t1, t2, paced) == (0.0, 2.0, True)
+
+
+def test_host_limits_table() -> None:
+    table = normalize_host_limits(
+        {"static.inaturalist.org": 20, ".example.org": {"max_rate": 5, "max_concurrency": 2}}
+    )
+    assert host_limit_for("static.inaturalist.org", table) == (20.0, None)
+    assert host_limit_for("a.b.example.org:8080", table) == (5.0, 2)
+    assert host_limit_for("example.org", table) == (5.0, 2)
+    assert host_limit_for("other.org", table) == (None, None)
+    assert normalize_host_limits(["a.org=3"]) == (("a.org", 3.0, None),)
+    with pytest.raises(ValueError, match="write HOST=REQUESTS_PER_SECOND"):
+        normalize_host_limits(["a.org"])
+    with pytest.raises(ValueError, match="must be > 0"):
+        normalize_host_limits({"a.org": 0})
+    cfg = FetchConfig(per_host=8, max_rate=50, host_limits={"a.org": 100, "b.org": 10})
+    assert cfg.limits_for("a.org").max_rate == 50 and cfg.limits_for("b.org").max_rate == 10
+    assert cfg.limits_for("c.org").max_concurrency == 8
+    with pytest.raises(ValueError, match="invalid fetch configuration"):
+        FetchConfig(host_limits={"a.org": "fast"})
+
+
+def test_spec_image_options_apply_to_the_download_config() -> None:
+    from gbifdl_assets.media.download import DownloadConfig
+
+    options = ImageOptions(max_rate_per_host=10, host_limits={"a.org": 2}, robots_txt=False)
+    config = apply_image_options(
+        DownloadConfig(fetch=FetchConfig(max_rate=30, host_limits={"a.org": 5})), options
+    )
+    assert config.fetch.max_rate == 10 and config.fetch.host_limits == (("a.org", 2.0, None),)
+    assert config.fetch.robots_txt is False and config.fetch.opt_out_headers is True
+    assert merge_host_limits({"a": 1}, {"a": 3, "b": 2}) == (("a", 1.0, None), ("b", 2.0, None))
+    with pytest.raises(ValueError, match="host limit"):
+        ImageOptions(host_limits={"a.org": -1})
+
+
+def test_host_key_of_matches_the_fetchers_key() -> None:
+    assert host_key_of("http://Static.Example.org:8080/a.jpg") == "static.example.org:8080"
+    assert host_key_of("https://example.org/a.jpg") == "example.org"
+    assert host_key_of("not a url") == ""
+
+
+def test_host_rates_file_round_trip_merge_and_bad_files(tmp_path) -> None:
+    storage = LocalStorage(tmp_path / "s")
+    assert load_host_rates(storage) == {}
+    save_host_rates(storage, {"a.org": {"rate": 5.0, "ceiling": 6.0, "requests": 10}})
+    save_host_rates(storage, {"b.org": {"rate": None, "requests": 3}})
+    rates = load_host_rates(storage)
+    assert set(rates) == {"a.org", "b.org"} and rates["a.org"]["ceiling"] == 6.0
+    assert rates["a.org"]["updated_at"].endswith("Z")
+    storage.write_bytes("hosts/rates.json", b"<html>not json")
+    assert load_host_rates(storage) == {}  # a hint only: never an error
+    storage.write_bytes("hosts/rates.json", json.dumps({"hosts": []}).encode())
+    assert load_host_rates(storage) == {}
+    merged = merge_worker_states(
+        [{"a": {"rate": 5.0, "requests": 2}}, {"a": {"rate": 4.0, "requests": 3, "skipped": "x"}}]
+    )
+    assert merged["a"]["rate"] == 9.0 and merged["a"]["requests"] == 5 and merged["a"]["skipped"] == "x"
+    book = HostBook(storage, "other/key.json", save_seconds=0)
+    book.update(0, {"c.org": {"rate": 1.0, "requests": 1, "throttled": 1, "skipped": "host c.org skipped"}})
+    book.save()
+    assert set(load_host_rates(storage, "other/key.json")) == {"c.org"}
+    assert (
+        book.summary()["hosts_skipped"] == {"c.org": "host c.org skipped"}
+        and book.summary()["throttled"] == 1
+    )
+
+
+def test_scheduler_keeps_fast_hosts_busy_while_a_slow_host_paces() -> None:
+    """A slow host (window 1) gets one worker at a time; the others keep the fast host going."""
+
+    async def main() -> dict[str, int]:
+        slow = HostGate(HostControl("slow", HostLimits(max_concurrency=1, start_concurrency=1)))
+        fast = HostGate(HostControl("fast", HostLimits(max_concurrency=8, start_concurrency=8)))
+        gates = {"slow": slow, "fast": fast}
+        sched = HostScheduler(gates.__getitem__, max_pending=1000)
+        for i in range(40):  # the manifest alternates hosts
+            sched.put_nowait(("slow", i), "slow")
+            sched.put_nowait(("fast", i), "fast")
+        sched.close()
+        busy = {"slow": 0, "fast": 0}
+        peak = {"slow": 0, "fast": 0}
+        done = {"slow": 0, "fast": 0}
+        finished_fast_at = []
+
+        async def worker() -> None:
+            while (item := await sched.get()) is not None:
+                (host, _), key = item
+                busy[host] += 1
+                peak[host] = max(peak[host], busy[host])
+                await asyncio.sleep(0.02 if host == "slow" else 0.001)
+                busy[host] -= 1
+                done[host] += 1
+                if host == "fast" and done["fast"] == 40:
+                    finished_fast_at.append(done["slow"])
+                sched.done(key)
+
+        await asyncio.gather(*[worker() for _ in range(8)])
+        return {
+            "peak_slow": peak["slow"],
+            "peak_fast": peak["fast"],
+            "slow_done_when_fast_finished": finished_fast_at[0],
+        }
+
+    result = asyncio.run(main())
+    assert result["peak_slow"] == 1  # never more than the slow host's window
+    assert result["peak_fast"] >= 4
+    assert result["slow_done_when_fast_finished"] < 20  # the fast host did not wait for the slow one
