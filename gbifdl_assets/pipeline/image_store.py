@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 
 from gbifdl_assets.media.download import DownloadConfig, DownloadSummary, download_images
 from gbifdl_assets.media.fetch import FetchConfig
-from gbifdl_assets.media.settings import apply_image_options
 from gbifdl_assets.media.ledger import attribution_table, completeness_table, load_ledger, summarize_ledger
+from gbifdl_assets.media.settings import apply_image_options
 from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
 from gbifdl_assets.pipeline.image_shards import shard_keys, shard_of
