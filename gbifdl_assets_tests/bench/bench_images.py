@@ -156,7 +156,10 @@ OURS = textwrap.dedent(
     rows = [json.loads(line) for line in open(sys.argv[1])]
     t1 = time.perf_counter()
     summary = download_images(rows, LocalStorage(sys.argv[2]), ledger="bench",
-                              config=DownloadConfig(fetch=FetchConfig(allow_loopback=True)))
+                              # same_bytes off: the ?r=k copies are distinct downloads for both
+                              # sides (img2dataset stores every URL), not one stored object
+                              config=DownloadConfig(fetch=FetchConfig(allow_loopback=True),
+                                                    same_bytes=False))
     t2 = time.perf_counter()
     print(json.dumps({{"files": summary.ok, "failed": summary.failed, "inner_seconds": t2 - t1,
                       "startup_seconds": t1 - t0, "self_hwm_mb": {_SELF_HWM}}}))
