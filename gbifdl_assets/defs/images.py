@@ -102,7 +102,7 @@ def run_shard(
             shard,
             specs.get(training_set),
             storage.open(),
-            image_fetch.fetch_config(),
+            image_fetch.download_config(),
             log=context.log,
         )
 

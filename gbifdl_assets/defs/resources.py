@@ -20,6 +20,7 @@ from pydantic import Field
 
 from gbifdl_assets.gbif.client import DEFAULT_BASE_URL, GbifClient
 from gbifdl_assets.gbif.endpoint import API_URL_ENV, api_url_from_env, loopback_origin
+from gbifdl_assets.media.download import DownloadConfig
 from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.pipeline.annotation_rulesets import RuleSources
 from gbifdl_assets.pipeline.errors import StageError
@@ -118,6 +119,22 @@ class ImageFetchResource(dg.ConfigurableResource):
         description="host:port admitted on loopback: the offline sandbox's own address, nothing else",
     )
 
+    max_rate_per_host: float | None = Field(
+        default=None, description="requests/s no host exceeds (None: what each host tells us)"
+    )
+    host_limits: dict[str, float] = Field(
+        default_factory=dict,
+        description='per-host ceilings in requests/s, e.g. {"static.inaturalist.org": 50, ".example.org": 5}',
+    )
+    robots_txt: bool = Field(default=True, description="never request what a host's robots.txt disallows")
+    opt_out_headers: bool = Field(
+        default=True, description="refuse images whose X-Robots-Tag or tdm-reservation opts out of AI use"
+    )
+    image_cache: bool = Field(default=True, description="fetch dead links from GBIF's image cache")
+    gbif_api_url: str = Field(
+        default=DEFAULT_BASE_URL, description="the GBIF API whose image cache serves dead links"
+    )
+
     def fetch_config(self) -> FetchConfig:
         return FetchConfig(
             concurrency=self.concurrency,
@@ -125,6 +142,16 @@ class ImageFetchResource(dg.ConfigurableResource):
             allow_loopback=self.allow_loopback,
             allow_private=self.allow_private,
             loopback_origins=tuple(self.loopback_origins),
+            max_rate=self.max_rate_per_host,
+            host_limits=dict(self.host_limits),
+            robots_txt=self.robots_txt,
+            opt_out_headers=self.opt_out_headers,
+        )
+
+    def download_config(self) -> DownloadConfig:
+        """The whole download configuration (the spec's image options apply on top)."""
+        return DownloadConfig(
+            fetch=self.fetch_config(), image_cache=self.image_cache, gbif_api_url=self.gbif_api_url
         )
 
 
@@ -166,8 +193,12 @@ def image_fetch_resource() -> ImageFetchResource:
             f"{DEPRECATED_ALLOW_LOOPBACK_ENV} is no longer read: media on loopback are admitted from the "
             f"offline sandbox's own address only (the loopback {API_URL_ENV})"
         )
-    origin = loopback_origin(api_url_from_env())
-    return ImageFetchResource(loopback_origins=[origin]) if origin else ImageFetchResource()
+    api_url = api_url_from_env()
+    origin = loopback_origin(api_url)
+    given: dict[str, Any] = {"gbif_api_url": _env_or(API_URL_ENV, api_url)}
+    if origin:
+        given["loopback_origins"] = [origin]
+    return ImageFetchResource(**given)
 
 
 def _env_or(var: str, default: str | None = None) -> str | dg.EnvVar | None:

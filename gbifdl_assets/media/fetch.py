@@ -153,6 +153,11 @@ def _signal(failure: Failure) -> str:
     return FAIL
 
 
+def _target_name(target: bytes) -> str:
+    """A request target (path and query, already percent-encoded) as the host controller's key."""
+    return target.decode("ascii", "replace")
+
+
 def _status_signal(status: int) -> str:
     if status in (429, 503):
         return THROTTLE
@@ -351,7 +356,7 @@ class Fetcher:
             )
         except Failure as failure:
             signal = OK if failure.opted_out else _signal(failure)  # an opt-out is a clean, fast answer
-            gate.release(token, signal, reason=failure.reason)
+            gate.release(token, signal, reason=failure.reason, target=_target_name(target))
             self._give_up_if_skipped(gate, signal, failure.reason, str(failure), failure.http_status)
             raise
         except BaseException:
@@ -362,7 +367,14 @@ class Fetcher:
         if answer.status != 200:
             retry_after = parse_retry_after(answer.headers.get("retry-after"))
         reason = f"http_{answer.status}"
-        gate.release(token, signal, latency=answer.waited, retry_after=retry_after, reason=reason)
+        gate.release(
+            token,
+            signal,
+            latency=answer.waited,
+            retry_after=retry_after,
+            reason=reason,
+            target=_target_name(target),
+        )
         detail = f"HTTP {answer.status} {answer.reason}".strip()
         self._give_up_if_skipped(gate, signal, reason, detail, answer.status)
         return answer

@@ -134,6 +134,8 @@ def merge_worker_states(per_worker: Iterable[Mapping[str, Mapping[str, Any]]]) -
             if state.get("latency_ms") is not None:
                 have["latency_ms"] = max(have.get("latency_ms") or 0, state["latency_ms"])
             have["skipped"] = have.get("skipped") or state.get("skipped")
+            # the sum is a guess as soon as one share of it is
+            have["ceiling_soft"] = bool(have.get("ceiling_soft") or state.get("ceiling_soft"))
     for host, pairs in ceilings.items():
         if len(pairs) > 1 and any(c is not None for c, _ in pairs):
             # each process's ceiling is its share; one without a ceiling yet bears at least its rate

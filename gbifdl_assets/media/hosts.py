@@ -85,6 +85,7 @@ _EVIDENCE = 10
 _FIRST_RATE = 4.0  # requests/s at least, for a host that throttles before we know its rate  # answers in the last second needed before they define a host's ceiling
 _PACED_WINDOW = 4  # requests in flight a paced host may always have (its pacer sets the rate)
 _HOLD = 0.5  # seconds after a decrease during which more throttling counts as the same overload
+_REFUSED_TARGETS = 1024  # URLs whose refusals are remembered (to tell one bad URL from the host)
 
 
 class HostSkipped(Exception):
@@ -223,6 +224,7 @@ class HostControl:
         self.served: deque[float] = deque()  # times of clean answers within the last _HORIZON
         self.sent: deque[float] = deque()  # sending times within the last _HORIZON
         self.refused: deque[float] = deque()  # throttling answers and timeouts within the last _WINDOW
+        self.refused_targets: dict[str, float] = {}  # URL -> when it was last refused (bounded)
         self.paced_at = -math.inf  # when the pacer last held a request back
         self.failures = 0  # consecutive, reset by a clean answer
         self.last_failure = ""
@@ -252,7 +254,7 @@ class HostControl:
             self.slow_start = False
         if isinstance(ceiling, (int, float)) and ceiling > 0:
             self.ceiling = float(ceiling)
-            self.ceiling_soft = soft
+            self.ceiling_soft = soft or bool(learned.get("ceiling_soft"))
             self.slow_start = False
         if soft:  # what this process saw of the host was only its share: measure it afresh
             self.served.clear()
@@ -270,6 +272,8 @@ class HostControl:
         return {
             "rate": None if self.rate is None else round(self.rate, 3),
             "ceiling": None if self.ceiling is None else round(self.ceiling, 3),
+            # a ceiling guessed from too few answers stays a guess in the next run (probed faster)
+            "ceiling_soft": self.ceiling_soft,
             "concurrency": int(self.cwnd),
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 1),
             "requests": self.requests,
@@ -330,8 +334,9 @@ class HostControl:
         paced: bool = False,
         retry_after: float | None = None,
         reason: str = "",
+        target: str | None = None,
     ) -> None:
-        """Adapt to one answer (or its absence) of a request sent at ``sent_at``."""
+        """Adapt to one answer (or its absence) of a request sent at ``sent_at`` (for ``target``)."""
         if signal == NEUTRAL:
             return
         if signal == OK:
@@ -340,7 +345,7 @@ class HostControl:
         self.failures += 1
         self.last_failure = reason or signal
         if signal in (THROTTLE, OVERLOAD):
-            host_wide = self._host_wide(now)
+            host_wide = not self._refused_again(target, now) and self._host_wide(now)
             if signal == THROTTLE:
                 self.throttled += 1
                 if retry_after is not None and retry_after > self.limits.retry_after_cap:
@@ -366,6 +371,22 @@ class HostControl:
         skip_after = self.limits.skip_after
         if skip_after and self.failures >= skip_after and self.skipped is None:
             self._skip(f"{self.failures} failures in a row without one clean answer", self.last_failure)
+
+    def _refused_again(self, target: str | None, now: float) -> bool:
+        """Whether ``target`` was refused before while the host has answered others cleanly since.
+
+        Then the refusal is that URL's (some hosts answer 429 or 503 for one object for ever): its
+        own retries honour the Retry-After, and the host's rate stays where it is. Only the first
+        refusal of a URL can speak for the host; at a low rate one such URL would otherwise look
+        like the whole host throttling, every time it is retried, and in every later run.
+        """
+        if target is None:
+            return False
+        before = self.refused_targets.pop(target, None)
+        self.refused_targets[target] = now
+        if len(self.refused_targets) > _REFUSED_TARGETS:
+            del self.refused_targets[next(iter(self.refused_targets))]
+        return before is not None and bool(self.served) and self.served[-1] > before
 
     def _host_wide(self, now: float) -> bool:
         """Whether refusals are a share of the host's answers that means the host, not one URL.
@@ -580,6 +601,7 @@ class HostGate:
         latency: float | None = None,
         retry_after: float | None = None,
         reason: str = "",
+        target: str | None = None,
     ) -> None:
         if token.done:
             return
@@ -594,6 +616,7 @@ class HostGate:
             paced=token.paced,
             retry_after=retry_after,
             reason=reason,
+            target=target,
         )
         self._wake()
 

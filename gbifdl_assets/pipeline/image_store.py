@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.media.download import DownloadConfig, DownloadSummary, download_images
-from gbifdl_assets.media.fetch import FetchConfig
 from gbifdl_assets.media.ledger import attribution_table, completeness_table, load_ledger, summarize_ledger
 from gbifdl_assets.media.settings import apply_image_options
 from gbifdl_assets.media.validate import ValidationOptions
@@ -81,14 +80,15 @@ def store_shard(
     shard: str,
     spec: TrainingSetSpec,
     storage: Storage,
-    fetch: FetchConfig,
+    download: DownloadConfig,
     *,
     log: logging.Logger = _log,
 ) -> StoredShard:
     """Fetch, validate and store the images of one (training set, shard) of the newest manifest.
 
-    ``fetch`` is the network behaviour; its ``max_bytes`` is replaced by the spec's, and the spec's
-    politeness options (per-host ceilings, robots.txt, opt-out headers, image-cache fallback) apply.
+    ``download`` is the network behaviour of the platform (the image-fetch resource); the spec's
+    image options apply on top: its ``max_bytes`` and politeness options (per-host ceilings,
+    robots.txt, opt-out headers, image-cache fallback) only ever make it stricter.
     """
     manifest = read_latest_manifest(storage, training_set)
     shards = _shard_column(manifest.column("label"))
@@ -100,9 +100,7 @@ def store_shard(
         storage,
         ledger=name,
         options=ValidationOptions.from_image_options(spec.images),
-        config=apply_image_options(
-            DownloadConfig(fetch=dataclasses.replace(fetch, max_bytes=spec.images.max_bytes)), spec.images
-        ),
+        config=apply_image_options(_with_spec_max_bytes(download, spec.images.max_bytes), spec.images),
         progress=lambda p: log.info(p.message()),
     )
     ledger = load_ledger(storage, name)
@@ -128,6 +126,11 @@ def store_shard(
         ),
         shard=shard,
     )
+
+
+def _with_spec_max_bytes(download: DownloadConfig, max_bytes: int) -> DownloadConfig:
+    """The spec's ``images.max_bytes`` is the size limit, above the fetcher's default or below it."""
+    return dataclasses.replace(download, fetch=dataclasses.replace(download.fetch, max_bytes=max_bytes))
 
 
 def _shard_column(labels: pa.ChunkedArray) -> pa.Array:

@@ -158,6 +158,48 @@ def test_one_url_answering_429_among_many_clean_answers_leaves_the_host_alone() 
     assert control.rate is None
 
 
+def test_a_slow_host_with_one_url_that_always_answers_429_slows_once_not_at_every_retry() -> None:
+    """At 5 answers a second one refusal looks like the host; its retries, after clean answers for
+    other URLs, are that URL's (the sandbox's planted 429s; some real hosts do it for one object)."""
+    control = HostControl("h", HostLimits())
+    now = 0.0
+    for _ in range(10):
+        now += 0.2
+        control.on_answer(now, now, OK, latency=0.01)
+    control.on_answer(now + 0.1, now, THROTTLE, retry_after=1.0, target="/bad.jpg")
+    assert control.decreases == 1
+    rate = control.rate
+    for _retry in range(3):
+        for _ in range(5):
+            now += 0.2
+            control.on_answer(now, now, OK, latency=0.01, target="/good.jpg")
+        control.on_answer(now + 0.1, now, THROTTLE, retry_after=1.0, target="/bad.jpg")
+    assert control.decreases == 1 and control.rate >= rate
+    assert control.throttled == 4
+    # a second URL refused for the first time still speaks for the host
+    now += 1.0
+    control.on_answer(now, now, THROTTLE, retry_after=1.0, target="/other.jpg")
+    assert control.decreases == 2
+
+
+def test_a_guessed_ceiling_stays_a_guess_in_the_next_run() -> None:
+    control = HostControl("h", HostLimits())
+    control.on_answer(1.0, 1.0, OK, latency=0.01)
+    control.rate, control.ceiling, control.ceiling_soft = 2.0, 2.0, True
+    state = json.loads(json.dumps(control.state()))
+    assert state["ceiling_soft"] is True
+    again = HostControl("h", HostLimits(), state)
+    assert again.ceiling == 2.0 and again.ceiling_soft
+    measured = HostControl("h", HostLimits(), {**state, "ceiling_soft": False})
+    assert not measured.ceiling_soft
+    # probed at the guess's pace: past 1.3 x the guess (and forgotten) within ~10 s of clean answers
+    now = 10.0
+    while now < 25.0 and again.ceiling is not None:
+        now += 0.05
+        again.on_answer(now, now, OK, latency=0.01, paced=True)
+    assert again.ceiling is None, (now, again.rate)
+
+
 def test_window_grows_while_answers_are_clean_and_shrinks_on_timeouts() -> None:
     control = HostControl("h", HostLimits(max_concurrency=16, start_concurrency=2))
     assert control.limit == 2
