@@ -38,6 +38,7 @@ _MAX_HOSTS = 20_000
 _FIELDS = (
     "rate",
     "ceiling",
+    "ceiling_soft",
     "concurrency",
     "latency_ms",
     "requests",

@@ -182,11 +182,12 @@ def test_a_slow_host_with_one_url_that_always_answers_429_slows_once_not_at_ever
     assert control.decreases == 2
 
 
-def test_a_guessed_ceiling_stays_a_guess_in_the_next_run() -> None:
+def test_a_guessed_ceiling_stays_a_guess_in_the_next_run(tmp_path) -> None:
     control = HostControl("h", HostLimits())
     control.on_answer(1.0, 1.0, OK, latency=0.01)
     control.rate, control.ceiling, control.ceiling_soft = 2.0, 2.0, True
-    state = json.loads(json.dumps(control.state()))
+    save_host_rates(storage := LocalStorage(tmp_path), {"h": control.state()})
+    state = load_host_rates(storage)["h"]
     assert state["ceiling_soft"] is True
     again = HostControl("h", HostLimits(), state)
     assert again.ceiling == 2.0 and again.ceiling_soft
