@@ -175,6 +175,17 @@ def snapshots(training_set: str) -> OutputFolder:
     )
 
 
+def snapshot_training_sets(storage: Storage) -> list[str]:
+    """The training sets that have a folder under ``snapshots/`` (sorted; committed or not)."""
+    base = SNAPSHOTS_PREFIX + "/"
+    names = set()
+    for key in storage.list(base):
+        name = key[len(base) :].split("/", 1)[0]
+        if _TRAINING_SET.match(name):
+            names.add(name)
+    return sorted(names)
+
+
 def snapshot_prefix(training_set: str, snapshot_id: str) -> str:
     """``snapshots/<training_set>/<snapshot_id>``: the folder of one snapshot."""
     return snapshots(training_set).folder(snapshot_id)

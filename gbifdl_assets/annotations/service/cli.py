@@ -1,7 +1,7 @@
 """``gbifdl annotations …``: run the annotation service and manage its local accounts.
 
-* ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--api-url URL] [--trusted-proxy ADDR]
-  [--allow-origin ORIGIN] [--max-failed-logins N]``
+* ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--data URI] [--api-url URL]
+  [--trusted-proxy ADDR] [--allow-origin ORIGIN] [--max-failed-logins N] [--preview-cache-mb N]``
 * ``gbifdl annotations user add NAME [--admin] [--password-stdin]``, ``user set-password NAME``, ``user list``
 
 The store is ``--store``, else ``GBIFDL_ANNOTATIONS_DB``, else ``sqlite:///data/annotations.sqlite``; the
@@ -9,7 +9,9 @@ GBIF API for the page's taxon search is ``--api-url`` as given, else the platfor
 (``GBIF_API_URL`` or GBIF's public API when it answers; else, or with ``--offline``/``GBIFDL_OFFLINE=1``,
 the bundled sandbox, reused when one runs). Passwords are never command-line arguments (other users can read those with
 ``ps``): they come from ``GBIFDL_ANNOTATIONS_PASSWORD``, from stdin (``--password-stdin``) or from a
-prompt, and only their scrypt hash is stored. Every command ends with a one-line JSON summary.
+prompt, and only their scrypt hash is stored. The rule preview reads the training sets' snapshots from
+``--data``, else ``GBIFDL_DATA_URI``, else ``data`` (the pipeline's own default; S3 with
+``GBIFDL_S3_ENDPOINT_URL`` and the AWS variables). Every command ends with a one-line JSON summary.
 """
 
 from __future__ import annotations
@@ -68,6 +70,20 @@ def _endpoint_url(*, offline: bool | None) -> Iterator[str]:
         yield gbif.api_url
 
 
+def _data_storage(args: argparse.Namespace) -> Any:
+    """The pipeline's data storage (where the snapshots are), as the Dagster storage resource finds it."""
+    from gbifdl_assets.storage import open_storage
+
+    uri = args.data or os.environ.get("GBIFDL_DATA_URI") or "data"
+    return open_storage(
+        uri,
+        endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None,
+        access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
+        secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        region_name=os.environ.get("AWS_REGION") or None,
+    )
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from gbifdl_assets.annotations.model import RuleError
     from gbifdl_assets.annotations.store import StoreError
@@ -83,6 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gbifdl_assets.annotations.service.app import serve
     from gbifdl_assets.annotations.service.csrf import normalize_origin
     from gbifdl_assets.annotations.service.proxies import parse_networks
+    from gbifdl_assets.gbif.endpoint import loopback_origin
+    from gbifdl_assets.storage import StorageError
 
     bad = [o for o in args.allow_origin if normalize_origin(o) is None]
     if bad:
@@ -95,6 +113,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         parse_networks(proxies)
     except ValueError as exc:
         return fail(f"{exc} (--trusted-proxy or {TRUSTED_PROXIES_ENV})", command="annotations serve")
+    if args.preview_cache_mb < 0:
+        return fail(
+            "--preview-cache-mb must be >= 0 (megabytes of snapshot columns kept)",
+            command="annotations serve",
+        )
+    try:
+        data = _data_storage(args)
+    except StorageError as exc:
+        return fail(f"{exc} (--data or GBIFDL_DATA_URI)", command="annotations serve")
     try:
         store = _store(args)
     except _user_errors() as exc:
@@ -105,7 +132,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt), _gbif_api(args) as api_url:
             print(
                 f"annotation service on http://{args.host}:{args.port}/ui/ (API under "
-                f"/occurrence/experimental/annotation/, store {store!r}, taxa from {api_url}); Ctrl-C stops it",
+                f"/occurrence/experimental/annotation/, store {store!r}, taxa from {api_url}, previews on "
+                f"{data.uri}); Ctrl-C stops it",
                 file=sys.stderr,
             )
             serve(
@@ -120,6 +148,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 trusted_proxies=proxies,
                 max_account_failures=args.max_failed_logins_per_account,
                 password_workers=args.password_workers,
+                data_storage=data,
+                preview_cache_bytes=args.preview_cache_mb << 20,
+                # the sandbox's sample images are on loopback: admitted from its own origin only
+                media_loopback_origins=tuple(o for o in (loopback_origin(api_url),) if o),
             )
     finally:
         store.close()
@@ -216,6 +248,18 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--api-url",
         help="GBIF API for taxon search, used as given (default: $GBIF_API_URL or GBIF's when it answers, "
         "else the offline sandbox)",
+    )
+    serve.add_argument(
+        "--data",
+        metavar="URI",
+        help="the pipeline's data storage, where rule previews find the snapshots: a folder or "
+        "s3://bucket/prefix (default: $GBIFDL_DATA_URI, else ./data)",
+    )
+    serve.add_argument(
+        "--preview-cache-mb",
+        type=int,
+        default=2048,
+        help="snapshot columns kept in memory for rule previews, in MiB (default 2048)",
     )
     serve.add_argument(
         "--offline", action="store_true", help="use the bundled offline sandbox for taxon search (no GBIF)"

@@ -11,6 +11,7 @@ from typing import Any
 from gbifdl_assets.annotations.model import MAX_WKT_LENGTH
 from gbifdl_assets.annotations.service.api import API_PREFIX, ENDPOINTS, LABEL_COLOURS, Endpoint
 from gbifdl_assets.annotations.service.http import INT64_MAX
+from gbifdl_assets.annotations.service.preview_doc import preview_paths, preview_schemas
 from gbifdl_assets.annotations.vocabulary import LABELS
 
 __all__ = ["openapi_document"]
@@ -339,6 +340,9 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "responses": _responses("CountryArea", {400, 404}),
         }
     }
+    paths.update(preview_paths(API_PREFIX, _responses))
+    schemas = _schemas()
+    schemas.update(preview_schemas(schemas["RuleInput"]))
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
@@ -350,12 +354,13 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "ids, existence and membership checks, paging up to 10,000 per page. Reads are public; "
                 "writes need HTTP Basic credentials of a local account, sent up front (a 401 has no "
                 "Basic challenge), a JSON body (else 415) and no Origin of another site (else 403). "
-                'An identical rule gets 409 with its id. Errors are {"message": ...}.'
+                'An identical rule gets 409 with its id. Errors are {"message": ...}. Extension: '
+                f"POST {API_PREFIX}/rule/preview says what a rule would flag in the training sets' snapshots."
             ),
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": schemas,
             "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
         },
     }
