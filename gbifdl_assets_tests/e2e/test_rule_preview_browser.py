@@ -23,8 +23,8 @@ from gbifdl_assets.gbif.client import GbifClient
 from gbifdl_assets.gbif.registry import RegistryClient
 from gbifdl_assets.occurrences.snapshots import write_snapshot_from_search
 from gbifdl_assets.storage import LocalStorage
-from gbifdl_assets_tests.e2e.test_annotation_map_browser import browser  # noqa: F401 - the fixture
 from gbifdl_assets_tests.harness.annotation_service import AnnotationService
+from gbifdl_assets_tests.harness.map_page import log_in, search_taxon
 from gbifdl_assets_tests.harness.ports import LOOPBACK, free_port
 
 SCREENSHOT = Path(__file__).with_name("screenshots") / "rule-preview.png"
@@ -80,7 +80,7 @@ def _offset(lon: float, lat: float, width: int, height: int) -> tuple[int, int]:
     return round((lon - 10) * 1024 / 360), round(y(30) - y(lat))
 
 
-def test_draw_filter_preview_save_offline(service, browser, tmp_path):  # noqa: F811 - the fixture
+def test_draw_filter_preview_save_offline(service, browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -93,15 +93,10 @@ def test_draw_filter_preview_save_offline(service, browser, tmp_path):  # noqa: 
     wait.until(lambda drv: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
     sets = [e.get_attribute("value") for e in d.find_elements(By.CSS_SELECTOR, "#preview-sets input")]
     assert sets == ["big-cats", "south-africa"]
-    by_id("login-user").send_keys(USER)
-    by_id("login-password").send_keys(PASSWORD)
-    by_id("login-button").click()
-    wait.until(ec.text_to_be_present_in_element((By.ID, "login-status"), f"Logged in as {USER}"))
+    log_in(d, wait, USER, PASSWORD)
 
     # the taxon search answers offline (the service found the sandbox itself)
-    by_id("taxon-query").send_keys("Panthera leo")
-    by_id("taxon-search").click()
-    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f".taxon-result[data-key='{LION}']"))).click()
+    search_taxon(d, wait, "Panthera leo", LION).click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "taxon-selected"), "Panthera leo"))
 
     # draw the area: the preview counts as soon as the polygon is finished
