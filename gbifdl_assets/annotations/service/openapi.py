@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from gbifdl_assets.annotations.image_flags import MAX_COMMENT_CHARS, MAX_IDENTIFIER_CHARS
 from gbifdl_assets.annotations.model import MAX_WKT_LENGTH
-from gbifdl_assets.annotations.service.api import API_PREFIX, ENDPOINTS, LABEL_COLOURS, Endpoint
+from gbifdl_assets.annotations.service.api import (
+    API_PREFIX,
+    ENDPOINTS,
+    FLAG_COLOURS,
+    LABEL_COLOURS,
+    Endpoint,
+)
 from gbifdl_assets.annotations.service.http import INT64_MAX
-from gbifdl_assets.annotations.vocabulary import LABELS
+from gbifdl_assets.annotations.vocabulary import FLAGS, LABELS
 
 __all__ = ["openapi_document"]
 
@@ -25,7 +32,7 @@ _STATUS_TEXT = {
     401: "No login, or wrong username or password",
     403: "Logged in, but not allowed (the message says who may), or a write from a page on another site",
     404: "No object with that id",
-    409: "An identical rule exists already (its id is in the answer): support it instead",
+    409: "An identical rule (or image flag) exists already (its id is in the answer): support it instead",
     413: "Request body too large",
     415: "A write whose body is not application/json",
     429: "Too many failed logins from this address or for this account (see Retry-After)",
@@ -152,6 +159,7 @@ def _schemas() -> dict[str, Any]:
         required=["id", "ruleId", "comment", "created", "createdBy", "deleted", "deletedBy"],
     )
     return {
+        **_flag_schemas(),
         "Rule": rule,
         "RuleInput": rule_input,
         "Ruleset": group(True),
@@ -223,6 +231,58 @@ def _schemas() -> dict[str, Any]:
             required=["message", "id"],
         ),
     }
+
+
+def _flag_schemas() -> dict[str, Any]:
+    """Image flags (our extension: GBIF has no image-level annotation)."""
+    user_fields = {
+        "gbifID": {"type": "integer", "minimum": 1, "description": "the occurrence the image belongs to"},
+        "mediaIdentifier": {
+            "type": "string",
+            "maxLength": MAX_IDENTIFIER_CHARS,
+            "description": "the image's URL, as the occurrence's media item carries it",
+        },
+        "contentSha256": {**_STR_N, "description": "sha256 of the image's bytes, when known (64 hex)"},
+        "phash": {**_STR_N, "description": "perceptual hash of the photo, when known (16-64 hex)"},
+        "taxonKey": {**_INT_N, "description": "the taxon (training class) it was flagged under"},
+        "flag": {"type": "string", "description": f"one of {', '.join(FLAGS)} (any case)"},
+        "comment": {**_STR_N, "maxLength": MAX_COMMENT_CHARS},
+    }
+    managed = ("id", "supportedBy", "contestedBy", "created", "createdBy", "deleted", "deletedBy")
+    flag_input = _obj(
+        {**user_fields, **{k: {"description": "ignored (set by the server)"} for k in managed}},
+        required=["gbifID", "mediaIdentifier", "flag"],
+        additional=True,
+    )
+    flag_input["example"] = {
+        "gbifID": 4011664186,
+        "mediaIdentifier": "https://inaturalist-open-data.s3.amazonaws.com/photos/1/original.jpg",
+        "flag": "NOT_ORGANISM",
+    }
+    flag = _obj(
+        {
+            "id": {"type": "integer"},
+            **user_fields,
+            "flag": {"type": "string", "enum": list(FLAGS)},
+            "comment": _STR_N,
+            "supportedBy": _NAMES,
+            "contestedBy": _NAMES,
+            "created": {"type": "string", "format": "date-time"},
+            "createdBy": _STR_N,
+            "deleted": _TS,
+            "deletedBy": _STR_N,
+        },
+        required=["id", *user_fields, *managed[1:]],
+    )
+    term = _obj(
+        {
+            "term": {"type": "string", "enum": list(FLAGS)},
+            "description": {"type": "string"},
+            "color": {"type": "string", "enum": sorted(set(FLAG_COLOURS.values()))},
+        },
+        required=["term", "description", "color"],
+    )
+    return {"ImageFlag": flag, "ImageFlagInput": flag_input, "FlagTerm": term}
 
 
 def _ref(name: str) -> dict[str, Any]:
