@@ -3,6 +3,7 @@
 * ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--api-url URL] [--trusted-proxy ADDR]
   [--allow-origin ORIGIN] [--max-failed-logins N]``
 * ``gbifdl annotations user add NAME [--admin] [--password-stdin]``, ``user set-password NAME``, ``user list``
+* ``gbifdl annotations flags add|list|delete|support|contest``: flags on single images (:mod:`..flags_cli`)
 
 The store is ``--store``, else ``GBIFDL_ANNOTATIONS_DB``, else ``sqlite:///data/annotations.sqlite``; the
 GBIF API for the page's taxon search is ``--api-url`` as given, else the platform's one offline rule
@@ -278,4 +279,8 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
     ls = user.add_parser("list", help="list accounts")
     ls.add_argument("--store", help=store_help)
     ls.set_defaults(func=cmd_user_list)
+
+    from gbifdl_assets.annotations.flags_cli import add_flags_parser
+
+    add_flags_parser(sub, store_help)
     return parser
