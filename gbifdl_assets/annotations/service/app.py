@@ -1,4 +1,5 @@
-"""The annotation service: the REST API, the login check, the OpenAPI document and the map page.
+"""The annotation service: the REST API, the login check, the OpenAPI document, the map page and the
+gallery page (a training set's images, to flag).
 
 ``create_app(store, api_url=...)`` returns a Starlette app; :func:`serve` runs it with uvicorn. The
 access log is uvicorn's (client, method, path and status: never headers, so never the Authorization
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from gbifdl_assets.annotations.service.api import API_PREFIX, AnnotationApi
 from gbifdl_assets.annotations.service.auth import MAX_FAILURES, Authenticator
 from gbifdl_assets.annotations.service.csrf import SameOriginWrites
+from gbifdl_assets.annotations.service.gallery import Gallery, gallery_routes
 from gbifdl_assets.annotations.service.http import (
     DEFAULT_MAX_BODY_BYTES,
     BodySizeLimit,
@@ -30,9 +32,10 @@ from gbifdl_assets.annotations.service.http import (
     json_response,
 )
 from gbifdl_assets.annotations.service.openapi import openapi_document
-from gbifdl_assets.annotations.service.page import TaxonSearch, page_routes
+from gbifdl_assets.annotations.service.page import STATIC_DIR, TaxonSearch, page_routes
 from gbifdl_assets.annotations.service.proxies import TrustedProxies
 from gbifdl_assets.annotations.store import AnnotationStore
+from gbifdl_assets.storage import Storage
 
 __all__ = ["DEFAULT_GBIF_API_URL", "create_app", "serve"]
 
@@ -51,6 +54,7 @@ def create_app(
     trusted_proxies: tuple[str, ...] = (),
     max_account_failures: int | None = None,
     password_workers: int | None = None,
+    data_storage: Storage | None = None,
 ) -> Any:
     """The ASGI app (Starlette wrapped in the body-size, same-origin-write and security-header middleware).
 
@@ -58,7 +62,8 @@ def create_app(
     ``max_account_failures`` per account (default 5 times that), ``password_workers`` threads for
     password checks (:mod:`.auth`); ``allowed_origins``: pages on other origins that may write (besides
     the service's own; :mod:`.csrf`); ``trusted_proxies``: addresses or networks whose
-    ``X-Forwarded-*`` headers are believed (none by default; :mod:`.proxies`).
+    ``X-Forwarded-*`` headers are believed (none by default; :mod:`.proxies`); ``data_storage``: where
+    the training sets' manifests, ledgers and images are, for the gallery page (:mod:`.gallery`).
     """
     proxies = TrustedProxies(trusted_proxies)
     if authenticator is None:
@@ -93,6 +98,7 @@ def create_app(
         Route(API_PREFIX + "/openapi.json", openapi, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         *page_routes(TaxonSearch(api_url)),
+        *gallery_routes(Gallery(data_storage, store), STATIC_DIR),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -133,6 +139,7 @@ def serve(
     trusted_proxies: tuple[str, ...] = (),
     max_account_failures: int | None = None,
     password_workers: int | None = None,
+    data_storage: Storage | None = None,
 ) -> None:
     """Run the service until interrupted (uvicorn; the access log never shows request headers)."""
     import uvicorn
@@ -147,6 +154,7 @@ def serve(
         trusted_proxies=trusted_proxies,
         max_account_failures=max_account_failures,
         password_workers=password_workers,
+        data_storage=data_storage,
     )
     # uvicorn logs requests to stdout by default; stdout is for the command's JSON summary line
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)

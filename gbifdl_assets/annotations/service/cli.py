@@ -69,11 +69,23 @@ def _endpoint_url(*, offline: bool | None) -> Iterator[str]:
         yield gbif.api_url
 
 
+def _data_storage(args: argparse.Namespace) -> Any:
+    """The data storage of the gallery page: ``--data``, else ``GBIFDL_DATA_URI``, else ``data`` when that
+    folder exists here (the platform's default), else none (the gallery then says how to give one)."""
+    from gbifdl_assets.storage import open_storage
+
+    uri = args.data or os.environ.get("GBIFDL_DATA_URI") or ("data" if os.path.isdir("data") else None)
+    if not uri:
+        return None
+    return open_storage(uri, endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from gbifdl_assets.annotations.model import RuleError
     from gbifdl_assets.annotations.store import StoreError
+    from gbifdl_assets.storage import StorageError
 
-    return (RuleError, StoreError, OSError, ValueError)
+    return (RuleError, StoreError, StorageError, OSError, ValueError)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -100,6 +112,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store = _store(args)
     except _user_errors() as exc:
         return fail(str(exc), command="annotations serve")
+    try:
+        data_storage = _data_storage(args)
+    except _user_errors() as exc:
+        store.close()
+        return fail(str(exc), command="annotations serve")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
     try:
@@ -121,6 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 trusted_proxies=proxies,
                 max_account_failures=args.max_failed_logins_per_account,
                 password_workers=args.password_workers,
+                data_storage=data_storage,
             )
     finally:
         store.close()
@@ -220,6 +238,12 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--offline", action="store_true", help="use the bundled offline sandbox for taxon search (no GBIF)"
+    )
+    serve.add_argument(
+        "--data",
+        metavar="URI",
+        help="the data storage whose training sets the gallery page (/ui/gallery) shows: a folder or "
+        "s3://bucket/prefix (default: $GBIFDL_DATA_URI, else ./data when it exists)",
     )
     serve.add_argument("--max-body-bytes", type=int, default=1024 * 1024, help="largest request body")
     serve.add_argument("--no-access-log", action="store_true", help="do not log requests")
