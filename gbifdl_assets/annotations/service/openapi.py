@@ -282,7 +282,49 @@ def _flag_schemas() -> dict[str, Any]:
         },
         required=["term", "description", "color"],
     )
-    return {"ImageFlag": flag, "ImageFlagInput": flag_input, "FlagTerm": term}
+    image = _obj(
+        {
+            "gbifID": {"type": "integer"},
+            "url": {"type": "string"},
+            "label": {"type": "integer"},
+            "labelName": _STR_N,
+            "split": {"type": "string"},
+            "license": {"type": "string"},
+            "creator": _STR_N,
+            "contentKey": {"type": "string"},
+            "contentSha256": _STR_N,
+            "thumbnail": {**_STR_N, "description": "the stored copy's address; null when not stored yet"},
+            "flags": {
+                "type": "array",
+                "items": _obj({"id": {"type": "integer"}, "flag": {"type": "string"}}, ["id", "flag"]),
+            },
+        },
+        required=["gbifID", "url", "label", "labelName", "split", "license", "creator", "contentKey",
+                  "contentSha256", "thumbnail", "flags"],
+    )  # fmt: skip
+    klass = _obj(
+        {"label": {"type": "integer"}, "name": _STR_N, "images": {"type": "integer"}},
+        ["label", "name", "images"],
+    )
+    page = _obj(
+        {
+            "trainingSet": {"type": "string"},
+            "manifestId": {"type": "string"},
+            "classes": {"type": "array", "items": klass},
+            "label": _INT_N,
+            "total": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "images": {"type": "array", "items": image},
+        },
+        ["trainingSet", "manifestId", "classes", "label", "total", "offset", "images"],
+    )
+    return {
+        "ImageFlag": flag,
+        "ImageFlagInput": flag_input,
+        "FlagTerm": term,
+        "GalleryPage": page,
+        "TrainingSetNames": {"type": "array", "items": {"type": "string"}},
+    }
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -343,6 +385,55 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
     return op
 
 
+def _gallery_paths(page_get: dict[str, Any]) -> dict[str, Any]:
+    """The gallery page's helpers (404 when the service has no data storage or the set no manifest)."""
+    ts = {"name": "ts", "in": "path", "required": True, "schema": {"type": "string"}}
+    int_query = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}
+        for name in ("label", "limit", "offset")
+    ]
+    image_ok = {
+        "description": "the stored image",
+        "content": {
+            t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/jpeg", "image/png")
+        },
+    }
+    return {
+        "/ui/api/gallery": {
+            "get": {
+                **page_get,
+                "operationId": "gallery_training_sets",
+                "summary": "Training sets with a manifest in the service's data storage",
+                "tags": ["page"],
+                "responses": _responses("TrainingSetNames", {404}),
+            }
+        },
+        "/ui/api/gallery/{ts}": {
+            "get": {
+                **page_get,
+                "operationId": "gallery_page",
+                "summary": "A training set's classes and one page of a class's images, with their flags",
+                "tags": ["page"],
+                "parameters": [ts, *int_query],
+                "responses": _responses("GalleryPage", {400, 404}),
+            }
+        },
+        "/ui/api/gallery/{ts}/image/{key}": {
+            "get": {
+                **page_get,
+                "operationId": "gallery_image",
+                "summary": "A stored image of the training set, by its manifest content_key",
+                "tags": ["page"],
+                "parameters": [
+                    ts,
+                    {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {"200": image_ok, **_errors({400, 404})},
+            }
+        },
+    }
+
+
 def openapi_document(server_url: str | None = None) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for ep in ENDPOINTS:
@@ -399,6 +490,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "responses": _responses("CountryArea", {400, 404}),
         }
     }
+    paths.update(_gallery_paths(page_get))
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
