@@ -33,6 +33,7 @@ from PIL import Image
 
 from gbifdl_assets.defs.annotations import annotation_rules_sensor, annotation_rulesets
 from gbifdl_assets.defs.assets import ALL_ASSETS, TRAINING_SET_STAGES
+from gbifdl_assets.defs.image_flags import image_flags, image_flags_sensor
 from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
 from gbifdl_assets.defs.resources import SpecsResource
@@ -81,6 +82,7 @@ ASSETS = {
     "gbif_download",
     "occurrence_snapshot",
     "annotation_rulesets",
+    "image_flags",
     "annotated_occurrences",
     "balanced_manifest",
     "image_store",
@@ -221,7 +223,7 @@ def _materialize_demo(root: Path, api_url: str) -> dict:
             )
             assert result.success
 
-        run([annotation_rulesets.key])
+        run([annotation_rulesets.key, image_flags.key])
         run([a.key for a in TRAINING_SET_STAGES], DEMO)
         for shard in shard_partitions.get_partition_keys():
             run([image_store.key], dg.MultiPartitionKey({TRAINING_SET_PARTITION: DEMO, "shard": shard}))
@@ -232,7 +234,7 @@ def _materialize_demo(root: Path, api_url: str) -> dict:
 def _catch_up_sensors(web: Webserver, resources: dict) -> None:
     """Give the spec and rule sensors the cursors they compute now (module docstring)."""
     with dg.DagsterInstance.get() as instance:
-        for sensor in (training_set_specs_sensor, annotation_rules_sensor):
+        for sensor in (training_set_specs_sensor, annotation_rules_sensor, image_flags_sensor):
             with dg.build_sensor_context(instance=instance, resources=resources) as context:
                 result = sensor(context)
             selector = {
