@@ -107,7 +107,7 @@ PAGES = [
     Page(
         "asset-graph",
         "/assets/training_export?view=lineage&lineageScope=upstream&lineageDepth=8",
-        (2400, 1000),
+        (2800, 1400),
         ("species_list", "image_store", "training_export", "Parquet", "File"),
     ),
     Page(
@@ -189,6 +189,7 @@ SENSORS = (
     "training_set_specs_sensor",
     "gbif_download_sensor",
     "annotation_rules_sensor",
+    "image_flags_sensor",
     "gbifdl_automation",
 )
 
@@ -332,9 +333,12 @@ def test_code_server_webserver_and_graphql_listing(deployed):
         "training_set_specs_sensor": "RUNNING",
         "gbif_download_sensor": "RUNNING",
         "annotation_rules_sensor": "RUNNING",
+        "image_flags_sensor": "RUNNING",
         "gbifdl_automation": "RUNNING",
     }
-    ours_described = ("training_set_specs_sensor", "gbif_download_sensor", "annotation_rules_sensor")
+    ours_described = (
+        "training_set_specs_sensor", "gbif_download_sensor", "annotation_rules_sensor", "image_flags_sensor",
+    )  # fmt: skip
     assert all(sensors[name]["description"] for name in ours_described)
     schedules = {s["name"]: s for s in data["schedulesOrError"]["results"]}
     assert schedules["training_set_refresh_schedule"]["scheduleState"]["status"] == "RUNNING"
