@@ -176,3 +176,35 @@ def test_a_fresh_rules_sensor_does_not_rebuild_rules_the_instance_has(tmp_path):
         )
         result = tick(instance)
         assert not result.run_requests and result.cursor == fingerprint
+
+
+def test_the_flags_sensor_builds_once_and_again_after_a_flag(tmp_path):
+    from gbifdl_assets.annotations.store import AnnotationStore
+    from gbifdl_assets.defs.image_flags import image_flags_sensor
+    from gbifdl_assets.defs.resources import AnnotationsResource
+    from gbifdl_assets.pipeline.image_flags import flags_fingerprint
+
+    url = f"sqlite:///{tmp_path / 'a.sqlite'}"
+    annotations = AnnotationsResource(store_url=url, seeds=False)
+
+    def tick(instance, cursor=None):
+        resources = {"annotations": annotations}
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+            return image_flags_sensor(context)
+
+    with dg.instance_for_test() as instance:
+        assert tick(instance).run_requests  # never built: build
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("image_flags", metadata={"flags_fingerprint": flags_fingerprint(url)})
+        )
+        result = tick(instance)
+        assert not result.run_requests and result.cursor == flags_fingerprint(url)
+        with AnnotationStore(url) as store:
+            store.create_flag(
+                {"gbifID": 1, "mediaIdentifier": "https://x.org/a.jpg", "flag": "DUPLICATE"}, user="a"
+            )
+            rules_version = store.version()
+        changed = tick(instance, result.cursor)
+        assert changed.run_requests and changed.run_requests[0].tags["gbifdl/trigger"] == "flags_changed"
+        with AnnotationStore(url) as store:
+            assert store.version() == rules_version  # a flag does not make the rules sensor fire

@@ -1,4 +1,5 @@
-"""The annotation service: the REST API, the login check, the OpenAPI document and the map page.
+"""The annotation service: the REST API, the login check, the OpenAPI document, the map page and the
+gallery page (a training set's images, to flag).
 
 ``create_app(store, api_url=...)`` returns a Starlette app; :func:`serve` runs it with uvicorn. The
 access log is uvicorn's (client, method, path and status: never headers, so never the Authorization
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from gbifdl_assets.annotations.service.api import API_PREFIX, AnnotationApi
 from gbifdl_assets.annotations.service.auth import MAX_FAILURES, Authenticator
 from gbifdl_assets.annotations.service.csrf import SameOriginWrites
+from gbifdl_assets.annotations.service.gallery import Gallery, gallery_routes
 from gbifdl_assets.annotations.service.http import (
     DEFAULT_MAX_BODY_BYTES,
     BodySizeLimit,
@@ -30,7 +32,7 @@ from gbifdl_assets.annotations.service.http import (
     json_response,
 )
 from gbifdl_assets.annotations.service.openapi import openapi_document
-from gbifdl_assets.annotations.service.page import TaxonSearch, page_routes
+from gbifdl_assets.annotations.service.page import STATIC_DIR, TaxonSearch, page_routes
 from gbifdl_assets.annotations.service.preview import DEFAULT_PREVIEW_CACHE_BYTES, PreviewService
 from gbifdl_assets.annotations.service.proxies import TrustedProxies
 from gbifdl_assets.annotations.store import AnnotationStore
@@ -64,9 +66,10 @@ def create_app(
     password checks (:mod:`.auth`); ``allowed_origins``: pages on other origins that may write (besides
     the service's own; :mod:`.csrf`); ``trusted_proxies``: addresses or networks whose
     ``X-Forwarded-*`` headers are believed (none by default; :mod:`.proxies`); ``data_storage``: where
-    the rule preview finds the training sets' snapshots (None: the preview answers 503), keeping at most
-    ``preview_cache_bytes`` of their columns in memory; ``media_loopback_origins``: ``host:port`` of the
-    offline sandbox, whose sample images the preview's thumbnails may fetch (:mod:`.preview`).
+    the rule preview finds the training sets' snapshots (None: the preview answers 503) and the gallery
+    page the training sets' manifests, ledgers and images (:mod:`.gallery`), keeping at most
+    ``preview_cache_bytes`` of the snapshots' columns in memory; ``media_loopback_origins``: ``host:port``
+    of the offline sandbox, whose sample images the preview's thumbnails may fetch (:mod:`.preview`).
     """
     proxies = TrustedProxies(trusted_proxies)
     if authenticator is None:
@@ -105,6 +108,7 @@ def create_app(
         Route(API_PREFIX + "/openapi.json", openapi, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         *page_routes(TaxonSearch(api_url)),
+        *gallery_routes(Gallery(data_storage, store), STATIC_DIR),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -3,6 +3,7 @@
 * ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--data URI] [--api-url URL]
   [--trusted-proxy ADDR] [--allow-origin ORIGIN] [--max-failed-logins N] [--preview-cache-mb N]``
 * ``gbifdl annotations user add NAME [--admin] [--password-stdin]``, ``user set-password NAME``, ``user list``
+* ``gbifdl annotations flags add|list|delete|support|contest``: flags on single images (:mod:`..flags_cli`)
 
 The store is ``--store``, else ``GBIFDL_ANNOTATIONS_DB``, else ``sqlite:///data/annotations.sqlite``; the
 GBIF API for the page's taxon search is ``--api-url`` as given, else the platform's one offline rule
@@ -71,10 +72,14 @@ def _endpoint_url(*, offline: bool | None) -> Iterator[str]:
 
 
 def _data_storage(args: argparse.Namespace) -> Any:
-    """The pipeline's data storage (where the snapshots are), as the Dagster storage resource finds it."""
+    """The pipeline's data storage, as the Dagster storage resource finds it: ``--data``, else
+    ``GBIFDL_DATA_URI``, else ``data`` when that folder exists here (the platform's default), else none
+    (the preview and the gallery then say how to give one)."""
     from gbifdl_assets.storage import open_storage
 
-    uri = args.data or os.environ.get("GBIFDL_DATA_URI") or "data"
+    uri = args.data or os.environ.get("GBIFDL_DATA_URI") or ("data" if os.path.isdir("data") else None)
+    if not uri:
+        return None
     return open_storage(
         uri,
         endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None,
@@ -87,8 +92,9 @@ def _data_storage(args: argparse.Namespace) -> Any:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from gbifdl_assets.annotations.model import RuleError
     from gbifdl_assets.annotations.store import StoreError
+    from gbifdl_assets.storage import StorageError
 
-    return (RuleError, StoreError, OSError, ValueError)
+    return (RuleError, StoreError, StorageError, OSError, ValueError)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -133,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(
                 f"annotation service on http://{args.host}:{args.port}/ui/ (API under "
                 f"/occurrence/experimental/annotation/, store {store!r}, taxa from {api_url}, previews on "
-                f"{data.uri}); Ctrl-C stops it",
+                f"{data.uri if data is not None else 'no data storage: give --data'}); Ctrl-C stops it",
                 file=sys.stderr,
             )
             serve(
@@ -252,8 +258,9 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--data",
         metavar="URI",
-        help="the pipeline's data storage, where rule previews find the snapshots: a folder or "
-        "s3://bucket/prefix (default: $GBIFDL_DATA_URI, else ./data)",
+        help="the pipeline's data storage, where rule previews find the snapshots and the gallery page "
+        "(/ui/gallery) the training sets' images: a folder or s3://bucket/prefix "
+        "(default: $GBIFDL_DATA_URI, else ./data)",
     )
     serve.add_argument(
         "--preview-cache-mb",
@@ -322,4 +329,8 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
     ls = user.add_parser("list", help="list accounts")
     ls.add_argument("--store", help=store_help)
     ls.set_defaults(func=cmd_user_list)
+
+    from gbifdl_assets.annotations.flags_cli import add_flags_parser
+
+    add_flags_parser(sub, store_help)
     return parser
