@@ -337,7 +337,9 @@ def test_a_download_gbif_already_holds_is_served_by_its_doi_and_key(sb, http):
     terms = {p["key"] for p in by_doi["request"]["predicate"]["predicates"]}
     assert terms == {"TAXON_KEY", "COUNTRY", "YEAR"}
     citation = http.get(f"{sb.api_url}/occurrence/download/{key}/citation").text
-    assert citation == "GBIF.org (4 September 2025) GBIF Occurrence Download https://doi.org/10.15468/dl.np3k7j"
+    assert (
+        citation == "GBIF.org (4 September 2025) GBIF Occurrence Download https://doi.org/10.15468/dl.np3k7j"
+    )
     archive = http.get(f"{sb.api_url}/occurrence/download/request/{key}.zip")
     assert archive.status_code == 200 and len(archive.content) == by_doi["size"]
     with zipfile.ZipFile(io.BytesIO(archive.content)) as zf:
