@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from gbifdl_assets.definitions import defs
+from gbifdl_assets.defs.assets import TRAINING_SET_STAGES
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
 from gbifdl_assets.defs.resources import SpecsResource as SpecCatalog
 from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
@@ -72,6 +73,29 @@ def test_spec_sensor_adds_changes_keeps_broken_and_removes(tmp_path):
         fifth = _tick(instance, tmp_path, fourth.cursor)
         assert not fifth.run_requests
         assert instance.get_dynamic_partitions(TRAINING_SET_PARTITION) == ["moths"]
+
+
+def test_spec_sensor_runs_a_new_spec_as_far_as_its_source_allows(tmp_path):
+    """A search spec runs to the manifest at once; a download-sourced one stops at gbif_download (the
+    download sensor takes over when GBIF is done); images and export follow through automation."""
+    with dg.instance_for_test() as instance:
+        _write(tmp_path, "a.yaml", "moths", ["Aglais io"])
+        (tmp_path / "b.yaml").write_text("name: lions\ntaxa: [Panthera leo]\nsource: download\n")
+        (tmp_path / "c.yaml").write_text(
+            "name: suns\ntaxa: [Helianthus annuus]\nsource: {doi: 10.15468/dl.np3k7j}\n"
+        )
+        result = _tick(instance, tmp_path, None)
+        selections = {
+            r.partition_key: [k.to_user_string() for k in r.asset_selection] for r in result.run_requests
+        }
+        to_manifest = [a.key.to_user_string() for a in TRAINING_SET_STAGES]
+        assert selections == {
+            "moths": to_manifest,
+            "lions": ["species_list", "gbif_download"],
+            "suns": ["species_list", "gbif_download"],
+        }
+        targets = {r.partition_key: r.tags["gbifdl/target"] for r in result.run_requests}
+        assert targets["moths"] == "species_list..balanced_manifest[moths]"
 
 
 def test_gbif_credentials_come_from_env_vars_not_values(monkeypatch):

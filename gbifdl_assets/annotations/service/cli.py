@@ -248,7 +248,7 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the GBIF-compatible annotation API and the map page")
     serve.add_argument("--host", default="127.0.0.1", help="interface (0.0.0.0 in a container)")
-    serve.add_argument("--port", type=int, default=8090)
+    serve.add_argument("--port", type=int, default=8090, help="port to listen on (default: %(default)s)")
     serve.add_argument("--store", help=store_help)
     serve.add_argument(
         "--api-url",
@@ -314,14 +314,14 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
         dest="user_command", required=True
     )
     add = user.add_parser("add", help=f"add an account (password from ${PASSWORD_ENV}, stdin or a prompt)")
-    add.add_argument("username")
+    add.add_argument("username", help="the new account's login name")
     add.add_argument("--admin", action="store_true", help="may change and delete anyone's objects")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.add_argument("--store", help=store_help)
     add.set_defaults(func=cmd_user_add)
 
     passwd = user.add_parser("set-password", help="set a new password")
-    passwd.add_argument("username")
+    passwd.add_argument("username", help="the account whose password changes")
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     passwd.add_argument("--store", help=store_help)
     passwd.set_defaults(func=cmd_user_set_password)
