@@ -44,5 +44,6 @@ def test_make_dev_offline_takes_a_new_spec_to_its_export_and_then_stays_quiet(tm
         tmp_path, small_copy(tmp_path / "specs", EXAMPLE), (EXAMPLE,), timeout=300, GBIFDL_IMAGE_SHARDS="1"
     )
     triggers = sorted(r.tags.get("gbifdl/trigger", "") for r in first.runs)
-    # one spec run (species list to manifest), the rules, then automation: the image shard, the export
-    assert triggers == ["automation", "automation", "rules_changed", "spec_added"], triggers
+    # one spec run (species list to manifest), the rules and the image flags compiled once, then
+    # automation: the image shard, the export
+    assert triggers == ["automation", "automation", "flags_changed", "rules_changed", "spec_added"], triggers

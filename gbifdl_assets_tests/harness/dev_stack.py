@@ -231,7 +231,13 @@ def run_dev_twice(tmp_path: Path, specs: Path, training_sets: tuple[str, ...], t
             by_trigger[trigger] = by_trigger.get(trigger, 0) + 1
         print(f"runs by trigger: {by_trigger}")
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in first.runs)
-        assert set(by_trigger) <= {"spec_added", "rules_changed", "download_ended", "automation"}, by_trigger
+        assert set(by_trigger) <= {
+            "spec_added",
+            "rules_changed",
+            "flags_changed",
+            "download_ended",
+            "automation",
+        }, by_trigger
 
         # the second start: the same instance, data and specs
         log_start = len((logs / "dagster_dev.log").read_text(errors="replace"))
