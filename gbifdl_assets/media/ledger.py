@@ -115,7 +115,7 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("content_sha256", pa.string()),
         pa.field("duplicate_of", pa.string()),
         # 256-bit perceptual hash (a PDQ-like DCT hash, 64 hex characters) of the stored pixels, upright;
-        # null when the body was not an image (see .phash; near-duplicate clusters in .duplicates)
+        # null when the body was not an image or has no features, a flat colour (see .phash; clusters in .duplicates)
         pa.field("phash", pa.string()),
     ]
 )

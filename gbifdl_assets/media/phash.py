@@ -15,7 +15,8 @@ of one species as close as copies (2 bits), while 256 bits keep every copy withi
 distinct photo beyond ~48, as PDQ does; ours costs a fraction of a millisecond on the decoded image
 (``pdqhash`` needs a full-size RGB array and ~5x the time) and adds no dependency.
 
-Hashes travel as 64 lowercase hex characters (the ledger's ``phash`` column). The first two hex
+Hashes travel as 64 lowercase hex characters (the ledger's ``phash`` column); an image without
+features (a flat colour) gets none, so it is matched by its bytes only. The first two hex
 characters of each 16-bit row are the 8x8 lowest frequencies: :mod:`.duplicates` indexes those 64
 bits and compares all 256 of the candidates it finds. No pyarrow here: a spawned downloader process
 imports this module (see .work)."""
@@ -27,12 +28,14 @@ import math
 import numpy as np
 from PIL import Image
 
-__all__ = ["HASH_BITS", "HEX_CHARS", "phash_bits", "phash_hex"]
+__all__ = ["HASH_BITS", "HEX_CHARS", "MIN_CONTRAST", "phash_bits", "phash_hex"]
 
 HASH_BITS = 256
 HEX_CHARS = HASH_BITS // 4
 _SIDE = 64
 _LOW = 16
+#: below this standard deviation of grey levels (0-255) an image has no features to hash
+MIN_CONTRAST = 2.0
 
 
 def _dct_rows(n: int, k: int) -> np.ndarray:
@@ -65,8 +68,11 @@ def _upright(a: np.ndarray, orientation: int) -> np.ndarray:
     return a
 
 
-def phash_bits(im: Image.Image, orientation: int = 1) -> np.ndarray:
-    """The 16x16 hash bits of a decoded image (bool; see the module docstring)."""
+def phash_bits(im: Image.Image, orientation: int = 1) -> np.ndarray | None:
+    """The 16x16 hash bits of a decoded image (bool; see the module docstring), or None for an image
+    without features (grey levels of the 64x64 reduction with a standard deviation below
+    :data:`MIN_CONTRAST`: a flat colour, a black frame), whose bits would be noise that matches other
+    featureless images (PDQ's quality score serves the same purpose)."""
     if im.mode not in ("L", "RGB"):
         transparent = "A" in im.mode or "transparency" in im.info
         im = im.convert("RGBA").convert("RGB") if transparent else im.convert("RGB")
@@ -74,10 +80,13 @@ def phash_bits(im: Image.Image, orientation: int = 1) -> np.ndarray:
     if small.mode != "L":
         small = small.convert("L")
     a = _upright(np.asarray(small, dtype=np.float32), orientation)
+    if float(a.std()) < MIN_CONTRAST:
+        return None
     low = _DCT @ a @ _DCT.T
     return low > np.median(low)
 
 
-def phash_hex(im: Image.Image, orientation: int = 1) -> str:
-    """The hash as 64 lowercase hex characters (the ledger's ``phash``)."""
-    return np.packbits(phash_bits(im, orientation).ravel()).tobytes().hex()
+def phash_hex(im: Image.Image, orientation: int = 1) -> str | None:
+    """The hash as 64 lowercase hex characters (the ledger's ``phash``); None without features."""
+    bits = phash_bits(im, orientation)
+    return None if bits is None else np.packbits(bits.ravel()).tobytes().hex()

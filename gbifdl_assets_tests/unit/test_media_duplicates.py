@@ -77,6 +77,14 @@ def test_fetch_path_hashes_the_upright_picture(orientation: int) -> None:
     assert resized.reencoded and _distance(resized.phash, upright.phash) <= DEFAULT_MAX_DISTANCE
 
 
+def test_a_featureless_image_gets_no_hash() -> None:
+    assert phash_hex(Image.new("RGB", (300, 200), (10, 10, 10))) is None
+    flat = validate_image(
+        _jpeg(Image.new("RGB", (300, 200), (200, 30, 30))), "image/jpeg", ValidationOptions()
+    )
+    assert flat.phash is None and flat.sha256
+
+
 def test_not_an_image_has_no_hash_and_bad_values_are_invalid() -> None:
     good = "ab" * 32
     values, ok = hashes_of(pa.array([good, None, "xyz", good.upper(), "ab" * 8]))
