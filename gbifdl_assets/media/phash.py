@@ -23,12 +23,13 @@ imports this module (see .work)."""
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["HASH_BITS", "HEX_CHARS", "MIN_CONTRAST", "phash_bits", "phash_hex"]
+__all__ = ["HASH_BITS", "HEX_CHARS", "MIN_CONTRAST", "phash_bits", "phash_hex", "phash_of_bytes"]
 
 HASH_BITS = 256
 HEX_CHARS = HASH_BITS // 4
@@ -36,6 +37,7 @@ _SIDE = 64
 _LOW = 16
 #: below this standard deviation of grey levels (0-255) an image has no features to hash
 MIN_CONTRAST = 2.0
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def _dct_rows(n: int, k: int) -> np.ndarray:
@@ -90,3 +92,14 @@ def phash_hex(im: Image.Image, orientation: int = 1) -> str | None:
     """The hash as 64 lowercase hex characters (the ledger's ``phash``); None without features."""
     bits = phash_bits(im, orientation)
     return None if bits is None else np.packbits(bits.ravel()).tobytes().hex()
+
+
+def phash_of_bytes(body: bytes) -> str | None:
+    """The hash of an encoded image, e.g. one already in the store (standalone hashing, outside the
+    fetch path): a JPEG is decoded at the smallest DCT scale that still covers 64x64."""
+    im = Image.open(io.BytesIO(body))
+    orientation = im.getexif().get(_ORIENTATION, 1)
+    if im.format in ("JPEG", "MPO"):
+        im.draft(None, (min(im.width, max(_SIDE, im.width // 8)), min(im.height, max(_SIDE, im.height // 8))))
+    im.load()
+    return phash_hex(im, orientation if 2 <= orientation <= 8 else 1)

@@ -18,7 +18,7 @@ from gbifdl_assets.media.duplicates import (
     near_pairs,
     union_components,
 )
-from gbifdl_assets.media.phash import HEX_CHARS, phash_hex
+from gbifdl_assets.media.phash import HEX_CHARS, phash_hex, phash_of_bytes
 from gbifdl_assets.media.validate import ValidationOptions, validate_image
 
 
@@ -144,3 +144,10 @@ def test_bad_arguments_name_the_fix() -> None:
         find_clusters(["ab" * 32], max_distance=300)
     with pytest.raises(DuplicateError, match="differ in length"):
         find_clusters(["ab" * 32], ["a", "b"])
+
+
+def test_standalone_hash_of_stored_bytes_agrees_with_the_fetch_path() -> None:
+    body = _jpeg(_photo(5, (1200, 900)))
+    fetched = validate_image(body, "image/jpeg", ValidationOptions(max_side=512))
+    stored = phash_of_bytes(fetched.data)
+    assert stored is not None and _distance(stored, fetched.phash) <= DEFAULT_MAX_DISTANCE
