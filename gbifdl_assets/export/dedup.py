@@ -134,11 +134,12 @@ def _examples(
     """The first clusters that moved or dropped something (else the first clusters), for reports."""
     before, after = split.to_pylist(), new_split.to_pylist()
     labels = table.column("label").to_pylist()
-    reps = np.unique(label[sizes > 1])
-    busy = [r for r in reps if any(before[i] != after[i] or not keep[i] for i in np.flatnonzero(label == r))]
-    chosen = (busy or list(reps))[:EXAMPLES]
+    changed = np.asarray(pc.not_equal(split, new_split).to_numpy(zero_copy_only=False), dtype=bool) | ~keep
+    # clusters that moved or dropped something first (in content-key order), else any cluster
+    busy = np.unique(label[changed])
+    chosen = (busy if len(busy) else np.unique(label[sizes > 1]))[:EXAMPLES]
     examples = []
-    for rep in chosen:
+    for rep in chosen.tolist():
         members = np.flatnonzero(label == rep)
         examples.append(
             {
@@ -173,23 +174,34 @@ def check_no_duplicates_across_splits(
         copies_dropped=int(summary.get("dropped", 0)),
     )
     spanning: list[dict[str, Any]] = []
+    count = 0
     if exported.num_rows > 1:
         table = exported.take(pc.sort_indices(exported, [("content_key", "ascending")]))
         label = _clusters(table, max_distance)
-        splits = table.column("split").to_pylist()
+        split = pc.dictionary_encode(table.column("split")).combine_chunks()
+        code = split.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        low = np.full(len(label), np.iinfo(np.int64).max)
+        high = np.full(len(label), -1)
+        np.minimum.at(low, label, code)
+        np.maximum.at(high, label, code)
+        across = np.flatnonzero((high >= 0) & (low != high))  # cluster labels spanning splits
+        count = len(across)
         keys = table.column("content_key").to_pylist()
-        seen: dict[int, set[str]] = {}
-        for i, rep in enumerate(label.tolist()):
-            seen.setdefault(rep, set()).add(splits[i])
-        for rep, names in seen.items():
-            if len(names) > 1:
-                members = [keys[i] for i in np.flatnonzero(label == rep)]
-                spanning.append({"representative": keys[rep], "splits": sorted(names), "members": members})
-    details["clusters_across_splits"] = len(spanning)
+        names = split.dictionary.to_pylist()
+        for rep in across[:EXAMPLES].tolist():
+            members = np.flatnonzero(label == rep)
+            spanning.append(
+                {
+                    "representative": keys[rep],
+                    "splits": sorted({names[c] for c in code[members].tolist()}),
+                    "members": [keys[i] for i in members.tolist()],
+                }
+            )
+    details["clusters_across_splits"] = count
     details["examples"] = spanning[:EXAMPLES] or list(summary.get("examples", []))[:EXAMPLES]
-    if spanning:
+    if count:
         details["message"] = (
-            f"{len(spanning)} duplicate clusters sit in more than one split (first: {spanning[0]['members'][:3]}); "
+            f"{count} duplicate clusters sit in more than one split (first: {spanning[0]['members'][:3]}); "
             "export again with images.duplicates enabled in the spec"
         )
-    return not spanning, details
+    return not count, details
