@@ -224,7 +224,7 @@ def measure_quality_and_speed() -> dict:
         "pair_quality": {name: {str(d): q for d, q in t.items()} for name, t in quality.items()},
         "meets_target": best,
         "ours_clusters": [
-            cluster_quality(phashes, group, sha, d) for d in (2, 4, DEFAULT_MAX_DISTANCE, 8, 10)
+            cluster_quality(phashes, group, sha, d) for d in (8, 16, 24, DEFAULT_MAX_DISTANCE, 40, 48)
         ],
         "standalone_speed": speed,
     }
