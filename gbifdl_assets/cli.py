@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -20,13 +21,21 @@ _emit, _fail = emit, fail
 
 # --- sandbox -------------------------------------------------------------------------------------
 def cmd_sandbox_serve(args: argparse.Namespace) -> int:
-    from gbifdl_assets.sandbox import SandboxConfig, serve
+    from gbifdl_assets.sandbox import SandboxConfig, parse_media_hosts, serve
 
+    try:
+        media_hosts = parse_media_hosts(args.media_hosts) if args.media_hosts else ()
+    except (ValueError, OSError) as exc:
+        return _fail(
+            f"--media-hosts: {exc} ('default', a JSON list of host objects, or @path/to/hosts.json)",
+            command="sandbox serve",
+        )
     config = SandboxConfig(
         occurrences=args.occurrences,
         seed=args.seed,
         max_offset=args.max_offset,
         download_seconds=(args.download_seconds, args.download_seconds),
+        media_hosts=media_hosts,
     )
     print(
         f"GBIF sandbox on http://{args.host}:{args.port}/v1 ({args.occurrences} occurrences, seed {args.seed});"
@@ -185,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-offset", type=int, default=100_000, help="GBIF's paging depth cap")
     serve.add_argument("--download-seconds", type=float, default=5.0, help="time in PREPARING and in RUNNING")
+    serve.add_argument(
+        "--media-hosts",
+        default=os.environ.get("GBIFDL_SANDBOX_MEDIA_HOSTS", ""),
+        help="spread the media over simulated hosts with their own manners (rate limits, robots.txt, "
+        "opt-out headers, dead links): 'default', a JSON list of host objects or @hosts.json "
+        "(default: $GBIFDL_SANDBOX_MEDIA_HOSTS, else one host)",
+    )
     serve.set_defaults(func=cmd_sandbox_serve)
 
     endpoint = sub.add_parser(

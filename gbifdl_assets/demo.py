@@ -84,6 +84,7 @@ def _materialize(spec, spec_path: Path, data_dir: Path, endpoint, verbosity: int
 
     from gbifdl_assets.defs.annotations import annotation_rulesets
     from gbifdl_assets.defs.assets import ALL_ASSETS, TRAINING_SET_STAGES
+    from gbifdl_assets.defs.image_flags import image_flags
     from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
     from gbifdl_assets.defs.manifest import balanced_manifest
     from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
@@ -120,7 +121,7 @@ def _materialize(spec, spec_path: Path, data_dir: Path, endpoint, verbosity: int
             return result
 
         _progress(f"demo: training set '{spec.name}' from {spec_path} against {source} ({endpoint.api_url})")
-        result = run("annotation_rulesets", [annotation_rulesets])
+        result = run("annotation_rulesets, image_flags", [annotation_rulesets, image_flags])
         if result.success:
             stages = " -> ".join(a.key.to_user_string() for a in TRAINING_SET_STAGES)
             result = run(stages, selection=[a.key for a in TRAINING_SET_STAGES], partition_key=spec.name)

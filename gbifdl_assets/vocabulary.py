@@ -13,6 +13,8 @@ from __future__ import annotations
 __all__ = [
     "ANNOTATION_LABELS",
     "ANNOTATION_LABEL_DESCRIPTIONS",
+    "IMAGE_FLAGS",
+    "IMAGE_FLAG_DESCRIPTIONS",
     "BACKBONE_DATASET_KEY",
     "BASIS_OF_RECORD",
     "CONTINENTS",
@@ -201,6 +203,16 @@ ANNOTATION_LABEL_DESCRIPTIONS: dict[str, str] = {
     "VAGRANT": "Vagrant occurrence",
     "SUSPICIOUS": "Suspicious or questionable: occurrences in the area might be in error",
     "OTHER": "Other annotation type",
+}
+
+#: What a user can say about one image (a media item of an occurrence, and the same photo wherever it
+#: recurs): GBIF has no image-level annotation; these are ours (the spec's ``annotations.image_flags``).
+IMAGE_FLAGS: tuple[str, ...] = ("NOT_ORGANISM", "WRONG_TAXON", "DUPLICATE", "POOR_QUALITY")
+IMAGE_FLAG_DESCRIPTIONS: dict[str, str] = {
+    "NOT_ORGANISM": "Shows no organism: a label, a herbarium sheet without the plant, a landscape",
+    "WRONG_TAXON": "Shows another taxon than the occurrence's (or the training class's)",
+    "DUPLICATE": "A copy of another image of the training set",
+    "POOR_QUALITY": "Too blurred, dark, small or cropped to learn from",
 }
 
 # ---------------------------------------------------------------------------------------------------

@@ -412,20 +412,32 @@ def add_rules_parser(subparsers: Any) -> argparse.ArgumentParser:
     ls.add_argument("--taxon", help="taxon name or key (exact key, as GBIF's filter)")
     ls.add_argument("--ruleset", help="ruleset name or id")
     ls.add_argument("--label", help="annotation label")
-    ls.add_argument("--created-by")
-    ls.add_argument("--source", choices=("local", "file", "gbif"))
+    ls.add_argument("--created-by", metavar="USER", help="only rules this user created")
+    ls.add_argument(
+        "--source",
+        choices=("local", "file", "gbif"),
+        help="only rules from this source: the local store, rule files, or GBIF's annotation API",
+    )
     ls.add_argument("--dataset-key", help="datasetKey, or 'null' for rules without one")
     ls.add_argument("--intersects", metavar="WKT", help="rules whose polygon intersects this geometry")
-    ls.add_argument("--include-deleted", action="store_true")
-    ls.add_argument("--limit", type=int, default=100)
-    ls.add_argument("--offset", type=int, default=0)
-    ls.add_argument("--format", choices=("table", "json"), default="table")
+    ls.add_argument("--include-deleted", action="store_true", help="also list deleted rules")
+    ls.add_argument("--limit", type=int, default=100, help="rules per page (default: %(default)s)")
+    ls.add_argument(
+        "--offset", type=int, default=0, help="rules to skip, for the next page (default: %(default)s)"
+    )
+    ls.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output format (default: %(default)s)"
+    )
     _common(ls, api=True)
     ls.set_defaults(func=_guarded("rules list", cmd_rules_list))
 
     vote = sub.add_parser("vote", help="support or contest a rule, or remove your vote")
-    vote.add_argument("rule_id", type=int)
-    vote.add_argument("vote", choices=("support", "contest", "remove"))
+    vote.add_argument("rule_id", type=int, help="the rule's id (see `gbifdl rules list`)")
+    vote.add_argument(
+        "vote",
+        choices=("support", "contest", "remove"),
+        help="support or contest the rule, or remove your vote",
+    )
     _common(vote, user=True)
     vote.set_defaults(func=_guarded("rules vote", cmd_rules_vote))
 

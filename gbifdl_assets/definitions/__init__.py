@@ -11,6 +11,7 @@ import dagster as dg
 
 from gbifdl_assets.defs.annotations import annotation_rules_sensor
 from gbifdl_assets.defs.assets import ALL_ASSETS
+from gbifdl_assets.defs.image_flags import image_flags_sensor
 from gbifdl_assets.defs.resources import default_resources, image_fetch_resource, keep_values_under_run_config
 from gbifdl_assets.defs.schedules import training_set_refresh_schedule
 from gbifdl_assets.defs.snapshots import gbif_download_sensor
@@ -49,7 +50,13 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    sensors=[training_set_specs_sensor, gbif_download_sensor, annotation_rules_sensor, automation_sensor],
+    sensors=[
+        training_set_specs_sensor,
+        gbif_download_sensor,
+        annotation_rules_sensor,
+        image_flags_sensor,
+        automation_sensor,
+    ],
     schedules=[training_set_refresh_schedule],
     resources=location_resources(),
 )

@@ -4,6 +4,7 @@ The code location, the refresh schedule, the demo and the tests all take their a
 """
 
 from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
+from gbifdl_assets.defs.image_flags import image_flags
 from gbifdl_assets.defs.images import image_store, training_export
 from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
@@ -27,6 +28,7 @@ ALL_ASSETS = [
     occurrence_snapshot,
     annotation_rulesets,
     annotated_occurrences,
+    image_flags,
     balanced_manifest,
     image_store,
     training_export,

@@ -9,6 +9,7 @@ The work is in :mod:`gbifdl_assets.pipeline.balanced_manifest`.
 import dagster as dg
 
 from gbifdl_assets.defs.annotations import annotated_occurrences
+from gbifdl_assets.defs.image_flags import image_flags
 from gbifdl_assets.defs.metadata import (
     NONE,
     STORAGE_KIND,
@@ -32,7 +33,7 @@ from gbifdl_assets.pipeline.balanced_manifest import (
 
 @dg.asset(
     partitions_def=training_set_partitions,
-    deps=[annotated_occurrences],
+    deps=[annotated_occurrences, image_flags],
     group_name="manifest",
     kinds={"python", "parquet", STORAGE_KIND},
     automation_condition=dg.AutomationCondition.eager(),
@@ -44,7 +45,8 @@ from gbifdl_assets.pipeline.balanced_manifest import (
     ],
     description=(
         "One row per image: label, split, licence and attribution. Exact, seeded balancing by label and "
-        "publisher; splits by a stable hash of the group key, so a refresh keeps every image in its split."
+        "publisher; splits by a stable hash of the group key, so a refresh keeps every image in its split. "
+        "Flagged images (image_flags) are left out under the spec's annotations.image_flags policy."
     ),
 )
 def balanced_manifest(

@@ -188,7 +188,8 @@ def registry_table(registry: dict) -> str:
     description=(
         "Every minute: polls the GBIF downloads that training sets wait for, and launches "
         "occurrence_snapshot[<training set>] when one ends (SUCCEEDED, or dead, so the failure shows in "
-        "one run). Its runs carry the tags gbifdl/target, gbifdl/download_key and gbifdl/download_status."
+        "one run). Its runs carry the tags gbifdl/trigger=download_ended, gbifdl/target, gbifdl/download_key and "
+        "gbifdl/download_status."
     ),
 )
 def gbif_download_sensor(context: dg.SensorEvaluationContext, gbif: GbifResource, storage: StorageResource):
@@ -209,6 +210,7 @@ def gbif_download_sensor(context: dg.SensorEvaluationContext, gbif: GbifResource
             partition_key=s.training_set,
             run_key=f"{s.training_set}:{s.key}:{s.state}",
             tags={
+                "gbifdl/trigger": "download_ended",
                 "gbifdl/target": f"occurrence_snapshot[{s.training_set}]",
                 "gbifdl/download_key": s.key,
                 "gbifdl/download_status": s.state,

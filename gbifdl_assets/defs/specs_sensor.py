@@ -1,7 +1,11 @@
 """training_set_specs_sensor: the spec folder drives the ``training_set`` partitions.
 
 A new spec adds a partition and requests its first materialization; a changed spec (its fingerprint
-moved) requests a re-materialization; a deleted spec removes the partition. A spec file that stops
+moved) requests a re-materialization; a deleted spec removes the partition. The run covers the stages
+:func:`~gbifdl_assets.pipeline.spec_folder.first_run_stages` names for the spec's source: to the
+balanced manifest for a search, to ``gbif_download`` for a download (``gbif_download_sensor`` launches
+the snapshot when it ends); annotations, manifest, images and export follow through their eager
+automation conditions, so a new spec reaches its training export without anyone clicking. A spec file that stops
 validating keeps its partition (the last good version stays usable) and its problems are logged,
 so a typo cannot silently delete a training set (:func:`gbifdl_assets.pipeline.spec_folder.partition_changes`).
 
@@ -14,20 +18,25 @@ import json
 
 import dagster as dg
 
+from gbifdl_assets.defs.assets import TRAINING_SET_STAGES
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION, training_set_partitions
 from gbifdl_assets.defs.resources import SpecsResource
 from gbifdl_assets.defs.species import species_list
-from gbifdl_assets.pipeline.spec_folder import partition_changes
+from gbifdl_assets.pipeline.spec_folder import first_run_stages, partition_changes
 
 #: species_list's metadata: the fingerprint of the spec it was built from
 SPEC_FINGERPRINT = "spec_fingerprint"
 
 
 @dg.sensor(
-    target=[species_list],
+    target=TRAINING_SET_STAGES,
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Adds, refreshes and removes training_set partitions from the spec folder.",
+    description=(
+        "Adds, refreshes and removes training_set partitions from the spec folder; a new or changed spec "
+        "runs species_list to balanced_manifest (a download-sourced one to gbif_download, then "
+        "gbif_download_sensor takes over); the rest follows through automation."
+    ),
 )
 def training_set_specs_sensor(context: dg.SensorEvaluationContext, specs: SpecsResource):
     # cursor: {"specs": {name: {"fingerprint": str, "file": str}}}
@@ -40,17 +49,20 @@ def training_set_specs_sensor(context: dg.SensorEvaluationContext, specs: SpecsR
         if name not in previous and (built := built_fingerprint(context.instance, name)):
             previous[name] = {"fingerprint": built}  # the file is not known: see partition_changes
     changes = partition_changes(folder, previous, existing)
-    run_requests = [
-        dg.RunRequest(
-            partition_key=name,
-            run_key=f"{name}:{fingerprint[:16]}",
-            tags={
-                "gbifdl/trigger": "spec_added" if name in changes.added else "spec_changed",
-                "gbifdl/target": f"species_list[{name}]",
-            },
+    run_requests = []
+    for name, fingerprint in changes.to_run.items():
+        stages = first_run_stages(folder.specs[name])
+        run_requests.append(
+            dg.RunRequest(
+                partition_key=name,
+                run_key=f"{name}:{fingerprint[:16]}",
+                asset_selection=[dg.AssetKey(stage) for stage in stages],
+                tags={
+                    "gbifdl/trigger": "spec_added" if name in changes.added else "spec_changed",
+                    "gbifdl/target": f"{stages[0]}..{stages[-1]}[{name}]",
+                },
+            )
         )
-        for name, fingerprint in changes.to_run.items()
-    ]
     partition_requests = []
     if changes.added:
         partition_requests.append(training_set_partitions.build_add_request(changes.added))

@@ -95,7 +95,9 @@ def add_images_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--strict", action="store_true", help="also fail on objects no ledger describes (orphans)"
     )
     verify.add_argument("--threads", type=_positive_int, default=16, help="parallel reads for --deep (16)")
-    verify.add_argument("--progress-seconds", type=float, default=5.0)
+    verify.add_argument(
+        "--progress-seconds", type=float, default=5.0, help="seconds between progress lines (%(default)s)"
+    )
     verify.set_defaults(func=cmd_images_verify)
     dups = sub.add_parser(
         "duplicates",
@@ -201,8 +203,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-side", type=_max_side, default=512, help="resize to this longer side; none keeps")
     p.add_argument("--min-side", type=_positive_int, default=64, help="reject smaller images (64)")
-    p.add_argument("--format", default="jpeg", choices=["jpeg", "png", "webp", "original"])
-    p.add_argument("--quality", type=_positive_int, default=90)
+    p.add_argument(
+        "--format",
+        default="jpeg",
+        choices=["jpeg", "png", "webp", "original"],
+        help="stored image format; original keeps the bytes as fetched (default: %(default)s)",
+    )
+    p.add_argument(
+        "--quality", type=_positive_int, default=90, help="JPEG/WebP quality, 1-100 (default: %(default)s)"
+    )
     p.add_argument("--max-bytes", type=_positive_int, default=20_000_000, help="largest download (20 MB)")
     p.add_argument("--timeout", type=float, default=120.0, help="network seconds per image, retries included")
     p.add_argument("--attempts", type=_positive_int, default=4, help="tries per image for transient errors")
@@ -210,7 +219,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--processes", type=_positive_int, help="downloader processes (default: one per core, max 4)"
     )
-    p.add_argument("--progress-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--progress-seconds", type=float, default=5.0, help="seconds between progress lines (%(default)s)"
+    )
 
 
 def _run(args: argparse.Namespace, *, only_failed: bool) -> int:

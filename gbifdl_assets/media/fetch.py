@@ -178,7 +178,8 @@ class Fetcher:
     ) -> None:
         self.config = config or FetchConfig()
         self._policy = self.config.policy
-        self._learned = dict(host_states or {})
+        # not copied: a run's HostBook adds what concurrent runs learn about hosts not met yet
+        self._learned = host_states if host_states is not None else {}
         self._gates: dict[str, HostGate] = {}
         self._origins: dict[tuple[str, str], Origin] = {}
         self._idle: dict[Origin, list[Connection]] = {}

@@ -38,6 +38,7 @@ _MAX_HOSTS = 20_000
 _FIELDS = (
     "rate",
     "ceiling",
+    "ceiling_soft",
     "concurrency",
     "latency_ms",
     "requests",
@@ -180,18 +181,31 @@ class HostBook:
         return merge_worker_states(self._by_source.values())
 
     def maybe_save(self) -> None:
-        if self._dirty and time.monotonic() - self._saved_at >= self.save_seconds:
+        """Every ``save_seconds``: write what this run learned, and read what the other runs of the
+        store (the other shards of a training set, running now) wrote meanwhile."""
+        if time.monotonic() - self._saved_at >= self.save_seconds:
             self.save()
 
     def save(self) -> None:
         self._saved_at = time.monotonic()
-        if not (self._dirty and self.storage is not None and self.key):
+        if self.storage is None or not self.key:
             return
-        self._dirty = False
         try:
-            save_host_rates(self.storage, self.merged(), self.key)
+            if self._dirty:
+                self._dirty = False
+                save_host_rates(self.storage, self.merged(), self.key)
+            self._adopt_others(load_host_rates(self.storage, self.key))
         except Exception as exc:  # a hint for later runs; never worth failing this one
             log.warning("could not save host rates to %s: %s", self.storage.uri_of(self.key), exc)
+
+    def _adopt_others(self, in_file: Mapping[str, Mapping[str, Any]]) -> None:
+        """Hosts this run has not contacted yet start from what other runs have learned since it
+        began (``learned`` is updated in place: the fetcher reads it when it meets a new host); a
+        host already under way keeps its own controller."""
+        seen = {host for states in self._by_source.values() for host in states}
+        for host, state in in_file.items():
+            if host not in seen:
+                self.learned[host] = dict(state)
 
     def summary(self, top: int = 20) -> dict[str, Any]:
         """For the run summary: busiest hosts, skipped hosts with their reason, throttling in all."""

@@ -65,6 +65,7 @@ __all__ = [
     "SnapshotNotFound",
     "get_snapshot",
     "latest_snapshot",
+    "latest_snapshots",
     "list_snapshots",
     "read_snapshot",
     "write_snapshot_from_dwca",
@@ -149,6 +150,17 @@ def latest_snapshot(storage: Storage, training_set: str) -> SnapshotInfo | None:
     """The newest committed snapshot (the storage layout's commit rule), or None."""
     snapshot_id = layout.newest_complete(storage, layout.snapshots(training_set))
     return get_snapshot(storage, training_set, snapshot_id) if snapshot_id else None
+
+
+def latest_snapshots(storage: Storage, training_sets: Iterable[str] | None = None) -> list[SnapshotInfo]:
+    """The newest committed snapshot of each training set (every one in the storage when None).
+
+    Training sets without a committed snapshot are left out; a name that cannot be a training set
+    raises the ValueError of :func:`~gbifdl_assets.storage.layout.check_training_set`.
+    """
+    names = layout.snapshot_training_sets(storage) if training_sets is None else list(training_sets)
+    found = (latest_snapshot(storage, name) for name in names)
+    return [info for info in found if info is not None]
 
 
 def read_snapshot(

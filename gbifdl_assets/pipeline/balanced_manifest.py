@@ -5,8 +5,8 @@ Four checks guard what a model would train on (:data:`CHECKS`): balance within t
 every licence allowed, no split group in two splits, no duplicate URL; a fifth warns (does not block)
 when a ``balancing.by`` column is empty in every candidate row, since balancing by it is then no
 balancing (a download snapshot written without GBIF's registry has no publisher). The manifest is
-named after the annotated table it was built from, and keeps the images of the previous manifest
-where it can.
+named after the annotated table it was built from (plus the version of the image flags, when flags
+took images out: :mod:`.image_flags`), and keeps the images of the previous manifest where it can.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import pyarrow as pa
 from gbifdl_assets.pipeline.annotated_occurrences import newest_annotated
 from gbifdl_assets.pipeline.checks import CheckOutcome
 from gbifdl_assets.pipeline.errors import StageError
+from gbifdl_assets.pipeline.image_flags import flag_exclusions
 from gbifdl_assets.pipeline.species_list import taxon_names_of
 from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.manifest import (
+    ImageExclusions,
     ManifestResult,
     build_manifest,
     build_manifest_from_parquet,
@@ -54,7 +56,7 @@ WARNING_CHECKS = frozenset({"strata_columns_filled"})
 class BalancedManifest:
     """A written manifest, what it holds, and its checks."""
 
-    output_id: str  # the annotated table's id: <snapshot_id>-<rules version>
+    output_id: str  # the annotated table's id (<snapshot_id>-<rules version>), + .f<flags> when flags apply
     snapshot_id: str
     key: str
     uri: str
@@ -83,16 +85,19 @@ def build_balanced_manifest(
     previous_key = latest_manifest_key(storage, training_set)
     previous = storage.read_parquet(previous_key, columns=["url"]).column("url") if previous_key else None
     started = time.monotonic()
+    flags = flag_exclusions(storage, spec)
+    output_id = layout.manifest_id(source.output_id, flags.version)
     try:
-        result = _build(storage, source.key, spec, source.snapshot_id, previous)
+        result = _build(storage, source.key, spec, source.snapshot_id, previous, flags.exclude)
     except SamplingError as exc:
         raise StageError(f"balanced_manifest[{training_set}]: {exc}") from exc
     elapsed = time.monotonic() - started
     table, stats = result.table, result.stats
+    stats["image_flags"] = flags.stats
     folder = layout.manifests(training_set)
-    key = folder.commit_key(source.output_id)
+    key = folder.commit_key(output_id)
     nbytes = storage.write_parquet(key, table)
-    layout.publish(storage, folder, source.output_id)
+    layout.publish(storage, folder, output_id)
 
     names = dict(zip(table.column("label").to_pylist(), table.column("label_name").to_pylist(), strict=True))
     known = {**taxon_names_of(storage, training_set), **{str(k): v for k, v in names.items() if v}}
@@ -105,7 +110,7 @@ def build_balanced_manifest(
         f"dropped {stats.get('dropped')}"
     )
     return BalancedManifest(
-        output_id=source.output_id,
+        output_id=output_id,
         snapshot_id=source.snapshot_id,
         key=key,
         uri=storage.uri_of(key),
@@ -123,17 +128,25 @@ def build_balanced_manifest(
 
 
 def _build(
-    storage: Storage, source_key: str, spec: TrainingSetSpec, snapshot_id: str, previous: Any
+    storage: Storage,
+    source_key: str,
+    spec: TrainingSetSpec,
+    snapshot_id: str,
+    previous: Any,
+    exclude: ImageExclusions | None,
 ) -> ManifestResult:
     local = storage.local_path(source_key)
     if local is not None:  # stream the Parquet file (bounded memory)
-        return build_manifest_from_parquet(local, spec, snapshot_id=snapshot_id, previous=previous)
+        return build_manifest_from_parquet(
+            local, spec, snapshot_id=snapshot_id, previous=previous, exclude=exclude
+        )
     return build_manifest(
         storage.read_parquet(source_key),
         spec,
         snapshot_id=snapshot_id,
         previous=previous,
         source=storage.uri_of(source_key),
+        exclude=exclude,
     )
 
 

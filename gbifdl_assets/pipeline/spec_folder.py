@@ -80,3 +80,29 @@ def partition_changes(
     )
     to_run = {name: current[name]["fingerprint"] for name in added + changed if name in specs.specs}
     return PartitionChanges(added, changed, removed, to_run, current)
+
+
+#: The stages from the species list to the balanced manifest, in order (one run covers them: same
+#: partition). Asset names; the Dagster layer maps them to its assets.
+STAGES_TO_MANIFEST = (
+    "species_list",
+    "gbif_download",
+    "occurrence_snapshot",
+    "annotated_occurrences",
+    "balanced_manifest",
+)
+#: Source types whose occurrences come from a GBIF download (requested, or named by key or DOI).
+DOWNLOAD_SOURCES = frozenset({"download", "download_key", "doi"})
+
+
+def first_run_stages(spec: TrainingSetSpec) -> tuple[str, ...]:
+    """The stages a new or changed spec's run materializes.
+
+    A download-sourced set stops at ``gbif_download``: the download may take hours at GBIF, and the
+    download sensor launches the snapshot when it ends, so no run sits waiting for it. Every other set
+    (search, or ``auto``, which decides at run time) runs to the balanced manifest at once. The image
+    store and the export follow through their automation conditions either way.
+    """
+    if spec.source.type in DOWNLOAD_SOURCES:
+        return STAGES_TO_MANIFEST[:2]
+    return STAGES_TO_MANIFEST

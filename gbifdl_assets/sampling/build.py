@@ -29,6 +29,7 @@ from gbifdl_assets.sampling.assemble import (
 from gbifdl_assets.sampling.balance import balance, require_by_columns
 from gbifdl_assets.sampling.checks import check_strata_columns, strata_column_fill
 from gbifdl_assets.sampling.errors import SamplingError
+from gbifdl_assets.sampling.exclusions import ImageExclusions
 from gbifdl_assets.sampling.filters import (
     apply_filters,
     duplicate_candidates,
@@ -140,6 +141,7 @@ def _build(
     *,
     snapshot_id: str,
     previous: pa.Table | pa.Array | Iterable[str] | None,
+    exclude: ImageExclusions | None = None,
 ) -> ManifestResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -157,7 +159,7 @@ def _build(
     input_rows = 0
     cols1 = first_pass_columns(spec, source.names)
     for offset, batch in source.batches(cols1):
-        fr = apply_filters(batch, spec, label_col=label_col, dedup=False)
+        fr = apply_filters(batch, spec, label_col=label_col, dedup=False, exclude=exclude)
         input_rows += fr.input_rows
         for reason, count in fr.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + count
@@ -345,15 +347,21 @@ def build_manifest(
     previous: pa.Table | pa.Array | Iterable[str] | None = None,
     source: str = "input table",
     batch_rows: int = 1 << 20,
+    exclude: ImageExclusions | None = None,
 ) -> ManifestResult:
     """Filter, balance and split ``table`` into a manifest; SamplingError (naming ``source``) on bad input.
 
     ``previous``: the previous manifest of this training set (or its URLs); its images are kept
-    wherever the quotas allow (see balance.py, "Refresh guarantee").
+    wherever the quotas allow (see balance.py, "Refresh guarantee"). ``exclude``: flagged images to
+    leave out before balancing (:class:`ImageExclusions`).
     """
     try:
         return _build(
-            TableSource(table, batch_rows, source), spec, snapshot_id=snapshot_id, previous=previous
+            TableSource(table, batch_rows, source),
+            spec,
+            snapshot_id=snapshot_id,
+            previous=previous,
+            exclude=exclude,
         )
     except SamplingError as exc:
         raise SamplingError(f"{source}: {exc}") from None
@@ -366,12 +374,13 @@ def build_manifest_from_parquet(
     snapshot_id: str,
     previous: pa.Table | pa.Array | Iterable[str] | None = None,
     batch_rows: int = 1 << 20,
+    exclude: ImageExclusions | None = None,
 ) -> ManifestResult:
     """:func:`build_manifest` streaming a Parquet file or folder (bounded memory)."""
     path = Path(path)
     source = ParquetSource(path, batch_rows)
     try:
-        return _build(source, spec, snapshot_id=snapshot_id, previous=previous)
+        return _build(source, spec, snapshot_id=snapshot_id, previous=previous, exclude=exclude)
     except SamplingError as exc:
         text = str(exc)
         raise SamplingError(text if text.startswith(str(path)) else f"{path}: {text}") from None

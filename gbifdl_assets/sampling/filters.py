@@ -61,6 +61,7 @@ from gbifdl_assets.sampling.arrays import (
     valid_mask,
 )
 from gbifdl_assets.sampling.errors import SamplingError  # also importable from here, as before
+from gbifdl_assets.sampling.exclusions import ImageExclusions
 from gbifdl_assets.sampling.hashing import hash_strings
 
 __all__ = [
@@ -390,12 +391,18 @@ def require_columns(available: Sequence[str], columns: list[str], why: str) -> N
 
 
 def apply_filters(
-    table: pa.Table, spec: specs.TrainingSetSpec, *, label_col: str | None = None, dedup: bool = True
+    table: pa.Table,
+    spec: specs.TrainingSetSpec,
+    *,
+    label_col: str | None = None,
+    dedup: bool = True,
+    exclude: ImageExclusions | None = None,
 ) -> FilterResult:
     """Apply the spec's record, licence and annotation filters and drop duplicate URLs.
 
     ``dedup=False`` leaves duplicates in (a caller filtering a large input batch by batch
-    removes them once over all batches, with :func:`duplicate_candidates`).
+    removes them once over all batches, with :func:`duplicate_candidates`). ``exclude``: flagged
+    images to leave out (reason ``image_flag``).
     """
     label_col = label_col or label_column(spec.balancing.label_rank)
     require_columns(table.column_names, ["gbifID", "identifier"], "every snapshot row has them")
@@ -449,6 +456,8 @@ def apply_filters(
         drop("annotation_drop_label", has_drop)
         if policy.conflicts == "exclude_all":
             drop("annotation_conflict", conflict)
+    if exclude:
+        drop("image_flag", exclude.mask(table, label_col))
 
     rows = np.flatnonzero(alive)
     url_hash = hash_strings(table.column("identifier"), 0, rows=rows)

@@ -41,6 +41,7 @@ from gbifdl_assets.sampling.checks import (
     empty_column_fix,
 )
 from gbifdl_assets.sampling.errors import SamplingError
+from gbifdl_assets.sampling.exclusions import ImageExclusions
 from gbifdl_assets.sampling.manifest_table import (
     MANIFEST_COLUMNS,
     MANIFEST_METADATA_KEY,
@@ -54,6 +55,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "MANIFEST_METADATA_KEY",
     "MANIFEST_SCHEMA",
+    "ImageExclusions",
     "ManifestResult",
     "SamplingError",
     "build_manifest",

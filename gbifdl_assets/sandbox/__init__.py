@@ -42,6 +42,7 @@ adds the sandbox-only column back), so snapshots must take the publisher from th
 
 from .app import create_app
 from .config import SandboxConfig
+from .hosts import parse_media_hosts
 from .server import RunningSandbox, serve, start_sandbox
 from .taxonomy import NAMED_SPECIES
 from .world import World, build_world, get_world
@@ -56,4 +57,5 @@ __all__ = [
     "build_world",
     "get_world",
     "NAMED_SPECIES",
+    "parse_media_hosts",
 ]

@@ -355,8 +355,14 @@ def download_cancel(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _published(request: Request) -> None:
+    """The downloads GBIF already holds exist from the first request that reads downloads."""
+    _state(request).downloads.ensure_published(_media_base(request), _base(request) + "/v1")
+
+
 def download_file(request: Request) -> Response:
     st = _state(request)
+    _published(request)
     key = request.path_params["key"].removesuffix(".zip")
     d = st.downloads.get(key)
     if d is None:
@@ -377,6 +383,7 @@ def download_file(request: Request) -> Response:
 
 def archive_file(request: Request) -> Response:
     st = _state(request)
+    _published(request)
     key = request.path_params["name"].removesuffix(".zip")
     d = st.downloads.get(key)
     if d is None:
@@ -393,6 +400,7 @@ def archive_file(request: Request) -> Response:
 def download_get(request: Request) -> Response:
     """Dispatch of GET /v1/occurrence/download/… (status by key or DOI, user listing, citation, datasets)."""
     st = _state(request)
+    _published(request)
     rest = request.path_params["rest"].strip("/")
     api_url = _base(request) + "/v1"
     parts = rest.split("/")

@@ -5,6 +5,9 @@ archive is written by a background worker as soon as the request arrives, and th
 SUCCEEDED once the archive exists, because ``size`` must equal the zip's byte count. ``doi`` and
 ``size`` appear only at SUCCEEDED (and stay for FILE_ERASED), like GBIF.
 
+Downloads GBIF already holds (the ones example specs cite by DOI or key, :mod:`.published`) are
+registered, and their archives built, on the first request that reads downloads.
+
 Fault injection: ``config.download_final_status`` or the keyword ``sandbox:<STATUS>`` in a request's
 ``description`` makes it end FAILED, KILLED, FILE_ERASED, CANCELLED or stay SUSPENDED.
 """
@@ -32,6 +35,7 @@ from .config import DOWNLOAD_FAULT_STATUSES, SandboxConfig
 from .dwca import Stopped, write_archive
 from .filters import BadRequest
 from .predicates import echo, evaluate
+from .published import PUBLISHED_CREATOR, PUBLISHED_DOWNLOADS, PublishedDownload
 from .registry import dataset_citation, dataset_doi
 from .vocab import LICENSE_URLS
 from .world import World
@@ -101,6 +105,9 @@ class DownloadService:
         self.work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="gbif-sandbox-downloads-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-dwca")
+        #: held while the published downloads are registered and built (once, on first use)
+        self._publish_lock = threading.Lock()
+        self._published = False
 
     def close(self) -> None:
         with self._lock:
@@ -230,6 +237,47 @@ class DownloadService:
         else:
             d.built.set()
         return key
+
+    def ensure_published(self, media_base: str, api_url: str | None = None) -> None:
+        """Register the downloads GBIF already holds (:data:`.published.PUBLISHED_DOWNLOADS`) and build
+        their archives, once: their status is SUCCEEDED from the start, so the archive must exist before
+        anyone reads it. ``media_base`` is the address the archive's image links point at."""
+        with self._publish_lock:
+            if self._published:
+                return
+            for published in PUBLISHED_DOWNLOADS:
+                self._publish(published, media_base, api_url)
+            self._published = True
+
+    def _publish(self, p: PublishedDownload, media_base: str, api_url: str | None) -> None:
+        mask = evaluate(self.world, p.predicate)
+        d = Download(
+            key=p.key,
+            doi=p.doi,
+            creator=PUBLISHED_CREATOR,
+            request={
+                "predicate": echo(p.predicate),
+                "creator": PUBLISHED_CREATOR,
+                "notificationAddresses": [],
+                "sendNotification": False,
+                "format": p.format,
+                "type": "OCCURRENCE",
+                "verbatimExtensions": [],
+            },
+            predicate=p.predicate,
+            format=p.format,
+            created=datetime.fromisoformat(p.created).timestamp(),
+            final_status="SUCCEEDED",
+            media_base=media_base,
+            api_url=api_url,
+        )
+        rows = np.flatnonzero(mask)
+        self._summarise(d, rows)
+        self._build(d, rows)  # here, not in the pool: nobody sees the download before its archive exists
+        d.finished_at = datetime.fromisoformat(p.modified).timestamp()
+        with self._lock:
+            self._downloads[d.key] = d
+            self._by_doi[d.doi.lower()] = d.key
 
     def _final_status(self, description: Any) -> str:
         m = re.search(r"sandbox:([A-Za-z_]+)", description) if isinstance(description, str) else None

@@ -5,7 +5,9 @@ Vanessa atalanta, Aglais io with its synonym Inachis io, Panthera leo, Helianthu
 with generated families, genera, species, subspecies and synonyms. Named taxa keep the same keys
 whatever the seed — where the real backbone key is known it is reused (Vanessa atalanta 1898286,
 Helianthus annuus 9206251, Passer domesticus 5231190 …), so specs written against GBIF read naturally
-here; generated taxa get seed-dependent keys that never collide with them.
+here; generated taxa get seed-dependent keys that never collide with them. A named species' number
+is its Zipf rank (lower = more records): the example specs' species rank high enough that a spec
+written for GBIF, where each has thousands of images (lion and tiger too), fills its classes here.
 
 The taxonomy has a few thousand usages, so it is kept as Python objects plus small numpy arrays; the
 large data (occurrences) refers to usages by index.
@@ -94,8 +96,8 @@ SKELETON = (
                 ("ORDER", "Carnivora", "", 732, "Carnivores", 1.5, (
                     ("FAMILY", "Felidae", "", 9703, "Cats", (
                         ("GENUS", "Panthera", "Oken, 1816", 2435194, _N, (
-                            ("SPECIES", "Panthera leo", "(Linnaeus, 1758)", 5219404, "Lion", 60, "AFRICA"),
-                            ("SPECIES", "Panthera tigris", "(Linnaeus, 1758)", 5219416, "Tiger", 80, "ASIA"),
+                            ("SPECIES", "Panthera leo", "(Linnaeus, 1758)", 5219404, "Lion", 6, "AFRICA"),
+                            ("SPECIES", "Panthera tigris", "(Linnaeus, 1758)", 5219416, "Tiger", 7, "ASIA"),
                         )),
                     )),
                 )),

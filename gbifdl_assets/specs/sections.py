@@ -20,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gbifdl_assets.quoting import describe, show
 from gbifdl_assets.specs.messages import FieldProblems
 from gbifdl_assets.suggestions import match_choice
-from gbifdl_assets.vocabulary import ANNOTATION_LABELS, KEY_RANKS, KINGDOMS, TAXON_RANKS
+from gbifdl_assets.vocabulary import ANNOTATION_LABELS, IMAGE_FLAGS, KEY_RANKS, KINGDOMS, TAXON_RANKS
 
 __all__ = [
     "AnnotationPolicy",
     "BalancingSpec",
     "DuplicateOptions",
+    "ImageFlagPolicy",
     "ImageOptions",
     "RefreshSpec",
     "Section",
@@ -336,6 +337,26 @@ class SplitSpec(Section):
         return self
 
 
+class ImageFlagPolicy(Section):
+    """Which flagged images (``gbifdl annotations flags``, the gallery page) the manifest leaves out."""
+
+    # flags with these terms drop their image; []: flags are ignored
+    drop: list[str] = Field(default_factory=lambda: list(IMAGE_FLAGS))
+    min_support: int = Field(default=0, ge=0)  # flags with fewer supporting votes are ignored
+    exclude_contested: bool = False  # ignore flags that anyone contested
+
+    @field_validator("drop", mode="before")
+    @classmethod
+    def _drop(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list):
+            raise ValueError(f"expected a list of image flags, got {describe(value)}")
+        wanted = {match_choice(v, IMAGE_FLAGS, "image flag") for v in values}
+        return [flag for flag in IMAGE_FLAGS if flag in wanted]
+
+
 class AnnotationPolicy(Section):
     """Which annotation rules apply and which labelled records stay out of the training set."""
 
@@ -347,6 +368,8 @@ class AnnotationPolicy(Section):
     # exclude_any drops it (any drop label excludes), keep_conflicting keeps it unless every label
     # on it is a drop label, exclude_all drops every conflicting record as well as drop-labelled ones.
     conflicts: str = "exclude_any"
+    # flags on single images: which ones leave their image out of the manifest
+    image_flags: ImageFlagPolicy = Field(default_factory=ImageFlagPolicy)
 
     @field_validator("rulesets", mode="before")
     @classmethod

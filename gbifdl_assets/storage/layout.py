@@ -9,10 +9,13 @@ Every storage key of the stages is built here, so the layout can be read in one 
     snapshots/<ts>/latest                                         pointer: "<snapshot_id>\\n"
     annotations/rulesets/<version>/rules.parquet                  compiled rules; the commit file
     annotations/rulesets/latest                                   pointer: "<version>"
+    annotations/image_flags/<version>/flags.parquet               compiled image flags; the commit file
+    annotations/image_flags/latest                                pointer: "<version>"
     annotated/<ts>/<snapshot_id>-<version>/matches.parquet        which rule matched what
     annotated/<ts>/<snapshot_id>-<version>/annotated.parquet      labelled rows; the commit file
     annotated/<ts>/latest                                         pointer: the output's folder
     manifests/<ts>/<snapshot_id>-<version>/manifest.parquet       one row per image; the commit file
+    manifests/<ts>/<snapshot_id>-<version>.f<flags>/manifest.parquet  the same, with image flags applied
     manifests/<ts>/latest                                         pointer: the manifest's key
     ledgers/<ts>.shard<shard>/...                                 image ledgers (inside: media/ledger.py)
     images/...                                                    content-addressed images (media/store.py)
@@ -57,6 +60,10 @@ SNAPSHOT_MEDIA_FILE = "media.parquet"
 SNAPSHOT_META_FILE = "snapshot.json"
 RULESETS_PREFIX = "annotations/rulesets"
 RULES_FILE = "rules.parquet"
+IMAGE_FLAGS_PREFIX = "annotations/image_flags"
+IMAGE_FLAGS_FILE = "flags.parquet"
+#: between an annotated table's id and the version of the image flags a manifest applied
+FLAGS_SEPARATOR = ".f"
 ANNOTATED_PREFIX = "annotated"
 MATCHES_FILE = "matches.parquet"
 ANNOTATED_FILE = "annotated.parquet"
@@ -119,8 +126,20 @@ def annotated_id(snapshot_id: str, rules_version: str) -> str:
 
 def split_annotated_id(output_id: str) -> tuple[str, str]:
     """(snapshot id, rules version) of an annotated table's (or a manifest's) id."""
-    snapshot_id, _, rules_version = output_id.rpartition("-")
+    snapshot_id, _, rules_version = split_manifest_id(output_id)[0].rpartition("-")
     return snapshot_id, rules_version
+
+
+def manifest_id(annotated: str, flags_version: str | None) -> str:
+    """A manifest's id: the annotated table's, plus ``.f<flags version>`` when image flags took images
+    out (a flag changes the manifest, not the annotated table)."""
+    return f"{annotated}{FLAGS_SEPARATOR}{flags_version}" if flags_version else annotated
+
+
+def split_manifest_id(output_id: str) -> tuple[str, str | None]:
+    """(annotated table id, image flags version or None) of a manifest's id."""
+    annotated, sep, flags = output_id.partition(FLAGS_SEPARATOR)
+    return annotated, (flags if sep else None)
 
 
 # --- the commit rule -----------------------------------------------------------------------------
@@ -175,6 +194,17 @@ def snapshots(training_set: str) -> OutputFolder:
     )
 
 
+def snapshot_training_sets(storage: Storage) -> list[str]:
+    """The training sets that have a folder under ``snapshots/`` (sorted; committed or not)."""
+    base = SNAPSHOTS_PREFIX + "/"
+    names = set()
+    for key in storage.list(base):
+        name = key[len(base) :].split("/", 1)[0]
+        if _TRAINING_SET.match(name):
+            names.add(name)
+    return sorted(names)
+
+
 def snapshot_prefix(training_set: str, snapshot_id: str) -> str:
     """``snapshots/<training_set>/<snapshot_id>``: the folder of one snapshot."""
     return snapshots(training_set).folder(snapshot_id)
@@ -182,6 +212,10 @@ def snapshot_prefix(training_set: str, snapshot_id: str) -> str:
 
 def rulesets() -> OutputFolder:
     return OutputFolder(RULESETS_PREFIX, RULES_FILE, pointer="id")
+
+
+def image_flags() -> OutputFolder:
+    return OutputFolder(IMAGE_FLAGS_PREFIX, IMAGE_FLAGS_FILE, pointer="id")
 
 
 def annotated(training_set: str) -> OutputFolder:

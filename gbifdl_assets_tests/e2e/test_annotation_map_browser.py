@@ -26,7 +26,7 @@ import requests
 
 from gbifdl_assets.annotations.store import AnnotationStore
 from gbifdl_assets_tests.harness.annotation_service import AnnotationService
-from gbifdl_assets_tests.harness.debian import ensure_command
+from gbifdl_assets_tests.harness.map_page import log_in, search_taxon
 from gbifdl_assets_tests.harness.ports import LOOPBACK, free_port
 
 SCREENSHOT = Path(__file__).with_name("screenshots") / "annotation-map.png"
@@ -44,32 +44,6 @@ def service(sandbox, tmp_path: Path) -> Iterator[AnnotationService]:
         store.add_user(USER, PASSWORD)
     with AnnotationService(url, tmp_path, api_url=sandbox.api_url) as svc:
         yield svc
-
-
-@pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    # the Debian chromium and chromedriver are given explicitly: Selenium Manager must not download any
-    monkeypatch.setenv("SE_OFFLINE", "true")
-    chromium = ensure_command("chromium", "chromium")
-    chromedriver = ensure_command("chromedriver", "chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = chromium
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, CSP violations
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1400,900", f"--user-data-dir={tmp_path / 'chrome-profile'}"):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(
-        service=Service(executable_path=chromedriver, log_output=str(tmp_path / "chromedriver.log")),
-        options=options,
-    )
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_draw_save_reload_vote_comment(service, browser, tmp_path):
@@ -97,15 +71,10 @@ def test_draw_save_reload_vote_comment(service, browser, tmp_path):
     assert by_id("status").text == ""
 
     # log in
-    by_id("login-user").send_keys(USER)
-    by_id("login-password").send_keys(PASSWORD)
-    by_id("login-button").click()
-    wait.until(ec.text_to_be_present_in_element((By.ID, "login-status"), f"Logged in as {USER}"))
+    log_in(d, wait, USER, PASSWORD)
 
     # find the taxon through the GBIF client (the sandbox answers)
-    by_id("taxon-query").send_keys("Panthera leo")
-    by_id("taxon-search").click()
-    result = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f".taxon-result[data-key='{LION}']")))
+    result = search_taxon(d, wait, "Panthera leo", LION)
     assert "Panthera leo" in result.text
     result.click()
     wait.until(
@@ -321,9 +290,7 @@ def test_a_rule_with_filters_and_one_without_a_taxon_through_the_page(service, b
         ec.text_to_be_present_in_element((By.ID, "save-why"), "Draw a polygon or pick a country first.")
     )
 
-    by_id("taxon-query").send_keys("Panthera leo")
-    by_id("taxon-search").click()
-    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f".taxon-result[data-key='{LION}']"))).click()
+    search_taxon(d, wait, "Panthera leo", LION).click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "rules-title"), "Rules of this taxon"))
     # the service now knows the name (from the search), without asking GBIF again
     names = requests.get(f"{service.url}/ui/api/taxon-names", params={"key": [LION, 1]}).json()

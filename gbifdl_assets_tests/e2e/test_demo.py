@@ -109,7 +109,7 @@ def test_demo_is_quiet_by_default(demo: DemoRun):
     err = demo.proc.stderr
     assert demo.proc.returncode == 0, err[-3000:]
     assert "offline (--offline): running against the bundled offline sandbox" in err
-    assert "[1/11] annotation_rulesets: done" in err and "[11/11] training_export: done" in err
+    assert "[1/11] annotation_rulesets, image_flags: done" in err and "[11/11] training_export: done" in err
     for noise in (" - DEBUG - ", "STEP_START", "BetaWarning", "Traceback"):
         assert noise not in err, err[:3000]
     assert len(err.strip().splitlines()) <= 15, err[:3000]

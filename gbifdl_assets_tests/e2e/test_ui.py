@@ -33,6 +33,7 @@ from PIL import Image
 
 from gbifdl_assets.defs.annotations import annotation_rules_sensor, annotation_rulesets
 from gbifdl_assets.defs.assets import ALL_ASSETS, TRAINING_SET_STAGES
+from gbifdl_assets.defs.image_flags import image_flags, image_flags_sensor
 from gbifdl_assets.defs.images import image_store, shard_partitions, training_export
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
 from gbifdl_assets.defs.resources import SpecsResource
@@ -81,6 +82,7 @@ ASSETS = {
     "gbif_download",
     "occurrence_snapshot",
     "annotation_rulesets",
+    "image_flags",
     "annotated_occurrences",
     "balanced_manifest",
     "image_store",
@@ -105,7 +107,7 @@ PAGES = [
     Page(
         "asset-graph",
         "/assets/training_export?view=lineage&lineageScope=upstream&lineageDepth=8",
-        (2400, 1000),
+        (2800, 1400),
         ("species_list", "image_store", "training_export", "Parquet", "File"),
     ),
     Page(
@@ -187,6 +189,7 @@ SENSORS = (
     "training_set_specs_sensor",
     "gbif_download_sensor",
     "annotation_rules_sensor",
+    "image_flags_sensor",
     "gbifdl_automation",
 )
 
@@ -221,7 +224,7 @@ def _materialize_demo(root: Path, api_url: str) -> dict:
             )
             assert result.success
 
-        run([annotation_rulesets.key])
+        run([annotation_rulesets.key, image_flags.key])
         run([a.key for a in TRAINING_SET_STAGES], DEMO)
         for shard in shard_partitions.get_partition_keys():
             run([image_store.key], dg.MultiPartitionKey({TRAINING_SET_PARTITION: DEMO, "shard": shard}))
@@ -232,7 +235,7 @@ def _materialize_demo(root: Path, api_url: str) -> dict:
 def _catch_up_sensors(web: Webserver, resources: dict) -> None:
     """Give the spec and rule sensors the cursors they compute now (module docstring)."""
     with dg.DagsterInstance.get() as instance:
-        for sensor in (training_set_specs_sensor, annotation_rules_sensor):
+        for sensor in (training_set_specs_sensor, annotation_rules_sensor, image_flags_sensor):
             with dg.build_sensor_context(instance=instance, resources=resources) as context:
                 result = sensor(context)
             selector = {
@@ -330,9 +333,12 @@ def test_code_server_webserver_and_graphql_listing(deployed):
         "training_set_specs_sensor": "RUNNING",
         "gbif_download_sensor": "RUNNING",
         "annotation_rules_sensor": "RUNNING",
+        "image_flags_sensor": "RUNNING",
         "gbifdl_automation": "RUNNING",
     }
-    ours_described = ("training_set_specs_sensor", "gbif_download_sensor", "annotation_rules_sensor")
+    ours_described = (
+        "training_set_specs_sensor", "gbif_download_sensor", "annotation_rules_sensor", "image_flags_sensor",
+    )  # fmt: skip
     assert all(sensors[name]["description"] for name in ours_described)
     schedules = {s["name"]: s for s in data["schedulesOrError"]["results"]}
     assert schedules["training_set_refresh_schedule"]["scheduleState"]["status"] == "RUNNING"

@@ -266,7 +266,7 @@ query { workspaceOrError { __typename ... on Workspace { locationEntries {
 """
 
 
-def _location_loaded(url: str) -> bool:
+def location_loaded(url: str) -> bool:
     """True once every code location finished loading; raise when one failed to load."""
     try:
         data = graphql(url, _LOCATION_STATUS, timeout=10)
@@ -300,7 +300,7 @@ def dagster_webserver(
                 return False
         except requests.RequestException:
             return False
-        return _location_loaded(f"http://{LOOPBACK}:{port}")
+        return location_loaded(f"http://{LOOPBACK}:{port}")
 
     service = start_service(
         "webserver", cmd, env, log_dir=log_dir, ready=ready, timeout=timeout, port=port, cwd=workspace.parent

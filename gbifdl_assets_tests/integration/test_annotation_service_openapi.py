@@ -46,8 +46,11 @@ def test_schemathesis_run_finds_no_failures(
         url = f"sqlite:///{tmp_path / 'annotations.sqlite'}"
     with AnnotationStore(url) as store:
         store.add_user(USER, PASSWORD)
-    # wrong-credential probes (the ignored_auth check) must not lock the fuzzer out
-    with AnnotationService(url, tmp_path, extra_args=("--max-failed-logins", "0")) as service:
+    # wrong-credential probes (the ignored_auth check) must not lock the fuzzer out; an empty data
+    # storage, so the rule preview answers (without one it says 503: not configured)
+    (tmp_path / "data").mkdir()
+    args = ("--max-failed-logins", "0", "--data", str(tmp_path / "data"))
+    with AnnotationService(url, tmp_path, extra_args=args) as service:
         schemathesis = Path(sys.executable).with_name("schemathesis")
         cmd = [
             str(schemathesis), "run", f"{service.url}/openapi.json",
@@ -62,4 +65,5 @@ def test_schemathesis_run_finds_no_failures(
         assert "Internal Server Error" not in service.log_text()
     report = done.stdout + done.stderr
     assert done.returncode == 0, report[-6000:]
-    assert "Tested: 29" in report, report[-3000:]  # every API operation was exercised
+    # every API operation: 29, the preview and 9 image-flag ones
+    assert "Tested: 39" in report, report[-3000:]

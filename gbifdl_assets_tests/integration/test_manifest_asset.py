@@ -6,44 +6,14 @@ import dagster as dg
 import pyarrow.compute as pc
 import pytest
 
-from gbifdl_assets.defs.annotations import annotated_occurrences, annotation_rulesets
-from gbifdl_assets.defs.manifest import balanced_manifest
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
-from gbifdl_assets.defs.resources import GbifResource
-from gbifdl_assets.defs.snapshots import gbif_download, occurrence_snapshot
-from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.gbif.licenses import parse_license_allowlist
 from gbifdl_assets.pipeline.balanced_manifest import CHECKS, read_latest_manifest
 from gbifdl_assets.storage import open_storage
+from gbifdl_assets_tests.harness.manifest_graph import BUTTERFLIES_SPEC, materialize_to_manifest
 from gbifdl_assets_tests.harness.markdown_tables import as_int, markdown_column, markdown_rows
-from gbifdl_assets_tests.harness.project_resources import sandbox_resources
 
 pytestmark = pytest.mark.integration
-
-PARTITIONED = [species_list, gbif_download, occurrence_snapshot, annotated_occurrences, balanced_manifest]
-
-SPEC = """name: butterflies
-taxa: [Vanessa atalanta, Vanessa cardui, Aglais io, Pieris rapae]
-source: search
-balancing: {max_per_class: 12, min_per_class: 3, seed: 1}
-licenses: [CC0, CC-BY, CC-BY-SA, CC-BY-NC]
-"""
-
-
-def _run(sandbox, tmp_path, instance, partition="butterflies"):
-    resources = sandbox_resources(sandbox.api_url, tmp_path, seed_rules=True, images=False)
-    # the sandbox's test account, for download-sourced specs
-    resources["gbif"] = GbifResource(base_url=sandbox.api_url, username="sandbox", password="sandbox")
-    assert dg.materialize([annotation_rulesets], instance=instance, resources=resources).success
-    return dg.materialize(
-        [*PARTITIONED, annotation_rulesets],
-        selection=[a.key for a in PARTITIONED],
-        partition_key=partition,
-        instance=instance,
-        resources=resources,
-        run_config={"ops": {"occurrence_snapshot": {"config": {"poll_seconds": 0.2}}}},
-        raise_on_error=False,
-    )
 
 
 def _checks(result) -> dict:
@@ -56,10 +26,10 @@ def _checks(result) -> dict:
 
 def test_manifest_is_exact_checked_and_reproducible(sandbox, tmp_path):
     (tmp_path / "specs").mkdir()
-    (tmp_path / "specs" / "b.yaml").write_text(SPEC)
+    (tmp_path / "specs" / "b.yaml").write_text(BUTTERFLIES_SPEC)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["butterflies"])
-        result = _run(sandbox, tmp_path, instance)
+        result = materialize_to_manifest(sandbox, tmp_path, instance)
         assert result.success
         checks = {name: c.passed for name, c in _checks(result).items()}
         assert checks == dict.fromkeys(CHECKS, True)
@@ -74,7 +44,7 @@ def test_manifest_is_exact_checked_and_reproducible(sandbox, tmp_path):
         assert "ALL-RIGHTS-RESERVED" not in first.column("license").to_pylist()
 
         # same inputs, same seed: the same manifest (a second full run is a refresh of the same data)
-        again = _run(sandbox, tmp_path, instance)
+        again = materialize_to_manifest(sandbox, tmp_path, instance)
         assert again.success
         second = read_latest_manifest(store, "butterflies")
         assert sorted(second.column("url").to_pylist()) == sorted(first.column("url").to_pylist())
@@ -91,17 +61,17 @@ def test_a_download_sourced_manifest_balances_by_the_publisher_the_registry_gave
     works on the download path because the snapshot took the publisher from the registry, and the
     manifest equals the search-sourced one of the same query, publishers included."""
     (tmp_path / "specs").mkdir()
-    (tmp_path / "specs" / "b.yaml").write_text(SPEC)
+    (tmp_path / "specs" / "b.yaml").write_text(BUTTERFLIES_SPEC)
     (tmp_path / "specs" / "d.yaml").write_text(
-        SPEC.replace("name: butterflies", "name: butterflies-dl").replace(
+        BUTTERFLIES_SPEC.replace("name: butterflies", "name: butterflies-dl").replace(
             "source: search", "source: download"
         )
     )
     store = open_storage(str(tmp_path / "data"))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["butterflies", "butterflies-dl"])
-        by_search = _run(sandbox, tmp_path, instance)
-        by_download = _run(sandbox, tmp_path, instance, "butterflies-dl")
+        by_search = materialize_to_manifest(sandbox, tmp_path, instance)
+        by_download = materialize_to_manifest(sandbox, tmp_path, instance, "butterflies-dl")
         assert by_search.success and by_download.success
         snapshot_meta = by_download.asset_materializations_for_node("occurrence_snapshot")[0].metadata
         assert snapshot_meta["source"].value == "download"
@@ -129,10 +99,12 @@ def test_a_download_sourced_manifest_balances_by_the_publisher_the_registry_gave
 def test_balancing_by_an_empty_column_warns_with_the_column_and_the_fix(sandbox, tmp_path):
     """establishmentMeans is null in every sandbox record: balancing by it is no balancing."""
     (tmp_path / "specs").mkdir()
-    (tmp_path / "specs" / "b.yaml").write_text(SPEC.replace("seed: 1}", "seed: 1, by: [establishmentMeans]}"))
+    (tmp_path / "specs" / "b.yaml").write_text(
+        BUTTERFLIES_SPEC.replace("seed: 1}", "seed: 1, by: [establishmentMeans]}")
+    )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["butterflies"])
-        result = _run(sandbox, tmp_path, instance)
+        result = materialize_to_manifest(sandbox, tmp_path, instance)
         assert result.success  # a warning, not a blocking failure
         checks = _checks(result)
         check = checks["strata_columns_filled"]

@@ -322,3 +322,33 @@ def test_more_than_three_running_downloads_get_420_and_cancel_frees_a_slot(slow_
         slow_sb.api_url + "/occurrence/download/user/sandbox", params={"status": "PREPARING"}, auth=AUTH
     ).json()
     assert running["count"] == 3
+
+
+def test_a_download_gbif_already_holds_is_served_by_its_doi_and_key(sb, http):
+    """The example spec sunflowers-from-doi cites GBIF download 10.15468/dl.np3k7j: the sandbox knows it
+    as GBIF does (recorded key, DOI, creation time and predicate; SUCCEEDED; a real-layout DWCA of the
+    sandbox's sunflowers in the US and Canada since 1975)."""
+    by_doi = http.get(f"{sb.api_url}/occurrence/download/10.15468/dl.np3k7j").json()
+    key = "0026011-250827131500795"
+    assert (by_doi["key"], by_doi["doi"], by_doi["status"]) == (key, "10.15468/dl.np3k7j", "SUCCEEDED")
+    assert by_doi["created"] == "2025-09-04T12:11:34.648+00:00"
+    assert http.get(f"{sb.api_url}/occurrence/download/{key}").json() == by_doi
+    assert "creator" not in by_doi["request"]
+    terms = {p["key"] for p in by_doi["request"]["predicate"]["predicates"]}
+    assert terms == {"TAXON_KEY", "COUNTRY", "YEAR"}
+    citation = http.get(f"{sb.api_url}/occurrence/download/{key}/citation").text
+    assert (
+        citation == "GBIF.org (4 September 2025) GBIF Occurrence Download https://doi.org/10.15468/dl.np3k7j"
+    )
+    archive = http.get(f"{sb.api_url}/occurrence/download/request/{key}.zip")
+    assert archive.status_code == 200 and len(archive.content) == by_doi["size"]
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zf:
+        assert {"occurrence.txt", "multimedia.txt", "meta.xml", "metadata.xml"} <= set(zf.namelist())
+        rows = read_tsv(zf, "occurrence.txt")
+    assert len(rows) == by_doi["totalRecords"] > 0
+    assert {r["countryCode"] for r in rows} <= {"US", "CA"}
+    assert all(int(r["year"]) >= 1975 for r in rows)
+    assert {r["species"] for r in rows} == {"Helianthus annuus"}
+    # not the sandbox account's own download
+    mine = http.get(f"{sb.api_url}/occurrence/download/user/sandbox", auth=AUTH).json()["results"]
+    assert key not in {d["key"] for d in mine}

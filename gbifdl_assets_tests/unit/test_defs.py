@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from gbifdl_assets.definitions import defs
+from gbifdl_assets.defs.assets import TRAINING_SET_STAGES
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION
 from gbifdl_assets.defs.resources import SpecsResource as SpecCatalog
 from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
@@ -72,6 +73,29 @@ def test_spec_sensor_adds_changes_keeps_broken_and_removes(tmp_path):
         fifth = _tick(instance, tmp_path, fourth.cursor)
         assert not fifth.run_requests
         assert instance.get_dynamic_partitions(TRAINING_SET_PARTITION) == ["moths"]
+
+
+def test_spec_sensor_runs_a_new_spec_as_far_as_its_source_allows(tmp_path):
+    """A search spec runs to the manifest at once; a download-sourced one stops at gbif_download (the
+    download sensor takes over when GBIF is done); images and export follow through automation."""
+    with dg.instance_for_test() as instance:
+        _write(tmp_path, "a.yaml", "moths", ["Aglais io"])
+        (tmp_path / "b.yaml").write_text("name: lions\ntaxa: [Panthera leo]\nsource: download\n")
+        (tmp_path / "c.yaml").write_text(
+            "name: suns\ntaxa: [Helianthus annuus]\nsource: {doi: 10.15468/dl.np3k7j}\n"
+        )
+        result = _tick(instance, tmp_path, None)
+        selections = {
+            r.partition_key: [k.to_user_string() for k in r.asset_selection] for r in result.run_requests
+        }
+        to_manifest = [a.key.to_user_string() for a in TRAINING_SET_STAGES]
+        assert selections == {
+            "moths": to_manifest,
+            "lions": ["species_list", "gbif_download"],
+            "suns": ["species_list", "gbif_download"],
+        }
+        targets = {r.partition_key: r.tags["gbifdl/target"] for r in result.run_requests}
+        assert targets["moths"] == "species_list..balanced_manifest[moths]"
 
 
 def test_gbif_credentials_come_from_env_vars_not_values(monkeypatch):
@@ -176,3 +200,35 @@ def test_a_fresh_rules_sensor_does_not_rebuild_rules_the_instance_has(tmp_path):
         )
         result = tick(instance)
         assert not result.run_requests and result.cursor == fingerprint
+
+
+def test_the_flags_sensor_builds_once_and_again_after_a_flag(tmp_path):
+    from gbifdl_assets.annotations.store import AnnotationStore
+    from gbifdl_assets.defs.image_flags import image_flags_sensor
+    from gbifdl_assets.defs.resources import AnnotationsResource
+    from gbifdl_assets.pipeline.image_flags import flags_fingerprint
+
+    url = f"sqlite:///{tmp_path / 'a.sqlite'}"
+    annotations = AnnotationsResource(store_url=url, seeds=False)
+
+    def tick(instance, cursor=None):
+        resources = {"annotations": annotations}
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+            return image_flags_sensor(context)
+
+    with dg.instance_for_test() as instance:
+        assert tick(instance).run_requests  # never built: build
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("image_flags", metadata={"flags_fingerprint": flags_fingerprint(url)})
+        )
+        result = tick(instance)
+        assert not result.run_requests and result.cursor == flags_fingerprint(url)
+        with AnnotationStore(url) as store:
+            store.create_flag(
+                {"gbifID": 1, "mediaIdentifier": "https://x.org/a.jpg", "flag": "DUPLICATE"}, user="a"
+            )
+            rules_version = store.version()
+        changed = tick(instance, result.cursor)
+        assert changed.run_requests and changed.run_requests[0].tags["gbifdl/trigger"] == "flags_changed"
+        with AnnotationStore(url) as store:
+            assert store.version() == rules_version  # a flag does not make the rules sensor fire

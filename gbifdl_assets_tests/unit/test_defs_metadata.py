@@ -98,7 +98,7 @@ def test_assets_carry_the_storage_kind_of_the_configured_storage():
         assert proc.returncode == 0, proc.stderr[-2000:]
         kinds[uri] = json.loads(proc.stdout.strip().splitlines()[-1])
     on_s3, local = kinds["s3://bucket/gbifdl"], kinds["/tmp/gbifdl-data"]
-    assert set(on_s3) == set(local) and len(on_s3) == 8
+    assert set(on_s3) == set(local) and len(on_s3) == 9  # the eight stages and image_flags
     assert all("s3" in k and "file" not in k for k in on_s3.values()), on_s3
     assert all("file" in k and "s3" not in k for k in local.values()), local
     assert on_s3["image_store"] == ["python", "s3"] and local["training_export"] == [

@@ -182,11 +182,12 @@ def test_a_slow_host_with_one_url_that_always_answers_429_slows_once_not_at_ever
     assert control.decreases == 2
 
 
-def test_a_guessed_ceiling_stays_a_guess_in_the_next_run() -> None:
+def test_a_guessed_ceiling_stays_a_guess_in_the_next_run(tmp_path) -> None:
     control = HostControl("h", HostLimits())
     control.on_answer(1.0, 1.0, OK, latency=0.01)
     control.rate, control.ceiling, control.ceiling_soft = 2.0, 2.0, True
-    state = json.loads(json.dumps(control.state()))
+    save_host_rates(storage := LocalStorage(tmp_path), {"h": control.state()})
+    state = load_host_rates(storage)["h"]
     assert state["ceiling_soft"] is True
     again = HostControl("h", HostLimits(), state)
     assert again.ceiling == 2.0 and again.ceiling_soft
@@ -327,3 +328,25 @@ def test_scheduler_keeps_fast_hosts_busy_while_a_slow_host_paces() -> None:
     assert result["peak_slow"] == 1  # never more than the slow host's window
     assert result["peak_fast"] >= 4
     assert result["slow_done_when_fast_finished"] < 20  # the fast host did not wait for the slow one
+
+
+def test_hosts_learned_by_a_concurrent_shard_reach_this_run_for_hosts_it_has_not_met(tmp_path) -> None:
+    from gbifdl_assets.media.fetch import Fetcher
+
+    storage = LocalStorage(tmp_path)
+    book = HostBook(storage, "hosts/rates.json", save_seconds=0.0)
+    book.load()
+    fetcher = Fetcher(FetchConfig(), host_states=book.learned)
+    book.update(0, {"mine.org": {"rate": 3.0, "ceiling": 3.0}})
+    # another shard of the same training set writes what it learned meanwhile
+    save_host_rates(
+        storage,
+        {"slow.org": {"rate": 4.0, "ceiling": 5.0}, "mine.org": {"rate": 50.0, "ceiling": 60.0}},
+        "hosts/rates.json",
+    )
+    book.maybe_save()
+    assert book.learned["slow.org"]["ceiling"] == 5.0
+    assert "mine.org" not in book.learned  # under way here: its own controller goes on
+    control = fetcher.host("slow.org").control  # met after the other shard wrote: starts from it
+    assert control.ceiling == 5.0 and control.rate == 4.0
+    assert load_host_rates(storage, "hosts/rates.json")["mine.org"]["rate"] == 3.0  # ours was saved

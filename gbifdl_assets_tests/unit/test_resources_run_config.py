@@ -63,6 +63,15 @@ def _seen_by_an_asset(resources: dict, run_config: dict | None) -> dict:
     return seen
 
 
+_POLITENESS_DEFAULTS = {
+    "max_rate_per_host": None,
+    "host_limits": {},
+    "robots_txt": True,
+    "opt_out_headers": True,
+    "image_cache": True,
+}
+
+
 def test_overriding_one_field_keeps_the_environments_values(env) -> None:
     override = {
         "resources": {
@@ -79,11 +88,7 @@ def test_overriding_one_field_keeps_the_environments_values(env) -> None:
         "allow_loopback": False,
         "allow_private": False,
         "loopback_origins": ["127.0.0.1:9"],
-        "max_rate_per_host": None,
-        "host_limits": {},
-        "robots_txt": True,
-        "opt_out_headers": True,
-        "image_cache": True,
+        **_POLITENESS_DEFAULTS,
         "gbif_api_url": env["GBIF_API_URL"],  # dead links come from the same GBIF's image cache
     }
     assert seen["gbif"] == {
@@ -117,11 +122,7 @@ def test_without_run_config_and_with_a_full_override(env) -> None:
         "allow_loopback": False,
         "allow_private": False,
         "loopback_origins": ["127.0.0.1:9"],
-        "max_rate_per_host": None,
-        "host_limits": {},
-        "robots_txt": True,
-        "opt_out_headers": True,
-        "image_cache": True,
+        **_POLITENESS_DEFAULTS,
         "gbif_api_url": env["GBIF_API_URL"],  # dead links come from the same GBIF's image cache
     }
 

@@ -11,6 +11,11 @@ real intersection; unknown ids give 404; votes and comments need a rule that exi
 deleted; ruleset and project membership is checked on every write. The rules of who may do what are
 the store's (:mod:`..permissions`), so the API, the CLI and the page agree.
 
+Beside GBIF's endpoints, ``/image-flag`` is our extension (issue 18): flags on single images
+(NOT_ORGANISM, WRONG_TAXON, DUPLICATE, POOR_QUALITY) with the rules' conventions (bare arrays, newest
+first, soft delete, support/contest, 409 naming an identical live flag), the same login, CSRF rules
+and login throttling as every write.
+
 The endpoint table (:data:`ENDPOINTS`) drives both the Starlette routes and the OpenAPI document.
 """
 
@@ -27,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gbifdl_assets.annotations.image_flags import FLAG_INPUT_FIELDS
 from gbifdl_assets.annotations.model import RuleError
 from gbifdl_assets.annotations.permissions import Actor, PermissionDenied
 from gbifdl_assets.annotations.service.auth import Authenticator, AuthError, parse_basic
@@ -40,17 +46,29 @@ from gbifdl_assets.annotations.service.http import (
 )
 from gbifdl_assets.annotations.service.proxies import TrustedProxies
 from gbifdl_assets.annotations.store import (
+    FLAG_FILTERS,
     MAX_LIMIT,
     RULE_FILTERS,
     AnnotationStore,
     Conflict,
+    DuplicateFlag,
     DuplicateRule,
     NotFound,
     StoreError,
 )
-from gbifdl_assets.annotations.vocabulary import DESCRIPTIONS, LABELS
+from gbifdl_assets.annotations.vocabulary import DESCRIPTIONS, FLAG_DESCRIPTIONS, FLAGS, LABELS
 
-__all__ = ["API_PREFIX", "ENDPOINTS", "LABEL_COLOURS", "AnnotationApi", "Endpoint", "Param"]
+__all__ = [
+    "API_PREFIX",
+    "ENDPOINTS",
+    "FLAG_COLOURS",
+    "LABEL_COLOURS",
+    "AnnotationApi",
+    "Endpoint",
+    "Param",
+    "flag_vocabulary",
+    "vocabulary",
+]
 
 API_PREFIX = "/occurrence/experimental/annotation"
 #: GBIF dev's default vocabulary colours (reference §5); the page colours rules with them
@@ -62,6 +80,13 @@ LABEL_COLOURS = {
     "VAGRANT": "#06b6d4",
     "SUSPICIOUS": "#ef4444",
     "OTHER": "#6b7280",
+}
+#: the gallery's colours of the image flag terms
+FLAG_COLOURS = {
+    "NOT_ORGANISM": "#f97316",
+    "WRONG_TAXON": "#ef4444",
+    "DUPLICATE": "#3b82f6",
+    "POOR_QUALITY": "#6b7280",
 }
 _INT_OR_NULL = ("taxonKey", "rulesetId", "projectId")
 _INT, _STR, _BOOL, _LIST, _NULL = "integer", "string", "boolean", "array of strings", "null"
@@ -76,6 +101,9 @@ BODY_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
                      "projectId": (_INT, _NULL)},
     "ProjectInput": {"name": (_STR,), "description": (_STR, _NULL), "members": (_LIST, _NULL)},
     "CommentInput": {"comment": (_STR,)},
+    "ImageFlagInput": {"gbifID": (_INT,), "mediaIdentifier": (_STR,), "contentSha256": (_STR, _NULL),
+                       "phash": (_STR, _NULL), "taxonKey": (_INT, _NULL), "flag": (_STR,),
+                       "comment": (_STR, _NULL)},
 }  # fmt: skip
 
 
@@ -174,6 +202,18 @@ RULE_QUERY = (
     _p("geometry", "string", "WKT: rules whose polygon intersects it (GBIF compares strings)"),
     *PAGING,
 )
+FLAG_QUERY = (
+    _p("gbifID", "integer", "flags on this occurrence", minimum=1, maximum=INT64_MAX),
+    _p("mediaIdentifier", "string", "flags on this media URL (exact)"),
+    _p("contentSha256", "string", "flags on a photo with this content sha256"),
+    _p("phash", "string", "flags on a photo with this perceptual hash (hex, exact)"),
+    _p("taxonKey", "integer", "flags made under this taxon", minimum=1, maximum=INT64_MAX),
+    _p("flag", "string", "the term, any case (NOT_ORGANISM, WRONG_TAXON, DUPLICATE, POOR_QUALITY)"),
+    _p("createdBy", "string", "creator's username"),
+    _p("supportedBy", "string", "flags this user supports"),
+    _p("contestedBy", "string", "flags this user contests"),
+    *PAGING,
+)
 METRICS_QUERY = (
     _p("username", "string", "rules created by this user"),
     Param("taxonKey", _INT_OR_NULL_SCHEMA, "taxon key"),
@@ -246,6 +286,28 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/project/{id:int}/vocabulary", "project_vocabulary",
              "The project's annotation vocabulary (GBIF's default terms)", "project", "VocabularyTerm[]",
              errors=(404,)),
+    # image flags: our extension (GBIF has no image-level annotation), with the rules' conventions
+    Endpoint("GET", "/image-flag", "list_flags", "List image flags, newest first", "image-flag",
+             "ImageFlag[]", query=FLAG_QUERY, errors=(400,)),
+    Endpoint("POST", "/image-flag", "create_flag", "Flag one image of an occurrence", "image-flag",
+             "ImageFlag", auth=True, body="ImageFlagInput", errors=(400, 401, 409)),
+    Endpoint("GET", "/image-flag/vocabulary", "flag_vocabulary", "The image flag terms", "image-flag",
+             "FlagTerm[]"),
+    Endpoint("GET", "/image-flag/{id:int}", "get_flag", "An image flag by id (deleted ones too)",
+             "image-flag", "ImageFlag", errors=(404,)),
+    Endpoint("DELETE", "/image-flag/{id:int}", "delete_flag",
+             "Soft-delete an image flag (its creator or an admin)", "image-flag", "ImageFlag", auth=True,
+             errors=(401, 403, 404)),
+    Endpoint("POST", "/image-flag/{id:int}/support", "support_flag", "Support an image flag",
+             "image-flag", "ImageFlag", auth=True, errors=(400, 401, 404)),
+    Endpoint("POST", "/image-flag/{id:int}/contest", "contest_flag", "Contest an image flag",
+             "image-flag", "ImageFlag", auth=True, errors=(400, 401, 404)),
+    Endpoint("POST", "/image-flag/{id:int}/removeSupport", "remove_flag_support",
+             "Withdraw a support of an image flag", "image-flag", "ImageFlag", auth=True,
+             errors=(400, 401, 404)),
+    Endpoint("POST", "/image-flag/{id:int}/removeContest", "remove_flag_contest",
+             "Withdraw a contest of an image flag", "image-flag", "ImageFlag", auth=True,
+             errors=(400, 401, 404)),
 )  # fmt: skip
 
 
@@ -361,7 +423,7 @@ class AnnotationApi:
             raise ApiError(403, str(exc)) from None
         except NotFound as exc:
             raise ApiError(404, str(exc)) from None
-        except DuplicateRule as exc:
+        except (DuplicateRule, DuplicateFlag) as exc:
             raise ApiError(409, str(exc), extra={"id": exc.existing_id}) from None
         except (RuleError, Conflict, StoreError, ValueError) as exc:
             raise ApiError(400, str(exc)) from None
@@ -553,6 +615,48 @@ class AnnotationApi:
     def project_vocabulary(self, call: Call) -> Any:
         self._exists("project", call.path["id"])
         return vocabulary()
+
+    # ------------------------------------------------------------------ image flags
+    def list_flags(self, call: Call) -> Any:
+        q = call.query
+        filters = {name: q.get(name) for name in FLAG_FILTERS if q.get(name) is not None}
+        for name in ("gbifID", "taxonKey"):
+            if name in filters:
+                filters[name] = str(self._int(call, name, 0))
+        return [f.to_json() for f in self.store.list_flags(**filters, **self._paging(call))]
+
+    def create_flag(self, call: Call) -> Any:
+        body = {k: v for k, v in (call.body or {}).items() if k in FLAG_INPUT_FIELDS}
+        return self.store.create_flag(body, user=call.actor).to_json()
+
+    def flag_vocabulary(self, call: Call) -> Any:
+        return flag_vocabulary()
+
+    def get_flag(self, call: Call) -> Any:
+        return self.store.get_flag(call.path["id"]).to_json()
+
+    def delete_flag(self, call: Call) -> Any:
+        return self.store.delete_flag(call.path["id"], user=call.actor).to_json()
+
+    def _vote_flag(self, call: Call, vote: str) -> Any:
+        return self.store.vote_flag(call.path["id"], vote, user=call.actor).to_json()
+
+    def support_flag(self, call: Call) -> Any:
+        return self._vote_flag(call, "support")
+
+    def contest_flag(self, call: Call) -> Any:
+        return self._vote_flag(call, "contest")
+
+    def remove_flag_support(self, call: Call) -> Any:
+        return self._vote_flag(call, "removeSupport")
+
+    def remove_flag_contest(self, call: Call) -> Any:
+        return self._vote_flag(call, "removeContest")
+
+
+def flag_vocabulary() -> list[dict[str, Any]]:
+    """The image flag terms with their descriptions and the colours the gallery shows them in."""
+    return [{"term": t, "description": FLAG_DESCRIPTIONS[t], "color": FLAG_COLOURS[t]} for t in FLAGS]
 
 
 def vocabulary() -> list[dict[str, Any]]:

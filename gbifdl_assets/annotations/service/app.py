@@ -1,4 +1,5 @@
-"""The annotation service: the REST API, the login check, the OpenAPI document and the map page.
+"""The annotation service: the REST API, the login check, the OpenAPI document, the map page and the
+gallery page (a training set's images, to flag).
 
 ``create_app(store, api_url=...)`` returns a Starlette app; :func:`serve` runs it with uvicorn. The
 access log is uvicorn's (client, method, path and status: never headers, so never the Authorization
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from gbifdl_assets.annotations.service.api import API_PREFIX, AnnotationApi
 from gbifdl_assets.annotations.service.auth import MAX_FAILURES, Authenticator
 from gbifdl_assets.annotations.service.csrf import SameOriginWrites
+from gbifdl_assets.annotations.service.gallery import Gallery, gallery_routes
 from gbifdl_assets.annotations.service.http import (
     DEFAULT_MAX_BODY_BYTES,
     BodySizeLimit,
@@ -30,9 +32,11 @@ from gbifdl_assets.annotations.service.http import (
     json_response,
 )
 from gbifdl_assets.annotations.service.openapi import openapi_document
-from gbifdl_assets.annotations.service.page import TaxonSearch, page_routes
+from gbifdl_assets.annotations.service.page import STATIC_DIR, TaxonSearch, page_routes
+from gbifdl_assets.annotations.service.preview import DEFAULT_PREVIEW_CACHE_BYTES, PreviewService
 from gbifdl_assets.annotations.service.proxies import TrustedProxies
 from gbifdl_assets.annotations.store import AnnotationStore
+from gbifdl_assets.storage import Storage
 
 __all__ = ["DEFAULT_GBIF_API_URL", "create_app", "serve"]
 
@@ -51,6 +55,9 @@ def create_app(
     trusted_proxies: tuple[str, ...] = (),
     max_account_failures: int | None = None,
     password_workers: int | None = None,
+    data_storage: Storage | None = None,
+    preview_cache_bytes: int = DEFAULT_PREVIEW_CACHE_BYTES,
+    media_loopback_origins: tuple[str, ...] = (),
 ) -> Any:
     """The ASGI app (Starlette wrapped in the body-size, same-origin-write and security-header middleware).
 
@@ -58,7 +65,11 @@ def create_app(
     ``max_account_failures`` per account (default 5 times that), ``password_workers`` threads for
     password checks (:mod:`.auth`); ``allowed_origins``: pages on other origins that may write (besides
     the service's own; :mod:`.csrf`); ``trusted_proxies``: addresses or networks whose
-    ``X-Forwarded-*`` headers are believed (none by default; :mod:`.proxies`).
+    ``X-Forwarded-*`` headers are believed (none by default; :mod:`.proxies`); ``data_storage``: where
+    the rule preview finds the training sets' snapshots (None: the preview answers 503) and the gallery
+    page the training sets' manifests, ledgers and images (:mod:`.gallery`), keeping at most
+    ``preview_cache_bytes`` of the snapshots' columns in memory; ``media_loopback_origins``: ``host:port``
+    of the offline sandbox, whose sample images the preview's thumbnails may fetch (:mod:`.preview`).
     """
     proxies = TrustedProxies(trusted_proxies)
     if authenticator is None:
@@ -83,7 +94,11 @@ def create_app(
             return json_response({"ok": False, "message": "the annotation store does not answer"}, 503)
         return json_response({"ok": True})
 
+    preview = PreviewService(
+        data_storage, cache_bytes=preview_cache_bytes, media_loopback_origins=media_loopback_origins
+    )
     routes: list[Any] = [
+        *preview.routes((API_PREFIX, "/v1" + API_PREFIX)),
         *api.routes(API_PREFIX),
         # GBIF's full path (API root + /v1): clients configured with GBIF's base URL work unchanged
         *api.routes("/v1" + API_PREFIX),
@@ -93,6 +108,7 @@ def create_app(
         Route(API_PREFIX + "/openapi.json", openapi, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         *page_routes(TaxonSearch(api_url)),
+        *gallery_routes(Gallery(data_storage, store), STATIC_DIR),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -115,6 +131,7 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.store = store
+    app.state.preview = preview
     # a body over the limit is refused first (413), then a cross-site or non-JSON write (403, 415)
     guarded = SameOriginWrites(app, allowed_origins=allowed_origins, own_origin=proxies.origin)
     return SecurityHeaders(BodySizeLimit(guarded, max_body_bytes))
@@ -133,6 +150,9 @@ def serve(
     trusted_proxies: tuple[str, ...] = (),
     max_account_failures: int | None = None,
     password_workers: int | None = None,
+    data_storage: Storage | None = None,
+    preview_cache_bytes: int = DEFAULT_PREVIEW_CACHE_BYTES,
+    media_loopback_origins: tuple[str, ...] = (),
 ) -> None:
     """Run the service until interrupted (uvicorn; the access log never shows request headers)."""
     import uvicorn
@@ -147,6 +167,9 @@ def serve(
         trusted_proxies=trusted_proxies,
         max_account_failures=max_account_failures,
         password_workers=password_workers,
+        data_storage=data_storage,
+        preview_cache_bytes=preview_cache_bytes,
+        media_loopback_origins=media_loopback_origins,
     )
     # uvicorn logs requests to stdout by default; stdout is for the command's JSON summary line
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)

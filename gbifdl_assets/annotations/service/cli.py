@@ -1,15 +1,18 @@
 """``gbifdl annotations …``: run the annotation service and manage its local accounts.
 
-* ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--api-url URL] [--trusted-proxy ADDR]
-  [--allow-origin ORIGIN] [--max-failed-logins N]``
+* ``gbifdl annotations serve [--host H] [--port P] [--store URL] [--data URI] [--api-url URL]
+  [--trusted-proxy ADDR] [--allow-origin ORIGIN] [--max-failed-logins N] [--preview-cache-mb N]``
 * ``gbifdl annotations user add NAME [--admin] [--password-stdin]``, ``user set-password NAME``, ``user list``
+* ``gbifdl annotations flags add|list|delete|support|contest``: flags on single images (:mod:`..flags_cli`)
 
 The store is ``--store``, else ``GBIFDL_ANNOTATIONS_DB``, else ``sqlite:///data/annotations.sqlite``; the
 GBIF API for the page's taxon search is ``--api-url`` as given, else the platform's one offline rule
 (``GBIF_API_URL`` or GBIF's public API when it answers; else, or with ``--offline``/``GBIFDL_OFFLINE=1``,
 the bundled sandbox, reused when one runs). Passwords are never command-line arguments (other users can read those with
 ``ps``): they come from ``GBIFDL_ANNOTATIONS_PASSWORD``, from stdin (``--password-stdin``) or from a
-prompt, and only their scrypt hash is stored. Every command ends with a one-line JSON summary.
+prompt, and only their scrypt hash is stored. The rule preview reads the training sets' snapshots from
+``--data``, else ``GBIFDL_DATA_URI``, else ``data`` (the pipeline's own default; S3 with
+``GBIFDL_S3_ENDPOINT_URL`` and the AWS variables). Every command ends with a one-line JSON summary.
 """
 
 from __future__ import annotations
@@ -68,11 +71,30 @@ def _endpoint_url(*, offline: bool | None) -> Iterator[str]:
         yield gbif.api_url
 
 
+def _data_storage(args: argparse.Namespace) -> Any:
+    """The pipeline's data storage, as the Dagster storage resource finds it: ``--data``, else
+    ``GBIFDL_DATA_URI``, else ``data`` when that folder exists here (the platform's default), else none
+    (the preview and the gallery then say how to give one)."""
+    from gbifdl_assets.storage import open_storage
+
+    uri = args.data or os.environ.get("GBIFDL_DATA_URI") or ("data" if os.path.isdir("data") else None)
+    if not uri:
+        return None
+    return open_storage(
+        uri,
+        endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None,
+        access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
+        secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        region_name=os.environ.get("AWS_REGION") or None,
+    )
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from gbifdl_assets.annotations.model import RuleError
     from gbifdl_assets.annotations.store import StoreError
+    from gbifdl_assets.storage import StorageError
 
-    return (RuleError, StoreError, OSError, ValueError)
+    return (RuleError, StoreError, StorageError, OSError, ValueError)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -83,6 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gbifdl_assets.annotations.service.app import serve
     from gbifdl_assets.annotations.service.csrf import normalize_origin
     from gbifdl_assets.annotations.service.proxies import parse_networks
+    from gbifdl_assets.gbif.endpoint import loopback_origin
+    from gbifdl_assets.storage import StorageError
 
     bad = [o for o in args.allow_origin if normalize_origin(o) is None]
     if bad:
@@ -95,6 +119,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         parse_networks(proxies)
     except ValueError as exc:
         return fail(f"{exc} (--trusted-proxy or {TRUSTED_PROXIES_ENV})", command="annotations serve")
+    if args.preview_cache_mb < 0:
+        return fail(
+            "--preview-cache-mb must be >= 0 (megabytes of snapshot columns kept)",
+            command="annotations serve",
+        )
+    try:
+        data = _data_storage(args)
+    except StorageError as exc:
+        return fail(f"{exc} (--data or GBIFDL_DATA_URI)", command="annotations serve")
     try:
         store = _store(args)
     except _user_errors() as exc:
@@ -105,7 +138,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt), _gbif_api(args) as api_url:
             print(
                 f"annotation service on http://{args.host}:{args.port}/ui/ (API under "
-                f"/occurrence/experimental/annotation/, store {store!r}, taxa from {api_url}); Ctrl-C stops it",
+                f"/occurrence/experimental/annotation/, store {store!r}, taxa from {api_url}, previews on "
+                f"{data.uri if data is not None else 'no data storage: give --data'}); Ctrl-C stops it",
                 file=sys.stderr,
             )
             serve(
@@ -120,6 +154,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 trusted_proxies=proxies,
                 max_account_failures=args.max_failed_logins_per_account,
                 password_workers=args.password_workers,
+                data_storage=data,
+                preview_cache_bytes=args.preview_cache_mb << 20,
+                # the sandbox's sample images are on loopback: admitted from its own origin only
+                media_loopback_origins=tuple(o for o in (loopback_origin(api_url),) if o),
             )
     finally:
         store.close()
@@ -210,12 +248,25 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the GBIF-compatible annotation API and the map page")
     serve.add_argument("--host", default="127.0.0.1", help="interface (0.0.0.0 in a container)")
-    serve.add_argument("--port", type=int, default=8090)
+    serve.add_argument("--port", type=int, default=8090, help="port to listen on (default: %(default)s)")
     serve.add_argument("--store", help=store_help)
     serve.add_argument(
         "--api-url",
         help="GBIF API for taxon search, used as given (default: $GBIF_API_URL or GBIF's when it answers, "
         "else the offline sandbox)",
+    )
+    serve.add_argument(
+        "--data",
+        metavar="URI",
+        help="the pipeline's data storage, where rule previews find the snapshots and the gallery page "
+        "(/ui/gallery) the training sets' images: a folder or s3://bucket/prefix "
+        "(default: $GBIFDL_DATA_URI, else ./data)",
+    )
+    serve.add_argument(
+        "--preview-cache-mb",
+        type=int,
+        default=2048,
+        help="snapshot columns kept in memory for rule previews, in MiB (default 2048)",
     )
     serve.add_argument(
         "--offline", action="store_true", help="use the bundled offline sandbox for taxon search (no GBIF)"
@@ -263,14 +314,14 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
         dest="user_command", required=True
     )
     add = user.add_parser("add", help=f"add an account (password from ${PASSWORD_ENV}, stdin or a prompt)")
-    add.add_argument("username")
+    add.add_argument("username", help="the new account's login name")
     add.add_argument("--admin", action="store_true", help="may change and delete anyone's objects")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.add_argument("--store", help=store_help)
     add.set_defaults(func=cmd_user_add)
 
     passwd = user.add_parser("set-password", help="set a new password")
-    passwd.add_argument("username")
+    passwd.add_argument("username", help="the account whose password changes")
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     passwd.add_argument("--store", help=store_help)
     passwd.set_defaults(func=cmd_user_set_password)
@@ -278,4 +329,8 @@ def add_annotations_parser(subparsers: Any) -> argparse.ArgumentParser:
     ls = user.add_parser("list", help="list accounts")
     ls.add_argument("--store", help=store_help)
     ls.set_defaults(func=cmd_user_list)
+
+    from gbifdl_assets.annotations.flags_cli import add_flags_parser
+
+    add_flags_parser(sub, store_help)
     return parser

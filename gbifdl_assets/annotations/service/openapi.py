@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from gbifdl_assets.annotations.image_flags import MAX_COMMENT_CHARS, MAX_IDENTIFIER_CHARS
 from gbifdl_assets.annotations.model import MAX_WKT_LENGTH
-from gbifdl_assets.annotations.service.api import API_PREFIX, ENDPOINTS, LABEL_COLOURS, Endpoint
+from gbifdl_assets.annotations.service.api import (
+    API_PREFIX,
+    ENDPOINTS,
+    FLAG_COLOURS,
+    LABEL_COLOURS,
+    Endpoint,
+)
 from gbifdl_assets.annotations.service.http import INT64_MAX
-from gbifdl_assets.annotations.vocabulary import LABELS
+from gbifdl_assets.annotations.service.preview_doc import preview_paths, preview_schemas
+from gbifdl_assets.annotations.vocabulary import FLAGS, LABELS
 
 __all__ = ["openapi_document"]
 
@@ -25,7 +33,7 @@ _STATUS_TEXT = {
     401: "No login, or wrong username or password",
     403: "Logged in, but not allowed (the message says who may), or a write from a page on another site",
     404: "No object with that id",
-    409: "An identical rule exists already (its id is in the answer): support it instead",
+    409: "An identical rule (or image flag) exists already (its id is in the answer): support it instead",
     413: "Request body too large",
     415: "A write whose body is not application/json",
     429: "Too many failed logins from this address or for this account (see Retry-After)",
@@ -152,6 +160,7 @@ def _schemas() -> dict[str, Any]:
         required=["id", "ruleId", "comment", "created", "createdBy", "deleted", "deletedBy"],
     )
     return {
+        **_flag_schemas(),
         "Rule": rule,
         "RuleInput": rule_input,
         "Ruleset": group(True),
@@ -225,6 +234,100 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _flag_schemas() -> dict[str, Any]:
+    """Image flags (our extension: GBIF has no image-level annotation)."""
+    user_fields = {
+        "gbifID": {"type": "integer", "minimum": 1, "description": "the occurrence the image belongs to"},
+        "mediaIdentifier": {
+            "type": "string",
+            "maxLength": MAX_IDENTIFIER_CHARS,
+            "description": "the image's URL, as the occurrence's media item carries it",
+        },
+        "contentSha256": {**_STR_N, "description": "sha256 of the image's bytes, when known (64 hex)"},
+        "phash": {**_STR_N, "description": "perceptual hash of the photo, when known (16-64 hex)"},
+        "taxonKey": {**_INT_N, "description": "the taxon (training class) it was flagged under"},
+        "flag": {"type": "string", "description": f"one of {', '.join(FLAGS)} (any case)"},
+        "comment": {**_STR_N, "maxLength": MAX_COMMENT_CHARS},
+    }
+    managed = ("id", "supportedBy", "contestedBy", "created", "createdBy", "deleted", "deletedBy")
+    flag_input = _obj(
+        {**user_fields, **{k: {"description": "ignored (set by the server)"} for k in managed}},
+        required=["gbifID", "mediaIdentifier", "flag"],
+        additional=True,
+    )
+    flag_input["example"] = {
+        "gbifID": 4011664186,
+        "mediaIdentifier": "https://inaturalist-open-data.s3.amazonaws.com/photos/1/original.jpg",
+        "flag": "NOT_ORGANISM",
+    }
+    flag = _obj(
+        {
+            "id": {"type": "integer"},
+            **user_fields,
+            "flag": {"type": "string", "enum": list(FLAGS)},
+            "comment": _STR_N,
+            "supportedBy": _NAMES,
+            "contestedBy": _NAMES,
+            "created": {"type": "string", "format": "date-time"},
+            "createdBy": _STR_N,
+            "deleted": _TS,
+            "deletedBy": _STR_N,
+        },
+        required=["id", *user_fields, *managed[1:]],
+    )
+    term = _obj(
+        {
+            "term": {"type": "string", "enum": list(FLAGS)},
+            "description": {"type": "string"},
+            "color": {"type": "string", "enum": sorted(set(FLAG_COLOURS.values()))},
+        },
+        required=["term", "description", "color"],
+    )
+    image = _obj(
+        {
+            "gbifID": {"type": "integer"},
+            "url": {"type": "string"},
+            "label": {"type": "integer"},
+            "labelName": _STR_N,
+            "split": {"type": "string"},
+            "license": {"type": "string"},
+            "creator": _STR_N,
+            "contentKey": {"type": "string"},
+            "contentSha256": _STR_N,
+            "thumbnail": {**_STR_N, "description": "the stored copy's address; null when not stored yet"},
+            "flags": {
+                "type": "array",
+                "items": _obj({"id": {"type": "integer"}, "flag": {"type": "string"}}, ["id", "flag"]),
+            },
+        },
+        required=["gbifID", "url", "label", "labelName", "split", "license", "creator", "contentKey",
+                  "contentSha256", "thumbnail", "flags"],
+    )  # fmt: skip
+    klass = _obj(
+        {"label": {"type": "integer"}, "name": _STR_N, "images": {"type": "integer"}},
+        ["label", "name", "images"],
+    )
+    page = _obj(
+        {
+            "trainingSet": {"type": "string"},
+            "manifestId": {"type": "string"},
+            "classes": {"type": "array", "items": klass},
+            "label": _INT_N,
+            "total": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "images": {"type": "array", "items": image},
+        },
+        ["trainingSet", "manifestId", "classes", "label", "total", "offset", "images"],
+    )
+    return {
+        "ImageFlag": flag,
+        "ImageFlagInput": flag_input,
+        "FlagTerm": term,
+        "GalleryPage": page,
+        "TrainingSetNames": {"type": "array", "items": {"type": "string"}},
+    }
+
+
 def _ref(name: str) -> dict[str, Any]:
     if name.endswith("[]"):
         return {"type": "array", "items": {"$ref": f"#/components/schemas/{name[:-2]}"}}
@@ -283,6 +386,55 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
     return op
 
 
+def _gallery_paths(page_get: dict[str, Any]) -> dict[str, Any]:
+    """The gallery page's helpers (404 when the service has no data storage or the set no manifest)."""
+    ts = {"name": "ts", "in": "path", "required": True, "schema": {"type": "string"}}
+    int_query = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}
+        for name in ("label", "limit", "offset")
+    ]
+    image_ok = {
+        "description": "the stored image",
+        "content": {
+            t: {"schema": {"type": "string", "format": "binary"}} for t in ("image/jpeg", "image/png")
+        },
+    }
+    return {
+        "/ui/api/gallery": {
+            "get": {
+                **page_get,
+                "operationId": "gallery_training_sets",
+                "summary": "Training sets with a manifest in the service's data storage",
+                "tags": ["page"],
+                "responses": _responses("TrainingSetNames", {404}),
+            }
+        },
+        "/ui/api/gallery/{ts}": {
+            "get": {
+                **page_get,
+                "operationId": "gallery_page",
+                "summary": "A training set's classes and one page of a class's images, with their flags",
+                "tags": ["page"],
+                "parameters": [ts, *int_query],
+                "responses": _responses("GalleryPage", {400, 404}),
+            }
+        },
+        "/ui/api/gallery/{ts}/image/{key}": {
+            "get": {
+                **page_get,
+                "operationId": "gallery_image",
+                "summary": "A stored image of the training set, by its manifest content_key",
+                "tags": ["page"],
+                "parameters": [
+                    ts,
+                    {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {"200": image_ok, **_errors({400, 404})},
+            }
+        },
+    }
+
+
 def openapi_document(server_url: str | None = None) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for ep in ENDPOINTS:
@@ -339,6 +491,10 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             "responses": _responses("CountryArea", {400, 404}),
         }
     }
+    paths.update(preview_paths(API_PREFIX, _responses))
+    paths.update(_gallery_paths(page_get))
+    schemas = _schemas()
+    schemas.update(preview_schemas(schemas["RuleInput"]))
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
@@ -350,12 +506,13 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 "ids, existence and membership checks, paging up to 10,000 per page. Reads are public; "
                 "writes need HTTP Basic credentials of a local account, sent up front (a 401 has no "
                 "Basic challenge), a JSON body (else 415) and no Origin of another site (else 403). "
-                'An identical rule gets 409 with its id. Errors are {"message": ...}.'
+                'An identical rule gets 409 with its id. Errors are {"message": ...}. Extension: '
+                f"POST {API_PREFIX}/rule/preview says what a rule would flag in the training sets' snapshots."
             ),
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": schemas,
             "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
         },
     }

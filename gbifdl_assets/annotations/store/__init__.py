@@ -33,7 +33,8 @@ in :mod:`.connection`), :mod:`.accounts` (users, with :mod:`.passwords`), :mod:`
 rules table). What they share: :mod:`.settings`, :mod:`.errors`, :mod:`.records` (defaults and limits,
 exceptions, plain records), :mod:`.schema` (tables and the clock), :mod:`.params` (GBIF's parameter
 conventions), :mod:`.queries` (query shapes several tables share), :mod:`.lists` (ordered child lists:
-members, basisOfRecord, votes) and :mod:`.rows` (rows ↔ models).
+members, basisOfRecord, votes) and :mod:`.rows` (rows ↔ models). :mod:`.image_flags` keeps flags on
+single images (issue 18), with votes like rules' and a change counter of their own.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from __future__ import annotations
 from gbifdl_assets.annotations.permissions import PermissionDenied
 from gbifdl_assets.annotations.store.annotation_store import AnnotationStore
 from gbifdl_assets.annotations.store.errors import Conflict, DuplicateRule, NotFound, StoreError
+from gbifdl_assets.annotations.store.image_flags import FLAG_FILTERS, DuplicateFlag
 from gbifdl_assets.annotations.store.passwords import check_password, hash_password
 from gbifdl_assets.annotations.store.records import MirroredRule, RuleInfo, UserInfo
 from gbifdl_assets.annotations.store.rule_filters import RULE_FILTERS
@@ -56,12 +58,14 @@ from gbifdl_assets.annotations.store.settings import (
 __all__ = [
     "DEFAULT_LIMIT",
     "DEFAULT_STORE_URL",
+    "FLAG_FILTERS",
     "LOCAL_SOURCE",
     "MAX_LIMIT",
     "RULE_FILTERS",
     "SCHEMA_VERSION",
     "AnnotationStore",
     "Conflict",
+    "DuplicateFlag",
     "DuplicateRule",
     "MirroredRule",
     "NotFound",

@@ -8,7 +8,9 @@ enforce); every part receives the ones it builds on:
 * ``projects``, ``rulesets``, ``rules`` (:class:`Projects`, :class:`Rulesets`, :class:`Rules`, the last
   with GBIF's filters and metrics), ``votes`` and ``comments``: the objects of GBIF's annotation API;
 * ``mirror`` (:class:`Mirror`): objects from GBIF and rule files, and links of pushed rules;
-* ``compiler`` (:class:`RuleCompiler`): the engine's rules table (:meth:`compile`).
+* ``compiler`` (:class:`RuleCompiler`): the engine's rules table (:meth:`compile`);
+* ``image_flags`` (:class:`ImageFlags`): flags on single images and their votes, with their own
+  change counter (:meth:`flags_version`) and compiled table (:meth:`compile_flags`).
 
 The methods below are the store's public API (the REST service, the CLI, Dagster's resources and the
 tests use them); each hands the call to one part. Code that works with one part only may use it
@@ -23,6 +25,7 @@ from typing import Any, Self
 import pyarrow as pa
 from sqlalchemy.engine import Engine
 
+from gbifdl_assets.annotations.image_flags import ImageFlag
 from gbifdl_assets.annotations.model import Comment, Project, Rule, Ruleset
 from gbifdl_assets.annotations.permissions import Actor
 from gbifdl_assets.annotations.store.accounts import Accounts
@@ -30,6 +33,7 @@ from gbifdl_assets.annotations.store.comments import Comments
 from gbifdl_assets.annotations.store.compiler import RuleCompiler
 from gbifdl_assets.annotations.store.connection import redact_url
 from gbifdl_assets.annotations.store.database import Database
+from gbifdl_assets.annotations.store.image_flags import ImageFlags
 from gbifdl_assets.annotations.store.mirror import Mirror
 from gbifdl_assets.annotations.store.projects import Projects
 from gbifdl_assets.annotations.store.records import MirroredRule, RuleInfo, UserInfo
@@ -54,6 +58,7 @@ class AnnotationStore:
         self.comments = Comments(self.db, self.accounts, self.rules)
         self.mirror = Mirror(self.db, self.projects, self.rulesets, self.rules)
         self.compiler = RuleCompiler(self.db)
+        self.image_flags = ImageFlags(self.db, self.accounts)
 
     # ------------------------------------------------------------------------------ the database
     @property
@@ -223,6 +228,31 @@ class AnnotationStore:
 
     def delete_comment(self, rule_id: int, comment_id: int, *, user: str | Actor) -> Comment:
         return self.comments.delete(rule_id, comment_id, user=user)
+
+    # ------------------------------------------------------------------------------ image flags
+    def create_flag(self, flag: Mapping[str, Any], *, user: str | Actor) -> ImageFlag:
+        return self.image_flags.create(flag, user=user)
+
+    def get_flag(self, flag_id: int) -> ImageFlag:
+        return self.image_flags.get(flag_id)
+
+    def list_flags(self, **query: Any) -> list[ImageFlag]:
+        """:meth:`ImageFlags.list`: :data:`FLAG_FILTERS`, ``include_deleted``, ``limit``, ``offset``."""
+        return self.image_flags.list(**query)
+
+    def delete_flag(self, flag_id: int, *, user: str | Actor) -> ImageFlag:
+        return self.image_flags.delete(flag_id, user=user)
+
+    def vote_flag(self, flag_id: int, vote: str, *, user: str | Actor) -> ImageFlag:
+        return self.image_flags.vote(flag_id, vote, user=user)
+
+    def flags_version(self) -> str:
+        """Changes with every flag, deletion and vote (not with rules: :meth:`version` is theirs)."""
+        return self.image_flags.version()
+
+    def compile_flags(self) -> pa.Table:
+        """The live flags with vote counts, as the manifest stage reads them."""
+        return self.image_flags.compile()
 
     # ------------------------------------------------------------------------------ mirroring
     def upsert_mirrored_rules(

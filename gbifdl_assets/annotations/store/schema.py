@@ -13,6 +13,9 @@ __all__ = [
     "MIRRORED_TABLES",
     "UTCDateTime",
     "comments_t",
+    "flag_state_t",
+    "image_flag_votes_t",
+    "image_flags_t",
     "metadata",
     "project_members_t",
     "projects_t",
@@ -201,6 +204,45 @@ rule_links_t = sa.Table(
     sa.Column("remote_url", sa.String(500), primary_key=True),
     sa.Column("remote_id", sa.String(200), nullable=False),
     sa.Column("pushed", UTCDateTime, nullable=False),
+)
+
+image_flags_t = sa.Table(
+    "ann_image_flags",
+    metadata,
+    # one image: an occurrence's media item (gbifID + its URL), and when known the photo's content
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("gbif_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("media_identifier", sa.Text, nullable=False),
+    sa.Column("identifier_sha256", sa.String(64), nullable=False, index=True),  # indexable form of the URL
+    sa.Column("content_sha256", sa.String(64), index=True),
+    sa.Column("phash", sa.String(64), index=True),
+    sa.Column("taxon_key", sa.BigInteger, index=True),
+    sa.Column("flag", sa.String(32), nullable=False),
+    sa.Column("comment", sa.Text),
+    # the flags' change counter (flag_state_t) when this flag or its votes last changed
+    sa.Column("seq", sa.BigInteger, nullable=False, default=0),
+    *_audit(modified=False),
+    sa.Index("ix_ann_image_flags_created", "created", "id"),
+)
+
+image_flag_votes_t = sa.Table(
+    "ann_image_flag_votes",
+    metadata,
+    sa.Column(
+        "flag_id", sa.Integer, sa.ForeignKey("ann_image_flags.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("username", sa.String(64), primary_key=True),  # one vote per user and flag
+    sa.Column("vote", sa.String(8), nullable=False),
+    sa.Column("created", UTCDateTime, nullable=False),
+    sa.CheckConstraint("vote IN ('support', 'contest')", name="ck_ann_image_flag_votes_vote"),
+)
+
+flag_state_t = sa.Table(
+    "ann_flag_state",
+    metadata,
+    # the flags' own change counter: a flag never changes the compiled rules (the store's version)
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
 )
 
 #: the tables of what can be mirrored from elsewhere, by the ``kind`` the mirroring methods take

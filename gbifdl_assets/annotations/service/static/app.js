@@ -218,6 +218,7 @@
       $("draft-info").textContent = n + " corner(s); click to add, “Finish polygon” when done.";
     }
     updateSaveButton();
+    schedulePreview();
   }
 
   function setMode(mode) {
@@ -331,6 +332,7 @@
     $("taxon-selected").classList.remove("muted");
     $("taxon-clear").hidden = false;
     updateSaveButton();
+    schedulePreview();
     await loadRules();
   }
 
@@ -342,6 +344,7 @@
     $("taxon-selected").classList.add("muted");
     $("taxon-clear").hidden = true;
     updateSaveButton();
+    schedulePreview();
     await loadRules();
   }
 
@@ -613,6 +616,131 @@
     }
   }
 
+
+  // ------------------------------------------------------------------ preview
+  // While the rule is drawn, the service says what it would flag in the training sets' snapshots
+  // (POST …/rule/preview). Debounced; an answer to an older draft is dropped. Everything shown comes
+  // from the snapshots (dataset titles, species names, URLs): it goes in as text or checked attributes.
+  let previewTimer = null;
+  let previewSeq = 0;
+  const PREVIEW_DELAY_MS = 400;
+
+  function schedulePreview() {
+    clearTimeout(previewTimer);
+    previewTimer = setTimeout(runPreview, PREVIEW_DELAY_MS);
+  }
+
+  function chosenTrainingSets() {
+    const boxes = Array.from(document.querySelectorAll("#preview-sets input"));
+    const chosen = boxes.filter((b) => b.checked).map((b) => b.value);
+    $("preview-sets-summary").textContent = !boxes.length ? "none has a snapshot yet"
+      : chosen.length === boxes.length ? "all (" + boxes.length + ")" : chosen.length + " of " + boxes.length;
+    return chosen.length === boxes.length ? null : chosen;
+  }
+
+  async function loadTrainingSets() {
+    let sets = [];
+    try {
+      sets = await request("GET", "/ui/api/preview/training-sets");
+    } catch (e) {
+      $("preview-summary").textContent = "Preview unavailable: " + e.message;
+      return;
+    }
+    const box = $("preview-sets");
+    box.replaceChildren();
+    sets.forEach((s) => {
+      const input = el("input", { type: "checkbox", value: s.trainingSet, checked: true });
+      input.addEventListener("change", schedulePreview);
+      box.append(el("label", { class: "check", title: "snapshot " + s.snapshotId },
+        input, s.trainingSet + (s.rows !== null && s.rows !== undefined ? " (" + Number(s.rows).toLocaleString("en") + ")" : "")));
+    });
+    chosenTrainingSets();
+  }
+
+  function countRows(tbody, rows, label) {
+    tbody.replaceChildren();
+    rows.slice(0, 10).forEach((r) => {
+      tbody.append(el("tr", {}, el("td", { title: label(r).title || "" }, label(r).text),
+        el("td", {}, r.occurrences.toLocaleString("en")), el("td", {}, r.images.toLocaleString("en"))));
+    });
+    if (rows.length > 10) {
+      const rest = rows.slice(10);
+      const sum = (k) => rest.reduce((a, r) => a + r[k], 0).toLocaleString("en");
+      tbody.append(el("tr", { class: "muted" }, el("td", {}, rest.length + " more"), el("td", {}, sum("occurrences")), el("td", {}, sum("images"))));
+    }
+  }
+
+  function renderPreview(answer) {
+    const summary = $("preview-summary");
+    const sets = answer.trainingSets.length;
+    summary.className = "small ok";
+    summary.textContent = answer.message ? answer.message
+      : "Would flag " + answer.flagged.occurrences.toLocaleString("en") + " occurrences (" +
+        answer.flagged.images.toLocaleString("en") + " images) in " + sets + " training set" + (sets === 1 ? "" : "s") + ".";
+    const datasets = $("preview-datasets");
+    countRows(datasets.tBodies[0], answer.byDataset, (r) => ({
+      text: r.datasetTitle || r.datasetKey || "(no dataset)", title: r.datasetKey || "" }));
+    datasets.hidden = !answer.byDataset.length;
+    const bor = $("preview-bor");
+    countRows(bor.tBodies[0], answer.byBasisOfRecord, (r) => ({ text: r.basisOfRecord || "(none)" }));
+    bor.hidden = !answer.byBasisOfRecord.length;
+    const strip = $("preview-samples");
+    strip.replaceChildren();
+    answer.samples.forEach((s) => {
+      const caption = [s.species, s.datasetTitle || s.datasetKey, s.year].filter((v) => v !== null && v !== undefined && v !== "").join(" · ");
+      const img = el("img", { alt: s.species || "sample image", loading: "lazy" });
+      img.addEventListener("error", () => img.classList.add("broken"));
+      // only this service's own thumbnail paths (the CSP allows images from here only)
+      if (typeof s.thumbnail === "string" && /^\/ui\/api\/preview\/thumbnail\/[0-9a-f]+$/.test(s.thumbnail)) img.src = s.thumbnail;
+      const link = el("a", { class: "sample", title: caption + " (gbifID " + s.gbifID + ")", dataset: { gbifId: String(s.gbifID) } }, img);
+      if (typeof s.identifier === "string" && /^https?:\/\//i.test(s.identifier)) {
+        link.href = s.identifier;  // http(s) only: never a javascript: URL from a snapshot
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+      }
+      strip.append(link);
+    });
+    document.body.dataset.previewSeq = String(previewSeq);
+  }
+
+  function clearPreview(text) {
+    $("preview-summary").textContent = text;
+    $("preview-summary").className = "muted small";
+    $("preview-datasets").hidden = true;
+    $("preview-bor").hidden = true;
+    $("preview-samples").replaceChildren();
+  }
+
+  async function runPreview() {
+    const seq = ++previewSeq;
+    if (!state.draftWkt) {
+      clearPreview("Draw a polygon or pick a country to see what the rule would flag.");
+      return;
+    }
+    let filters;
+    try {
+      filters = filterFields();
+    } catch (e) {
+      clearPreview("No preview: " + e.message);
+      return;
+    }
+    const body = { taxonKey: state.taxon ? state.taxon.key : null, geometry: state.draftWkt, ...filters };
+    $("preview").dataset.geometry = state.draftWkt;
+    const sets = chosenTrainingSets();
+    if (sets) body.trainingSets = sets;
+    $("preview-summary").textContent = "Counting …";
+    $("preview-summary").className = "muted small";
+    try {
+      const answer = await request("POST", api("/rule/preview"), body);
+      if (seq === previewSeq) renderPreview(answer);
+    } catch (e) {
+      if (seq === previewSeq) {
+        clearPreview("No preview: " + e.message);
+        $("preview-summary").className = "small error";
+      }
+    }
+  }
+
   // ------------------------------------------------------------------ start
   async function start() {
     state.config = await request("GET", "/ui/api/config");
@@ -645,8 +773,11 @@
     $("delete-rule-button").addEventListener("click", deleteRule);
     $("comment-add").addEventListener("click", addComment);
     $("new-ruleset").addEventListener("click", createRuleset);
+    ["year-from", "year-to", "dataset-key", "bor-negated"].forEach((id) => $(id).addEventListener("input", schedulePreview));
+    $("bor-negated").addEventListener("change", schedulePreview);
+    $("bor-options").addEventListener("change", schedulePreview);
     showLogin();
-    await Promise.all([loadBasemap(), loadRulesets()]);
+    await Promise.all([loadBasemap(), loadRulesets(), loadTrainingSets()]);
     const m = /taxon=(\d+)/.exec(location.hash);
     if (!m) await loadRules(false);
     if (m) {
