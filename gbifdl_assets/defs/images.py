@@ -28,8 +28,8 @@ from gbifdl_assets.defs.retries import final_attempt_says_why, stage_failures
 from gbifdl_assets.media.download import DownloadSummary
 from gbifdl_assets.pipeline.image_shards import shard_keys
 from gbifdl_assets.pipeline.image_store import StoredShard, TrainingSetImages, store_shard
+from gbifdl_assets.pipeline.training_export import BLOCKING_CHECKS, TrainingExport, build_training_export
 from gbifdl_assets.pipeline.training_export import CHECKS as EXPORT_CHECKS
-from gbifdl_assets.pipeline.training_export import TrainingExport, build_training_export
 
 shard_partitions = dg.StaticPartitionsDefinition(shard_keys())
 image_partitions = dg.MultiPartitionsDefinition(
@@ -272,9 +272,10 @@ def completeness_metadata(result: StoredShard) -> dict[str, dg.MetadataValue]:
     kinds={"python", "pytorch", "tensorflow", STORAGE_KIND},
     # Re-export once every shard is stored again (eager waits while any shard is missing or running).
     automation_condition=dg.AutomationCondition.eager(),
-    # the export is the last asset: its checks inform (nothing downstream to block)
+    # the export is the last asset: its checks inform; no_duplicates_across_splits also blocks
+    # whatever a user puts downstream of it (a training job must not start on a leaking split)
     check_specs=[
-        dg.AssetCheckSpec(name, asset="training_export", description=text)
+        dg.AssetCheckSpec(name, asset="training_export", description=text, blocking=name in BLOCKING_CHECKS)
         for name, text in EXPORT_CHECKS.items()
     ],
     description=(
@@ -292,8 +293,36 @@ def training_export(
         result = build_training_export(training_set, storage.open(), spec=spec, log=context.log)
     return dg.MaterializeResult(
         metadata=_export_metadata(result),
-        check_results=[check_result(check) for check in result.checks],
+        check_results=[check_result(check, **check_extras(check.details)) for check in result.checks],
     )
+
+
+def check_extras(details: dict[str, Any]) -> dict[str, dg.MetadataValue]:
+    """A Markdown table of the duplicate clusters a check's details carry as examples."""
+    examples = details.get("examples")
+    return {"examples": md(duplicate_examples_table(examples))} if examples else {}
+
+
+def duplicate_examples_table(examples: list[dict[str, Any]]) -> str:
+    """One row per member of each example cluster: where it was, where it went, kept or dropped."""
+    rows = []
+    for cluster in examples:
+        for member in cluster.get("members", []):
+            key = member["content_key"] if isinstance(member, dict) else member
+            rows.append(
+                {
+                    "cluster": str(cluster.get("representative", ""))[:12],
+                    "image": str(key)[:12],
+                    "label": member.get("label", "") if isinstance(member, dict) else "",
+                    "split before": member.get("split_before", "") if isinstance(member, dict) else "",
+                    "split": cluster.get("split", ", ".join(cluster.get("splits", []))),
+                    "kept": ("yes" if member.get("kept") else "no (a copy)")
+                    if isinstance(member, dict)
+                    else "",
+                }
+            )
+    columns = ("cluster", "image", "label", "split before", "split", "kept")
+    return markdown_table(rows, columns, limit=50) if rows else NONE
 
 
 def _export_metadata(result: TrainingExport) -> dict[str, dg.MetadataValue]:
@@ -311,6 +340,12 @@ def _export_metadata(result: TrainingExport) -> dict[str, dg.MetadataValue]:
         # BY-licensed images with no name to credit, and how many the spec's images.unattributed left out
         "unattributed": dg.MetadataValue.int(summary.unattributed),
         "dropped_unattributed": dg.MetadataValue.int(summary.dropped_unattributed),
+        # copies of one photo (same bytes or close perceptual hashes): clusters, moved into their
+        # representative's split, dropped inside a split (images.duplicates)
+        "duplicate_clusters": dg.MetadataValue.int(summary.duplicates.get("clusters", 0)),
+        "duplicates_moved": dg.MetadataValue.int(summary.duplicates.get("moved", 0)),
+        "duplicates_dropped": dg.MetadataValue.int(summary.duplicates.get("dropped", 0)),
+        "duplicate_examples": md(duplicate_examples_table(summary.duplicates.get("examples", []))),
         # which field of the record each image's credit came from (creator, rightsHolder, …)
         "attribution_sources": md(count_table(summary.attribution_sources, ("credited from", "images"))),
         "contributing_datasets": dg.MetadataValue.int(result.datasets),

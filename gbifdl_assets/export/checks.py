@@ -4,7 +4,8 @@ Two checks, each ``(passed, details)`` (the Dagster layer only wraps them):
 
 * :func:`check_manifest_covered`: every image of the manifest is in the export or has a reason not to
   be: the image store's ledger says why it is not stored (``http_404``, ``not_an_image``, a duplicate
-  ...), or the export left it out for lack of a name to credit (``unattributed: drop``). An image no
+  ...), or the export left it out for lack of a name to credit (``unattributed: drop``) or as a copy of
+  an image it exported in the same split (see .dedup). An image no
   ledger mentions was never fetched (a shard that did not run) and is *unexplained*.
 * :func:`check_credits_cover`: ``credits.csv`` has one row per exported image, and every image under
   a BY-family licence has a name in it. A BY image kept without a name (``unattributed: keep``) fails
@@ -42,6 +43,7 @@ def check_manifest_covered(
     exported_keys: pa.Array | pa.ChunkedArray,
     *,
     dropped_unattributed: int = 0,
+    dropped_duplicates: int = 0,
 ) -> tuple[bool, dict[str, Any]]:
     """Passes when every manifest image is exported or its absence is explained (module docstring)."""
     exported = pc.is_in(manifest.column("content_key"), value_set=pa.array(exported_keys).cast(pa.string()))
@@ -62,7 +64,10 @@ def check_manifest_covered(
     dropped = min(len(stored_left_out), max(0, int(dropped_unattributed)))
     if dropped:
         reasons["dropped: no name to credit under a BY licence"] = dropped
-    unexplained += stored_left_out[dropped:]
+    copies = min(len(stored_left_out) - dropped, max(0, int(dropped_duplicates)))
+    if copies:
+        reasons["dropped: a copy of another exported image in the same split"] = copies
+    unexplained += stored_left_out[dropped + copies :]
     details: dict[str, Any] = {
         "manifest_images": manifest.num_rows,
         "exported": manifest.num_rows - len(absent),

@@ -125,6 +125,23 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument(
         "--min-class-images", type=int, default=5, help="warn about classes with fewer images in a split"
     )
+    p.add_argument(
+        "--duplicates-max-distance",
+        type=int,
+        default=31,
+        help="largest Hamming distance (of 256 bits) between perceptual hashes of near copies (31); "
+        "0: identical hashes only",
+    )
+    p.add_argument(
+        "--keep-copies-within-split",
+        action="store_true",
+        help="keep every copy of a photo in its split (default: once per class)",
+    )
+    p.add_argument(
+        "--no-dedup",
+        action="store_true",
+        help="export the manifest's splits as they are, even when one photo sits in two of them",
+    )
     p.add_argument("--shard-size", type=int, default=1000, help="samples per WebDataset shard")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint for S3-compatible servers")
     p.set_defaults(func=cmd_export)
@@ -157,7 +174,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from gbifdl_assets.export.dedup import DuplicatePolicy
     from gbifdl_assets.export.layout import ExportError, IncompleteExportError, export_training_set
+    from gbifdl_assets.media.duplicates import DuplicateError
     from gbifdl_assets.media.ledger import list_ledgers, load_ledger
     from gbifdl_assets.storage import StorageError, open_storage
 
@@ -229,6 +248,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             unattributed="drop" if args.drop_unattributed else "keep",
             min_class_images=args.min_class_images,
             max_missing=args.max_missing,
+            duplicates=DuplicatePolicy(
+                max_distance=args.duplicates_max_distance,
+                keep_copies_within_split=args.keep_copies_within_split,
+                enabled=not args.no_dedup,
+            ),
         )
     except IncompleteExportError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -244,7 +268,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             }
         )
         return 1
-    except (ExportError, StorageError, FileNotFoundError) as exc:
+    except (ExportError, DuplicateError, StorageError, FileNotFoundError) as exc:
         return _fail(str(exc))
     result = {
         "ok": True,

@@ -212,9 +212,11 @@ def datacard_blocks(
     formats: Sequence[str] = ("imagefolder", "webdataset"),
     created: str = "",
     datasets: Sequence[dict[str, Any]] = (),
+    duplicates: dict[str, Any] | None = None,
 ) -> list[r.Block]:
     """The data card as blocks (see :mod:`.render`); ``datasets`` is
-    :func:`.datasets.contributing_datasets` of the export."""
+    :func:`.datasets.contributing_datasets` of the export; ``duplicates`` the export's
+    :meth:`.dedup.DuplicateReport.to_dict`."""
     provenance = dict(provenance or {})
     n = facts.images
     split_names = sorted(facts.splits, key=lambda s: (_SPLIT_ORDER.get(s, 9), s))
@@ -307,6 +309,8 @@ def datacard_blocks(
             )
         )
     blocks += [r.Heading("Duplicates")]
+    if duplicates is not None:
+        blocks.append(r.Para([_dedup_sentence(duplicates)]))
     if facts.duplicate_groups:
         blocks.append(
             r.Para(
@@ -343,6 +347,20 @@ def datacard_blocks(
         ),
     ]
     return blocks
+
+
+def _dedup_sentence(d: dict[str, Any]) -> str:
+    if not d.get("clusters"):
+        return (
+            "No two stored images are copies of each other (identical bytes, or perceptual hashes within "
+            f"{d.get('max_distance', '?')} of 256 bits)."
+        )
+    return (
+        f"{d['clusters']} clusters of copies ({d['images_in_clusters']} stored images: identical bytes, or "
+        f"perceptual hashes within {d['max_distance']} of 256 bits) were found; every cluster is in one split "
+        f"(its representative's): {d['moved']} images were moved to it and {d['dropped']} copies inside a "
+        "split were left out."
+    )
 
 
 def write_datacard(

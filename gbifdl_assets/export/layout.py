@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gbifdl_assets.errors import GbifdlError
+from gbifdl_assets.export.dedup import DuplicatePolicy, resolve_duplicates
 from gbifdl_assets.export.escape import clean_table, clean_text
 from gbifdl_assets.storage import TMP_PREFIX, LocalStorage, Storage
 
@@ -116,6 +117,9 @@ class ExportSummary:
     dropped_unattributed: int = 0
     #: images credited per link of the attribution chain (creator, rightsHolder, …, publisher)
     attribution_sources: dict[str, int] = field(default_factory=dict)
+    #: duplicate clusters found, images moved to their representative's split, copies dropped, examples
+    #: (see .dedup)
+    duplicates: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     created: str = ""
 
@@ -190,7 +194,11 @@ def _join_ledger(manifest: pa.Table, ledger: pa.Table) -> tuple[pa.Table, int]:
             raise ExportError(f"the ledger has no {col!r} column: pass load_ledger(storage, name)")
     if "label_name" not in manifest.column_names:
         manifest = manifest.append_column("label_name", pa.nulls(manifest.num_rows, pa.string()))
-    facts = [c for c in ("key", "width", "height", "sha256", "format", "bytes") if c in ledger.column_names]
+    facts = [
+        c
+        for c in ("key", "width", "height", "sha256", "format", "bytes", "content_sha256", "phash")
+        if c in ledger.column_names
+    ]
     keep = pc.and_(pc.fill_null(ledger.column("stored"), False), pc.is_valid(ledger.column("key")))
     stored = ledger.filter(keep)
     stored = stored.select(["content_key", *facts])
@@ -307,6 +315,7 @@ def export_training_set(
     provenance: Mapping[str, Any] | None = None,
     min_class_images: int = 5,
     max_missing: float | None = None,
+    duplicates: DuplicatePolicy | None = None,
 ) -> ExportSummary:
     """Write a complete training export of ``manifest`` (images from ``image_storage``) to ``out``.
 
@@ -327,6 +336,8 @@ def export_training_set(
     ``min_class_images``: the data card warns about every class with fewer images in a split.
     ``max_missing``: the largest share (0..1) of manifest images allowed to lack a stored image;
     beyond it :class:`IncompleteExportError` is raised before anything is written (None: no limit).
+    ``duplicates``: how exact and near-duplicate photos are kept out of two splits (:mod:`.dedup`;
+    None: the defaults, every cluster in its representative's split and copies kept once per split).
     """
     from gbifdl_assets.export import (
         attribution,
@@ -374,6 +385,7 @@ def export_training_set(
             missing=missing,
             manifest_images=manifest.num_rows,
         )
+    joined, deduplicated = resolve_duplicates(joined, duplicates)
     joined, credited = attribution.attribute(
         joined, records=records, datasets=datasets, unattributed=unattributed
     )
@@ -399,6 +411,7 @@ def export_training_set(
         unattributed=credited.unattributed,
         dropped_unattributed=credited.dropped,
         attribution_sources=credited.sources,
+        duplicates=deduplicated.to_dict(),
     )
     try:
         target = DigestingStorage(staging.storage)
@@ -435,6 +448,7 @@ def export_training_set(
             formats=formats,
             created=stamp,
             datasets=contributing_datasets(final, datasets),
+            duplicates=summary.duplicates,
         )
         croissant.write_croissant(
             target,

@@ -99,6 +99,24 @@ def add_images_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--progress-seconds", type=float, default=5.0, help="seconds between progress lines (%(default)s)"
     )
     verify.set_defaults(func=cmd_images_verify)
+    dups = sub.add_parser(
+        "duplicates",
+        help="clusters of copies of one photo (same bytes or close perceptual hashes) across the store's ledgers",
+    )
+    dups.add_argument("--store", required=True, help="image store: a folder or s3://bucket/prefix")
+    dups.add_argument("--ledger", action="append", help="only these ledgers (repeatable; default: all)")
+    dups.add_argument(
+        "--max-distance", type=int, default=31, help="Hamming distance (of 256 bits) of near copies (31)"
+    )
+    dups.add_argument(
+        "--hash-missing",
+        action="store_true",
+        help="read and hash stored images whose ledger entry has no perceptual hash (older ledgers)",
+    )
+    dups.add_argument(
+        "--out", type=Path, help="write every stored entry with its cluster to this Parquet file"
+    )
+    dups.set_defaults(func=cmd_images_duplicates)
     return images
 
 
@@ -303,6 +321,38 @@ def cmd_images_fetch(args: argparse.Namespace) -> int:
 
 def cmd_images_retry_failed(args: argparse.Namespace) -> int:
     return _run(args, only_failed=True)
+
+
+def cmd_images_duplicates(args: argparse.Namespace) -> int:
+    from gbifdl_assets.media.duplicates import DuplicateError
+    from gbifdl_assets.media.ledger import list_ledgers
+    from gbifdl_assets.media.store_duplicates import store_duplicates
+    from gbifdl_assets.storage import StorageError, open_storage
+
+    command = "images duplicates"
+    try:
+        storage = open_storage(args.store, endpoint_url=os.environ.get("GBIFDL_S3_ENDPOINT_URL") or None)
+        known = list_ledgers(storage)
+        unknown = [n for n in args.ledger or [] if n not in known]
+        if unknown or not known:
+            return _fail(
+                f"{storage.uri} has no ledger {unknown[0]!r} (it has {', '.join(known) or 'none'}): "
+                "give one of those names, or the store that 'gbifdl images fetch --store' wrote to"
+                if unknown
+                else f"{storage.uri} has no ledgers: give the store that 'gbifdl images fetch --store' wrote to",
+                command=command,
+            )
+        found = store_duplicates(
+            storage, ledgers=args.ledger, max_distance=args.max_distance, hash_missing=args.hash_missing
+        )
+        if args.out is not None:
+            import pyarrow.parquet as pq
+
+            pq.write_table(found.table, args.out)
+    except (StorageError, DuplicateError, OSError) as exc:
+        return _fail(str(exc), command=command, store=args.store)
+    _emit({"ok": True, "command": command, **found.to_dict()})
+    return 0
 
 
 def cmd_images_verify(args: argparse.Namespace) -> int:

@@ -91,6 +91,8 @@ _INDEX_COLUMNS = [
     "sha256",
     "format",
     "content_type",
+    "content_sha256",
+    "phash",
 ]
 
 
@@ -593,6 +595,8 @@ def _adopt(
         sha256=hit.get("sha256"),
         format=hit.get("format"),
         content_type=hit.get("content_type"),
+        content_sha256=hit.get("content_sha256"),
+        phash=hit.get("phash"),
         error=f"stored by ledger {hit['source_ledger']!r}",
     )
 

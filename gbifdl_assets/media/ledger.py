@@ -2,7 +2,8 @@
 
 Every image a download run handles gets an entry::
 
-    ok       key, bytes, width, height, sha256, format, content_type, http_status, attempts
+    ok       key, bytes, width, height, sha256, format, content_type, http_status, attempts,
+             content_sha256 (of the downloaded body), phash (perceptual hash, see .phash)
     failed   reason (http_404, timeout, not_an_image, …), http_status, attempts, error
     skipped  reason (already_stored: another ledger of the same store holds it; duplicate), key…
     opted_out reason (robots_txt, x_robots_tag, tdm_reservation): the host opts out of our use; the
@@ -113,6 +114,9 @@ LEDGER_SCHEMA = pa.schema(
         # content_key (see .same_bytes)
         pa.field("content_sha256", pa.string()),
         pa.field("duplicate_of", pa.string()),
+        # 256-bit perceptual hash (a PDQ-like DCT hash, 64 hex characters) of the stored pixels, upright;
+        # null when the body was not an image or has no features, a flat colour (see .phash; clusters in .duplicates)
+        pa.field("phash", pa.string()),
     ]
 )
 LEDGER_COLUMNS = tuple(LEDGER_SCHEMA.names)

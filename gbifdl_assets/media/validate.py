@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from gbifdl_assets.errors import GbifdlError
+from gbifdl_assets.media.phash import phash_hex
 
 if TYPE_CHECKING:
     from gbifdl_assets.specs import ImageOptions
@@ -86,6 +87,8 @@ RESAMPLE = Image.Resampling.HAMMING
 _TRANSPOSED = frozenset(range(2, 9))
 #: Only when libjpeg could not scale (e.g. a multi-tile JPEG): reduce() by an integer factor first.
 _REDUCING_GAP = 3.0
+#: the perceptual hash reads a 64x64 reduction: a scaled JPEG decode stays at least this large
+_HASH_SIDE = 64
 _TEXT_TYPES = ("text/", "application/json", "application/ld+json", "application/xhtml", "application/xml")
 
 
@@ -162,6 +165,8 @@ class ValidImage:
     ext: str
     sha256: str
     reencoded: bool
+    #: 256-bit perceptual hash of the decoded pixels, upright (64 hex characters; see .phash)
+    phash: str | None = None
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -246,7 +251,11 @@ def _decode(body: bytes, options: ValidationOptions) -> ValidImage:
         )
     if keep:
         if source_format == "JPEG":
-            im.draft(None, (max(1, width // 8), max(1, height // 8)))
+            # 1/8 scale, but never below the 64 px the perceptual hash reads
+            im.draft(
+                None, (min(width, max(_HASH_SIDE, width // 8)), min(height, max(_HASH_SIDE, height // 8)))
+            )
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
         im.load()
         stored_format = "JPEG" if source_format == "MPO" else source_format
         return ValidImage(
@@ -258,6 +267,7 @@ def _decode(body: bytes, options: ValidationOptions) -> ValidImage:
             ext=_EXT.get(source_format, "bin"),
             sha256=hashlib.sha256(body).hexdigest(),
             reencoded=False,
+            phash=phash_hex(im, orientation if orientation in _TRANSPOSED else 1),
         )
 
     assert target is not None
@@ -269,6 +279,7 @@ def _decode(body: bytes, options: ValidationOptions) -> ValidImage:
         if too_big:
             im.thumbnail((options.max_side, options.max_side), Image.Resampling.LANCZOS)  # type: ignore[arg-type]
     im = _convert_for(im, target)
+    phash = phash_hex(im)  # upright already; on the pixels about to be encoded
     out = io.BytesIO()
     save_args: dict[str, Any] = {}
     if target == "JPEG":
@@ -288,6 +299,7 @@ def _decode(body: bytes, options: ValidationOptions) -> ValidImage:
         ext=_EXT[target],
         sha256=hashlib.sha256(data).hexdigest(),
         reencoded=True,
+        phash=phash,
     )
 
 

@@ -140,6 +140,7 @@ def store_body(
             "http_status": result.http_status,
             "attempts": result.attempts,
             "content_sha256": body_sha,
+            "phash": image.phash,
         }
         if first is not None and first.same_object_bytes(image.sha256):
             return entry(

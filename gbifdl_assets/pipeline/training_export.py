@@ -11,12 +11,14 @@ WebDataset shards, credits for every image, the citation, a data card and ``croi
   CITATION.md and the data card; the last attribution fallback);
 * ``provenance``: the spec's name and fingerprint, the snapshot and its source, the rules version,
   the manifest id and when the data was retrieved;
-* from the spec: ``images.unattributed`` (keep or drop BY images nobody can be credited for),
+* from the spec: ``images.duplicates`` (exact and near copies of a photo go to one split, copies
+  inside a split kept once: :mod:`gbifdl_assets.export.dedup`),
+  ``images.unattributed`` (keep or drop BY images nobody can be credited for),
   ``images.min_class_images`` (data card warnings), and ``1 - images.completeness_threshold`` as the
   largest share of the manifest allowed to be missing.
 
-Two checks follow (:data:`CHECKS`): every manifest image exported or explained, and credits covering
-every exported image.
+Three checks follow (:data:`CHECKS`): every manifest image exported or explained, credits covering
+every exported image, and no duplicate cluster across splits (blocking).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import pyarrow as pa
 
 from gbifdl_assets.export.checks import check_credits_cover, check_manifest_covered, read_credits
 from gbifdl_assets.export.datasets import datasets_from_records
+from gbifdl_assets.export.dedup import DuplicatePolicy, check_no_duplicates_across_splits
 from gbifdl_assets.export.layout import (
     MANIFEST_FILE,
     ExportError,
@@ -55,7 +58,13 @@ CHECKS = {
         "a name to credit)."
     ),
     "credits_cover_every_image": "credits.csv has a row for every exported image and a name for every BY-licensed one.",
+    "no_duplicates_across_splits": (
+        "No photo sits in two splits: exact copies (sha256) and near copies (perceptual hashes within "
+        "images.duplicates.max_distance bits) of the exported images are all in one split."
+    ),
 }
+#: checks that block what runs after the export when they fail
+BLOCKING_CHECKS = frozenset({"no_duplicates_across_splits"})
 #: snapshot columns the export reads as ``records`` (those an older snapshot lacks are skipped)
 RECORD_COLUMNS = (
     "gbifID",
@@ -129,13 +138,30 @@ def _provenance(
     }
 
 
-def _checks(out: Storage, manifest: pa.Table, ledger: pa.Table, summary: ExportSummary) -> list[CheckOutcome]:
-    exported = out.read_parquet(MANIFEST_FILE, columns=["content_key", "license"])
+def _checks(
+    out: Storage, manifest: pa.Table, ledger: pa.Table, summary: ExportSummary, policy: DuplicatePolicy
+) -> list[CheckOutcome]:
+    exported = out.read_parquet(MANIFEST_FILE)
+    dropped_copies = int(summary.duplicates.get("dropped", 0))
     covered = check_manifest_covered(
-        manifest, ledger, exported.column("content_key"), dropped_unattributed=summary.dropped_unattributed
+        manifest,
+        ledger,
+        exported.column("content_key"),
+        dropped_unattributed=summary.dropped_unattributed,
+        dropped_duplicates=dropped_copies,
     )
-    credited = check_credits_cover(exported, read_credits(out))
-    outcomes = {"manifest_images_accounted_for": covered, "credits_cover_every_image": credited}
+    credited = check_credits_cover(exported.select(["content_key", "license"]), read_credits(out))
+    columns = [
+        c for c in ("content_key", "split", "sha256", "content_sha256", "phash") if c in exported.column_names
+    ]
+    apart = check_no_duplicates_across_splits(
+        exported.select(columns), max_distance=policy.max_distance, summary=summary.duplicates
+    )
+    outcomes = {
+        "manifest_images_accounted_for": covered,
+        "credits_cover_every_image": credited,
+        "no_duplicates_across_splits": apart,
+    }
     # names missing under a BY licence warn (the export is usable); anything else is an error
     warn = {"credits_cover_every_image": credited[1]["missing_rows"] == 0}
     return [
@@ -174,6 +200,18 @@ def _per_class(out: Storage, manifest: pa.Table) -> tuple[list[dict[str, Any]], 
     return rows, splits
 
 
+def duplicate_policy(spec: TrainingSetSpec | None) -> DuplicatePolicy:
+    """The spec's ``images.duplicates`` (the defaults without a spec)."""
+    if spec is None:
+        return DuplicatePolicy()
+    options = spec.images.duplicates
+    return DuplicatePolicy(
+        max_distance=options.max_distance,
+        keep_copies_within_split=options.keep_copies_within_split,
+        enabled=options.enabled,
+    )
+
+
 def build_training_export(
     training_set: str,
     storage: Storage,
@@ -192,6 +230,7 @@ def build_training_export(
     provenance = _provenance(spec, training_set, manifest_id, snapshot)
     started = time.monotonic()
     out = storage.child(layout.export_prefix(training_set))
+    policy = duplicate_policy(spec)
     try:
         summary = export_training_set(
             manifest,
@@ -205,6 +244,7 @@ def build_training_export(
             unattributed=spec.images.unattributed if spec is not None else "keep",
             min_class_images=spec.images.min_class_images if spec is not None else 5,
             max_missing=1 - spec.images.completeness_threshold if spec is not None else None,
+            duplicates=policy,
         )
     except ExportError as exc:  # the limit of missing images, an empty ledger ...: the message says what
         facts = (
@@ -227,7 +267,7 @@ def build_training_export(
         provenance=provenance,
         datasets=sum(1 for d in datasets.values() if d.get("title")),
         croissant_uri=out.uri_of("croissant.json"),
-        checks=_checks(out, manifest, ledger, summary),
+        checks=_checks(out, manifest, ledger, summary, policy),
         per_class=per_class,
         splits=splits,
     )

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .annotations_api import annotation_routes
 from .config import SandboxConfig
 from .downloads import DownloadService, TooManyDownloads, iso
+from .duplicates import duplicate_groups
 from .faults import FaultState, body_429
 from .filters import BadRequest
 from .hosts import MediaHostMiddleware, MediaSites
@@ -485,7 +486,14 @@ async def media(request: Request) -> Response:
     if fault == "png":
         ext = "png"
     body, ctype = await run_in_threadpool(
-        media_body, st.world, row, item, ext, size=tuple(cfg.media_size), quality=cfg.media_jpeg_quality
+        media_body,
+        st.world,
+        row,
+        item,
+        ext,
+        size=tuple(cfg.media_size),
+        quality=cfg.media_jpeg_quality,
+        duplicate_rate=cfg.media_duplicate_rate,
     )
     if fault == "truncated":
         return Response(body[: max(1, len(body) // 2)], media_type=ctype)
@@ -620,6 +628,14 @@ def info(request: Request) -> Response:
     )
 
 
+def duplicates(request: Request) -> Response:
+    """The ground truth of the duplicate photos (.duplicates): groups of gbifID/item with the kind of
+    each copy (item 0 of each record)."""
+    st = _state(request)
+    groups = duplicate_groups(st.world, st.config.media_duplicate_rate)
+    return _json({"rate": st.config.media_duplicate_rate, "count": len(groups), "groups": groups})
+
+
 def health(request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -692,6 +708,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         Route("/", info),
         Route("/sandbox/info", info),
         Route("/sandbox/health", health),
+        Route("/sandbox/duplicates", duplicates),
         Route("/sandbox/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/sandbox/faults/reset", faults_reset, methods=["POST"]),
         Route("/v1/occurrence/search", occurrence_search),

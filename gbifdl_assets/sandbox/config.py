@@ -56,6 +56,9 @@ class SandboxConfig:
     media_fault_rate: float = 0.02
     media_size: tuple[int, int] = (320, 240)
     media_jpeg_quality: int = 80
+    #: share of records whose first image is a copy of an earlier record's (same taxon): identical bytes
+    #: or resized and re-encoded, under the record's own URL; ground truth in .duplicates
+    media_duplicate_rate: float = 0.03
     #: seconds a ``slow`` fault takes to deliver the body; a ``timeout`` fault waits this long first.
     media_slow_seconds: float = 2.0
     media_timeout_seconds: float = 30.0

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from . import hashing
+from .duplicates import DEFAULT_DUPLICATE_RATE, copy_of, resized_copy
 from .records import media_format, media_url
 from .world import MF_FAULT, MF_FAULT_KIND, World, media_items, media_salt
 
@@ -194,9 +195,17 @@ def image_keys(world: World, row: int) -> tuple[int, int]:
 
 
 def media_body(
-    world: World, row: int, item: int, ext: str, *, size: tuple[int, int], quality: int
+    world: World,
+    row: int,
+    item: int,
+    ext: str,
+    *,
+    size: tuple[int, int],
+    quality: int,
+    duplicate_rate: float = DEFAULT_DUPLICATE_RATE,
 ) -> tuple[bytes, str]:
-    """Bytes and content type for an existing media item (no faults)."""
+    """Bytes and content type for an existing media item (no faults); a copy of another record's
+    image where .duplicates says so."""
     key = int(world.occ.key[row])
     types = media_items(world.occ, row)
     mtype = types[item]
@@ -218,6 +227,20 @@ def media_body(
         return b"\x00\x00\x00\x18ftypmp42" + bytes(64), "video/mp4"
     if mtype == 2:
         return b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(64), "audio/mpeg"
+    copy = copy_of(world, row, item, duplicate_rate)
+    if copy is not None:
+        source_key = int(world.occ.key[copy.source_row])
+        source_ext = media_format(world, source_key, 0, 0)[1]
+        body, ctype = media_body(
+            world, copy.source_row, 0, source_ext, size=size, quality=quality, duplicate_rate=0
+        )
+        if copy.kind == "resized":
+            body, ctype = resized_copy(body, copy.scale, copy.quality), "image/jpeg"
+        if ext == "png" and ctype != "image/png":  # the ``png`` fault: the same picture as PNG
+            out = io.BytesIO()
+            Image.open(io.BytesIO(body)).save(out, "PNG")
+            body, ctype = out.getvalue(), "image/png"
+        return body, ctype
     sk, gk = image_keys(world, row)
     if ext == "png":
         return render_image(world.seed, sk, gk, key, item, size, quality, "PNG"), "image/png"

@@ -15,6 +15,7 @@ import numpy as np
 
 from gbifdl_assets.vocabulary import BASIS_OF_RECORD, MEDIA_TYPES, OCCURRENCE_STATUSES
 
+from . import hashing
 from .vocab import (
     COUNTRIES,
     FAMILY_NAMES,
@@ -87,6 +88,15 @@ def media_format(world: World, key: int, item: int, mtype: int) -> tuple[str | N
     u = world.unit(key, media_salt(item, MF_FORMAT))
     f = _STILL_FORMATS[min(int(np.searchsorted(_STILL_CUM, u, side="right")), len(_STILL_FORMATS) - 1)]
     return f[0], f[1]
+
+
+def renders_image_np(world: World, keys: np.ndarray, item: int) -> np.ndarray:
+    """Which of the records ``keys`` serve item ``item`` (if it is a still image) as JPEG or PNG bytes
+    (not the JSON-LD description some image items point at): :func:`media_format`, vectorised."""
+    u = hashing.unit_np(world.seed, keys, media_salt(item, MF_FORMAT))
+    idx = np.minimum(np.searchsorted(_STILL_CUM, u, side="right"), len(_STILL_FORMATS) - 1)
+    pixels = [i for i, f in enumerate(_STILL_FORMATS) if f[1] in ("jpg", "png")]
+    return np.isin(idx, pixels)
 
 
 def media_url(base: str, key: int, item: int, ext: str) -> str:

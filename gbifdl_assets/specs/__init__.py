@@ -38,6 +38,7 @@ from gbifdl_assets.specs.model import DEFAULT_LICENSE_ALLOWLIST, TrainingSetSpec
 from gbifdl_assets.specs.sections import (
     AnnotationPolicy,
     BalancingSpec,
+    DuplicateOptions,
     ImageOptions,
     RefreshSpec,
     SourceSpec,
@@ -52,6 +53,7 @@ __all__ = [
     "OCCURRENCE_SEARCH_PARAMETERS",
     "AnnotationPolicy",
     "BalancingSpec",
+    "DuplicateOptions",
     "ImageOptions",
     "RefreshSpec",
     "SourceSpec",

@@ -25,6 +25,7 @@ from gbifdl_assets.vocabulary import ANNOTATION_LABELS, IMAGE_FLAGS, KEY_RANKS, 
 __all__ = [
     "AnnotationPolicy",
     "BalancingSpec",
+    "DuplicateOptions",
     "ImageFlagPolicy",
     "ImageOptions",
     "RefreshSpec",
@@ -412,6 +413,16 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "
 UNATTRIBUTED_CHOICES: tuple[str, ...] = ("keep", "drop")
 
 
+class DuplicateOptions(Section):
+    """Exact and near-duplicate photos at export (export/dedup.py): a cluster of copies never spans splits."""
+
+    enabled: bool = True  # false: export the manifest's splits as they are (copies may leak)
+    # largest Hamming distance (of 256 bits) between perceptual hashes of near copies; 0: identical only.
+    # The default is media.duplicates.DEFAULT_MAX_DISTANCE (measured in bench_duplicates.py)
+    max_distance: int = Field(default=31, ge=0, le=64)
+    keep_copies_within_split: bool = False  # true: keep every copy inside its split (else once per class)
+
+
 class ImageOptions(Section):
     """How images are fetched, validated and stored, and what the training export keeps of them."""
 
@@ -435,6 +446,8 @@ class ImageOptions(Section):
     opt_out_headers: bool = True
     # dead links (404/410, DNS, refused) fetched from GBIF's image cache, credited to the original
     image_cache_fallback: bool = True
+    # copies of one photo (same bytes, or perceptual hashes close) go to one split at export
+    duplicates: DuplicateOptions = Field(default_factory=DuplicateOptions)
 
     @field_validator("unattributed", mode="before")
     @classmethod

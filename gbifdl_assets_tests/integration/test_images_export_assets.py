@@ -86,6 +86,8 @@ def test_images_are_fetched_per_shard_and_exported(sandbox, tmp_path):
     manifest = read_latest_manifest(store, "cats")
     assert ok > 0 and ok <= manifest.num_rows
     meta = export.asset_materializations_for_node("training_export")[0].metadata
+    dropped = meta["duplicates_dropped"].value  # copies of a photo inside one split (issue 18)
+    ok -= dropped
     assert meta["images"].value == ok and meta["classes"].value == 2
     out = tmp_path / "data" / "exports" / "cats"
     exported = pq.read_table(out / "manifest.parquet")
@@ -98,7 +100,11 @@ def test_images_are_fetched_per_shard_and_exported(sandbox, tmp_path):
 
     # issue 19's wiring: the checks, what the export was built from, and the names behind it
     checks = {c.check_name: c for c in export.get_asset_check_evaluations()}
-    assert set(checks) == {"manifest_images_accounted_for", "credits_cover_every_image"}
+    assert set(checks) == {
+        "manifest_images_accounted_for",
+        "credits_cover_every_image",
+        "no_duplicates_across_splits",
+    }
     assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items()}
     covered = {k: v.value for k, v in checks["manifest_images_accounted_for"].metadata.items()}
     assert covered["manifest_images"] == manifest.num_rows and covered["exported"] == ok
@@ -107,6 +113,8 @@ def test_images_are_fetched_per_shard_and_exported(sandbox, tmp_path):
         int(part.rsplit(": ", 1)[1]) for part in covered["not_exported_by_reason"].split("; ") if ": " in part
     ]
     assert covered["not_exported"] == sum(reasons) == manifest.num_rows - ok
+    apart = {k: v.value for k, v in checks["no_duplicates_across_splits"].metadata.items()}
+    assert apart["clusters_across_splits"] == 0 and apart["copies_dropped"] == dropped
     assert meta["unattributed"].value == 0 and meta["dropped_unattributed"].value == 0
     assert meta["contributing_datasets"].value > 0
     provenance = markdown_column(meta["provenance"].value, "field", "value")

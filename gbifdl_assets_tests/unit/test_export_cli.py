@@ -77,6 +77,20 @@ def test_cli_export_errors(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_export_duplicate_options(tmp_path, capsys):
+    inputs = build_inputs(tmp_path)
+    inputs["store"].write_parquet("ledgers/cats/seg-000000000000-abc.parquet", inputs["ledger"])
+    pq.write_table(inputs["manifest"], tmp_path / "m.parquet")
+    base = ["export", str(tmp_path / "m.parquet"), "--images", str(inputs["store"].root), "--ledger", "cats"]
+    base += ["--out", str(tmp_path / "o"), "--max-missing", "0.1"]
+    code, summary, err = _run([*base, "--duplicates-max-distance", "100"], capsys)
+    assert code == 2 and "max_distance=100: give a Hamming distance between 0 and 64" in err
+    code, summary, _ = _run([*base, "--keep-copies-within-split", "--duplicates-max-distance", "0"], capsys)
+    assert code == 0 and summary["duplicates"]["max_distance"] == 0 and summary["duplicates"]["clusters"] == 0
+    code, summary, _ = _run([*base, "--no-dedup"], capsys)
+    assert code == 0 and summary["images"] == 30
+
+
 def _shard_store(tmp_path, shards: int = 4):
     """The platform's layout: one ledger per shard, NAME.shardNN, each holding part of the images."""
     inputs = build_inputs(tmp_path)

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from gbifdl_assets.export.dedup import DuplicatePolicy
 from gbifdl_assets.export.layout import ExportError, export_training_set
 from gbifdl_assets.storage import LocalStorage
 from gbifdl_assets_tests.unit.test_export_writers import CITATION, build_inputs
@@ -179,7 +180,8 @@ def test_licence_mix_credits_and_duplicates(tmp_path):
         pa.array([shas[train] if ck == test else shas[ck] for ck in led["content_key"].to_pylist()]),
     )
     inputs["ledger"] = led
-    _, out, _ = _export(tmp_path, inputs=inputs)
+    # with the duplicate handling switched off, the data card still tells the leak
+    _, out, _ = _export(tmp_path, inputs=inputs, duplicates=DuplicatePolicy(enabled=False))
     md = (out / "datacard.md").read_text()
     assert "2 images are byte-identical copies in 1 groups; 1 groups span more than one split" in md
     lic = {r[1]: int(r[2]) for r in _tables(md)["Licences"][1:-1]}
@@ -187,6 +189,28 @@ def test_licence_mix_credits_and_duplicates(tmp_path):
     assert "Images credited: 30 by the media creator." in md
     doc = json.loads((out / "croissant.json").read_text())
     assert any("FR" in b for b in doc["rai:dataBiases"])
+
+
+def test_duplicates_go_to_one_split_and_the_card_says_so(tmp_path):
+    """By default the copy joins its representative's split and, in the same class, is kept once."""
+    inputs = _inputs(tmp_path)
+    led = inputs["ledger"]
+    man = inputs["manifest"].to_pylist()
+    train = next(m for m in man if m["split"] == "train")
+    test = next(m for m in man if m["split"] == "test" and m["label"] == train["label"])
+    shas = dict(zip(led["content_key"].to_pylist(), led["sha256"].to_pylist(), strict=True))
+    j = led.schema.get_field_index("sha256")
+    copied = [shas[train["content_key"]] if ck == test["content_key"] else shas[ck] for ck in shas]
+    inputs["ledger"] = led.set_column(j, led.schema.field(j), pa.array(copied))
+    _, out, summary = _export(tmp_path, inputs=inputs)
+    assert summary.duplicates["clusters"] == 1 and summary.duplicates["dropped"] == 1
+    rep = min(train["content_key"], test["content_key"])
+    assert summary.duplicates["examples"][0]["representative"] == rep
+    md = (out / "datacard.md").read_text()
+    assert "1 clusters of copies (2 stored images" in md and "copies inside a split were left out" in md
+    assert "span more than one split" not in md
+    exported = pq.read_table(out / "manifest.parquet").column("content_key").to_pylist()
+    assert rep in exported and max(train["content_key"], test["content_key"]) not in exported
 
 
 def test_no_provenance_says_so(tmp_path):
