@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gbifdl_assets.host_limits import normalize_host_limits  # the one reading of the table
 from gbifdl_assets.quoting import describe, show
 from gbifdl_assets.specs.messages import FieldProblems
 from gbifdl_assets.suggestions import match_choice
@@ -475,8 +476,6 @@ class ImageOptions(Section):
     @field_validator("host_limits")
     @classmethod
     def _host_limits(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from gbifdl_assets.media.hosts import normalize_host_limits  # the one reading of the table
-
         normalize_host_limits(value)  # ValueError names the host and what to write
         return value
 
