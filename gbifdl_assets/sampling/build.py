@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gbifdl_assets.sampling.arrays import codes_of, combine_chunks, decoded, isin_mask, take
+from gbifdl_assets.sampling.arrays import codes_of, combine_chunks, decoded, int32_array, isin_mask, take
 from gbifdl_assets.sampling.assemble import (
     as_text,
     column_or_null,
@@ -74,7 +74,20 @@ def _ordered(d: dict[int, int]) -> dict[int, int]:
 
 def _ints(col: pa.ChunkedArray | pa.Array, rows: np.ndarray) -> np.ndarray:
     arr = decoded(col)
-    return pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)[rows]
+    if arr.null_count:  # filling a whole batch costs: only when there is something to fill
+        arr = pc.fill_null(arr, 0)
+    return arr.to_numpy(zero_copy_only=False)[rows]
+
+
+def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of two sorted arrays (np.union1d hashes: 1.2 s for 670 k values)."""
+    if len(b) == 0:
+        return a
+    both = np.concatenate([a, b])
+    both.sort(kind="stable")
+    first = np.ones(len(both), dtype=bool)
+    first[1:] = both[1:] != both[:-1]
+    return both[first]
 
 
 @dataclass
@@ -98,7 +111,7 @@ def _encoded(parts: list[pa.Array], keep: np.ndarray) -> pa.DictionaryArray:
     """
     codes, dictionary = codes_of(pa.chunked_array(parts))
     codes = codes[keep]
-    indices = pa.array(np.where(codes < 0, 0, codes).astype(np.int32), mask=codes < 0)
+    indices = int32_array(codes, codes < 0)
     return pa.DictionaryArray.from_arrays(indices, dictionary)
 
 
@@ -228,7 +241,7 @@ def _build(
         # last pass: the output columns of the picked rows, and the candidates' URLs
         t2 = time.perf_counter()
         picked_pos = kept_pos[br.indices] if br is not None else np.zeros(0, np.int64)
-        wanted = np.union1d(picked_pos, cand)
+        wanted = _sorted_union(picked_pos, cand)
         got = source.take(rows[wanted], pass2)
         timings["read_picked_s"] = time.perf_counter() - t2
         if len(cand):
