@@ -16,9 +16,10 @@ Three implementations, identical semantics (boundary points inside):
   unlike ``ST_Within``) joined with the same taxon/dataset/basisOfRecord/year predicates; the rules
   are split over two connections so both cores work; timed once (the query only; load and index
   times are reported). Twice: on the polygons as they are, and (the anchor of issue 22, what a
-  PostGIS user does with big polygons) on ``ST_Subdivide(geom, GBIFDL_BENCH_SUBDIVIDE_VERTICES)``
-  pieces (default 256) with their own GiST index and ``SELECT DISTINCT`` (a point on a cut lies in
-  two pieces); the subdivision time is reported beside the query's;
+  PostGIS user does with big polygons) on ``ST_Subdivide(geom, max_vertices)`` pieces with their own
+  GiST index and ``SELECT DISTINCT`` (a point on a cut lies in two pieces), max_vertices swept over
+  ``GBIFDL_BENCH_SUBDIVIDE_VERTICES`` (default 256,1024; the fastest query is the anchor); the
+  subdivision time is reported beside the query's;
 * two naive per-rule loops (no spatial index, no prepared polygons, no taxon index), extrapolated
   linearly from a sample: gbifrules' order (per rule: numpy taxon/attribute masks, then
   ``shapely.intersects`` on the unprepared polygon and point geometries; ``GBIFDL_BENCH_SAMPLE``,
@@ -61,8 +62,10 @@ N_SAMPLE = int(os.environ.get("GBIFDL_BENCH_SAMPLE", "100000"))
 N_SAMPLE_UI = int(os.environ.get("GBIFDL_BENCH_SAMPLE_UI", "10000"))
 REPEATS = int(os.environ.get("GBIFDL_BENCH_REPEATS", "3"))
 SKIP_POSTGIS = os.environ.get("GBIFDL_BENCH_SKIP_POSTGIS") == "1"
-#: ST_Subdivide's max_vertices for the subdivided PostGIS anchor (256 is its default)
-SUBDIVIDE_VERTICES = int(os.environ.get("GBIFDL_BENCH_SUBDIVIDE_VERTICES", "256"))
+#: ST_Subdivide's max_vertices values swept for the subdivided PostGIS anchor (256 is its default)
+SUBDIVIDE_VERTICES = [
+    int(v) for v in os.environ.get("GBIFDL_BENCH_SUBDIVIDE_VERTICES", "256,1024").split(",")
+]
 #: bump when make_occurrences/make_rules change on purpose; recorded with a fingerprint of the
 #: product code they call, so results from different inputs are never compared unknowingly
 GENERATOR_VERSION = 1
@@ -378,29 +381,38 @@ def postgis_matches(occ: pa.Table, rules: pa.Table) -> dict:
             return seconds, np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
 
         timings["query_s"], timings["pairs"] = run_all(_SQL_MATCH)
-        # The standard trick for big polygons: ST_Subdivide them into pieces of at most
-        # SUBDIVIDE_VERTICES vertices, so the GiST index finds candidates per piece and each exact test
-        # runs on a small polygon. A point on a cut lies in two pieces: DISTINCT keeps one pair.
-        conn = pg.connect("bench")
-        conn.autocommit = True
-        cur = conn.cursor()
-        t0 = time.perf_counter()
-        cur.execute(
-            "CREATE TABLE rules_sub AS SELECT idx, part, taxonkey, datasetkey, bor, bor_negated, has_years,"
-            f" ylo, yhi, ST_Subdivide(geom, {SUBDIVIDE_VERTICES}) AS geom FROM rules"
-        )
-        cur.execute("CREATE INDEX rules_sub_geom ON rules_sub USING gist (geom)")
-        cur.execute("ANALYZE rules_sub")
-        timings["subdivide_s"] = time.perf_counter() - t0
-        cur.execute("SELECT count(*) FROM rules_sub")
-        timings["subdivided_pieces"] = cur.fetchone()[0]
-        sub_sql = _SQL_MATCH.replace("SELECT o.gbifid", "SELECT DISTINCT o.gbifid").replace(
-            "FROM rules r", "FROM rules_sub r"
-        )
-        cur.execute("EXPLAIN " + sub_sql.format(part=0).split("COPY (", 1)[1].rsplit(") TO STDOUT", 1)[0])
-        timings["plan_subdivided"] = "\n".join(r[0] for r in cur.fetchall())
-        conn.close()
-        timings["subdivided_query_s"], timings["subdivided_pairs"] = run_all(sub_sql)
+        # The standard trick for big polygons: ST_Subdivide them into pieces of at most max_vertices
+        # vertices, so the GiST index finds candidates per piece and each exact test runs on a small
+        # polygon. A point on a cut lies in two pieces: DISTINCT keeps one pair. Swept over
+        # SUBDIVIDE_VERTICES; the fastest query is the anchor.
+        sweep: dict[int, dict] = {}
+        for vertices in SUBDIVIDE_VERTICES:
+            conn = pg.connect("bench")
+            conn.autocommit = True
+            cur = conn.cursor()
+            cur.execute("DROP TABLE IF EXISTS rules_sub")
+            t0 = time.perf_counter()
+            cur.execute(
+                "CREATE TABLE rules_sub AS SELECT idx, part, taxonkey, datasetkey, bor, bor_negated, has_years,"
+                f" ylo, yhi, ST_Subdivide(geom, {vertices}) AS geom FROM rules"
+            )
+            cur.execute("CREATE INDEX rules_sub_geom ON rules_sub USING gist (geom)")
+            cur.execute("ANALYZE rules_sub")
+            entry: dict = {"subdivide_s": time.perf_counter() - t0}
+            cur.execute("SELECT count(*) FROM rules_sub")
+            entry["pieces"] = cur.fetchone()[0]
+            sub_sql = _SQL_MATCH.replace("SELECT o.gbifid", "SELECT DISTINCT o.gbifid").replace(
+                "FROM rules r", "FROM rules_sub r"
+            )
+            cur.execute("EXPLAIN " + sub_sql.format(part=0).split("COPY (", 1)[1].rsplit(") TO STDOUT", 1)[0])
+            entry["plan"] = "\n".join(r[0] for r in cur.fetchall())
+            conn.close()
+            entry["query_s"], entry["pairs"] = run_all(sub_sql)
+            print(
+                f"PostGIS, ST_Subdivide({vertices}): {entry['pieces']:,} pieces, query {entry['query_s']:.1f} s"
+            )
+            sweep[vertices] = entry
+        timings["subdivided_sweep"] = sweep
     return timings
 
 
@@ -500,17 +512,6 @@ def test_bench_annotations() -> None:
         loads.append(os.getloadavg()[0])
         pg_codes = _pair_codes(pg["pairs"][:, 0], pg["pairs"][:, 1], rules.num_rows)
         pg_identical = bool(len(pg_codes) == len(engine_codes) and np.array_equal(pg_codes, engine_codes))
-        sub = pg["subdivided_pairs"]
-        sub_codes = _pair_codes(sub[:, 0], sub[:, 1], rules.num_rows)
-        sub_identical = bool(len(sub_codes) == len(engine_codes) and np.array_equal(sub_codes, engine_codes))
-        report.update(
-            postgis_subdivided_query_s=pg["subdivided_query_s"],
-            postgis_subdivide_s=pg["subdivide_s"],
-            postgis_subdivided_pieces=pg["subdivided_pieces"],
-            postgis_subdivide_max_vertices=SUBDIVIDE_VERTICES,
-            postgis_subdivided_identical=sub_identical,
-            postgis_subdivided_plan=pg["plan_subdivided"],
-        )
         report.update(
             postgis_version=pg["postgis_version"],
             postgis_query_s=pg["query_s"],
@@ -518,6 +519,28 @@ def test_bench_annotations() -> None:
             postgis_index_s=pg["index_s"],
             postgis_identical=pg_identical,
             postgis_plan=pg["plan"],
+        )
+        sweep = pg["subdivided_sweep"]
+        best = min(sweep, key=lambda v: sweep[v]["query_s"])
+        identical = {}
+        for vertices, entry in sweep.items():
+            pairs = entry.pop("pairs")
+            codes = _pair_codes(pairs[:, 0], pairs[:, 1], rules.num_rows)
+            identical[vertices] = bool(
+                len(codes) == len(engine_codes) and np.array_equal(codes, engine_codes)
+            )
+            entry["identical"] = identical[vertices]
+        report.update(
+            postgis_subdivided_query_s=sweep[best]["query_s"],
+            postgis_subdivide_s=sweep[best]["subdivide_s"],
+            postgis_subdivided_pieces=sweep[best]["pieces"],
+            postgis_subdivide_max_vertices=best,
+            postgis_subdivided_identical=all(identical.values()),
+            postgis_subdivided_plan=sweep[best]["plan"],
+            postgis_subdivide_sweep={
+                str(v): {k: e[k] for k in ("pieces", "subdivide_s", "query_s", "identical")}
+                for v, e in sweep.items()
+            },
         )
         if not pg_identical:
             only_pg = np.setdiff1d(pg_codes, engine_codes)[:10]
@@ -558,7 +581,8 @@ def test_bench_annotations() -> None:
             report["postgis_subdivided_query_s"] / report["engine_single_thread_s"]
         )
         print(
-            f"PostGIS with ST_Subdivide({SUBDIVIDE_VERTICES}): {report['postgis_subdivided_pieces']:,} pieces "
+            f"PostGIS with ST_Subdivide({report['postgis_subdivide_max_vertices']}), the fastest of "
+            f"{SUBDIVIDE_VERTICES}: {report['postgis_subdivided_pieces']:,} pieces "
             f"in {report['postgis_subdivide_s']:.1f} s, query {report['postgis_subdivided_query_s']:.1f} s, "
             f"identical: {report['postgis_subdivided_identical']}"
         )
