@@ -211,6 +211,7 @@ _DUCKDB = (
     + _EXTRACT
     + """
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")  # it writes to stdout, where the JSON line goes
 opts = "delim='\\t', header=true, quote='', escape=''"
 occ_cols = ", ".join(f'o."{c}"' for c in OCC)
 mm_cols = ", ".join(f'm."{c}" AS "media_{c}"' for c in MM if c != "gbifID")

@@ -235,6 +235,7 @@ def run_duckdb(src: Path, out: Path, spec: dict, threads: int | None = None) -> 
     if threads:
         con.execute(f"SET threads = {threads}")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
     seed, split_seed = bal.get("seed", 0), splits.get("seed", 0)
     con.create_function(
         "order_key",
