@@ -18,6 +18,7 @@ __all__ = [
     "codes_of",
     "combine_chunks",
     "isin_mask",
+    "int32_array",
     "numeric",
     "take",
     "valid_mask",
@@ -39,6 +40,19 @@ def combine_chunks(col: Column) -> pa.Array:
         indices = pa.concat_arrays([c.indices for c in col.chunks])
         return pa.DictionaryArray.from_arrays(indices, col.chunk(0).dictionary)
     return col.combine_chunks()
+
+
+def int32_array(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """An int32 Array of ``values``, null where ``null`` is True.
+
+    Built from buffers: ``pa.array(values, mask=null)`` took 0.6 s for 1.7 M rows, this 20 ms.
+    """
+    data = np.ascontiguousarray(values, dtype=np.int32)
+    if null is None or not null.any():
+        return pa.Array.from_buffers(pa.int32(), len(data), [None, pa.py_buffer(data)])
+    data = np.where(null, 0, data).astype(np.int32)
+    validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(pa.int32(), len(data), [validity, pa.py_buffer(data)], int(null.sum()))
 
 
 def decoded(col: Column) -> pa.Array:

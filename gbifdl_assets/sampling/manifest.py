@@ -17,14 +17,16 @@ Memory: the input is processed in batches of ``batch_rows`` rows (Parquet is rea
 batch, with the next batch decoded in a background thread; a table is sliced), keeping only
 ~50 bytes per surviving row between the passes (row position, URL hash, label, gbifID, media
 index, stratum and licence codes). A last pass reads the output columns of the picked rows only,
-plus the URLs of duplicate candidates (equal hashes), which are compared there. Peak memory is one
+plus the URLs of duplicate candidates (equal hashes), which are compared there; from Parquet, polars
+reads it (:mod:`.polars_read`: only the selected rows are materialised, where pyarrow decodes
+whole columns). Peak memory is one
 batch plus the compact arrays, not the snapshot (1.5 GB instead of 4.7 GB for 10 M rows): on the
 2-core VM this was built on, touching fresh memory costs ~2.5 s per GB in page faults, which made
 the read-everything version 2-3x slower in a fresh process.
 
 The build is split by topic: :mod:`.source` (the input), :mod:`.build` (the passes),
-:mod:`.assemble` (the output columns), :mod:`.manifest_table` (schema, result, writing) and
-:mod:`.checks`. This module gathers their public names, the import path callers use.
+:mod:`.assemble` (the output columns), :mod:`.manifest_table` (schema, result, writing),
+:mod:`.polars_read` (the last pass from Parquet) and :mod:`.checks`. This module gathers their public names, the import path callers use.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from gbifdl_assets.sampling.arrays import take
 from gbifdl_assets.sampling.errors import SamplingError
 from gbifdl_assets.sampling.filters import label_column, label_name_column
 from gbifdl_assets.sampling.manifest_table import COPIED_COLUMNS
+from gbifdl_assets.sampling.polars_read import take_parquet_rows
 from gbifdl_assets.sampling.splits import GROUP_COLUMNS
 from gbifdl_assets.specs import TrainingSetSpec, record_field
 
@@ -216,6 +217,19 @@ class ParquetSource(RowSource):
                 raise SamplingError(
                     f"{f}: cannot read it as Parquet ({exc}); is the file complete?"
                 ) from None
+
+    def take(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
+        """The rows at sorted global positions ``rows``: polars reads only them (see polars_read.py)."""
+        if len(rows):
+            try:
+                got = take_parquet_rows(self.files, self.schema, rows, columns)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise SamplingError(
+                    f"{self.path}: cannot read it as Parquet ({exc}); is the file complete?"
+                ) from None
+            if got is not None:
+                return got
+        return super().take(rows, columns)
 
     def empty(self, columns: list[str]) -> pa.Table:
         return pa.schema([self.schema.field(c) for c in columns]).empty_table()

@@ -15,7 +15,11 @@ Three implementations, identical semantics (boundary points inside):
   points COPYed in a spatially clustered order, a GiST index, ``ST_Intersects`` (boundary-inclusive,
   unlike ``ST_Within``) joined with the same taxon/dataset/basisOfRecord/year predicates; the rules
   are split over two connections so both cores work; timed once (the query only; load and index
-  times are reported);
+  times are reported). Twice: on the polygons as they are, and (the anchor of issue 22, what a
+  PostGIS user does with big polygons) on ``ST_Subdivide(geom, max_vertices)`` pieces with their own
+  GiST index and ``SELECT DISTINCT`` (a point on a cut lies in two pieces), max_vertices swept over
+  ``GBIFDL_BENCH_SUBDIVIDE_VERTICES`` (default 256,1024; the fastest query is the anchor); the
+  subdivision time is reported beside the query's;
 * two naive per-rule loops (no spatial index, no prepared polygons, no taxon index), extrapolated
   linearly from a sample: gbifrules' order (per rule: numpy taxon/attribute masks, then
   ``shapely.intersects`` on the unprepared polygon and point geometries; ``GBIFDL_BENCH_SAMPLE``,
@@ -49,6 +53,7 @@ import shapely
 
 from gbifdl_assets.annotations.compiled import rules_table_from_records, validate_rules_table
 from gbifdl_assets.annotations.engine import KEY_COLUMNS, apply_rules
+from gbifdl_assets_tests.bench.fingerprint import source_fingerprint
 
 RESULTS = Path(__file__).resolve().parent / "results" / "annotations.json"
 N_OCC = int(os.environ.get("GBIFDL_BENCH_OCCURRENCES", "10000000"))
@@ -57,6 +62,13 @@ N_SAMPLE = int(os.environ.get("GBIFDL_BENCH_SAMPLE", "100000"))
 N_SAMPLE_UI = int(os.environ.get("GBIFDL_BENCH_SAMPLE_UI", "10000"))
 REPEATS = int(os.environ.get("GBIFDL_BENCH_REPEATS", "3"))
 SKIP_POSTGIS = os.environ.get("GBIFDL_BENCH_SKIP_POSTGIS") == "1"
+#: ST_Subdivide's max_vertices values swept for the subdivided PostGIS anchor (256 is its default)
+SUBDIVIDE_VERTICES = [
+    int(v) for v in os.environ.get("GBIFDL_BENCH_SUBDIVIDE_VERTICES", "256,1024").split(",")
+]
+#: bump when make_occurrences/make_rules change on purpose; recorded with a fingerprint of the
+#: product code they call, so results from different inputs are never compared unknowingly
+GENERATOR_VERSION = 1
 
 RANKS = ("kingdomKey", "phylumKey", "classKey", "orderKey", "familyKey", "genusKey", "speciesKey")
 RANK_SIZES = (5, 40, 200, 1000, 4000, 15000, 60000)
@@ -347,24 +359,60 @@ def postgis_matches(occ: pa.Table, rules: pa.Table) -> dict:
 
         outputs: list[bytes] = [b"", b""]
 
-        def run(part: int) -> None:
+        def run(part: int, sql: str) -> None:
             c = pg.connect("bench")
             try:
                 buf = io.BytesIO()
-                c.cursor().copy_expert(_SQL_MATCH.format(part=part), buf)
+                c.cursor().copy_expert(sql.format(part=part), buf)
                 outputs[part] = buf.getvalue()
             finally:
                 c.close()
 
-        t0 = time.perf_counter()
-        workers = [threading.Thread(target=run, args=(p,)) for p in (0, 1)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        timings["query_s"] = time.perf_counter() - t0
-    pairs = [np.loadtxt(io.BytesIO(o), delimiter=",", dtype=np.int64, ndmin=2) for o in outputs if o]
-    timings["pairs"] = np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
+        def run_all(sql: str) -> tuple[float, np.ndarray]:
+            outputs[:] = [b"", b""]
+            t0 = time.perf_counter()
+            workers = [threading.Thread(target=run, args=(p, sql)) for p in (0, 1)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            seconds = time.perf_counter() - t0
+            pairs = [np.loadtxt(io.BytesIO(o), delimiter=",", dtype=np.int64, ndmin=2) for o in outputs if o]
+            return seconds, np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
+
+        timings["query_s"], timings["pairs"] = run_all(_SQL_MATCH)
+        # The standard trick for big polygons: ST_Subdivide them into pieces of at most max_vertices
+        # vertices, so the GiST index finds candidates per piece and each exact test runs on a small
+        # polygon. A point on a cut lies in two pieces: DISTINCT keeps one pair. Swept over
+        # SUBDIVIDE_VERTICES; the fastest query is the anchor.
+        sweep: dict[int, dict] = {}
+        for vertices in SUBDIVIDE_VERTICES:
+            conn = pg.connect("bench")
+            conn.autocommit = True
+            cur = conn.cursor()
+            cur.execute("DROP TABLE IF EXISTS rules_sub")
+            t0 = time.perf_counter()
+            cur.execute(
+                "CREATE TABLE rules_sub AS SELECT idx, part, taxonkey, datasetkey, bor, bor_negated, has_years,"
+                f" ylo, yhi, ST_Subdivide(geom, {vertices}) AS geom FROM rules"
+            )
+            cur.execute("CREATE INDEX rules_sub_geom ON rules_sub USING gist (geom)")
+            cur.execute("ANALYZE rules_sub")
+            entry: dict = {"subdivide_s": time.perf_counter() - t0}
+            cur.execute("SELECT count(*) FROM rules_sub")
+            entry["pieces"] = cur.fetchone()[0]
+            sub_sql = _SQL_MATCH.replace("SELECT o.gbifid", "SELECT DISTINCT o.gbifid").replace(
+                "FROM rules r", "FROM rules_sub r"
+            )
+            cur.execute("EXPLAIN " + sub_sql.format(part=0).split("COPY (", 1)[1].rsplit(") TO STDOUT", 1)[0])
+            entry["plan"] = "\n".join(r[0] for r in cur.fetchall())
+            conn.close()
+            entry["query_s"], entry["pairs"] = run_all(sub_sql)
+            print(
+                f"PostGIS, ST_Subdivide({vertices}): {entry['pieces']:,} pieces, query {entry['query_s']:.1f} s"
+            )
+            sweep[vertices] = entry
+        timings["subdivided_sweep"] = sweep
     return timings
 
 
@@ -446,6 +494,7 @@ def test_bench_annotations() -> None:
             "rules": rules.num_rows,
             "max_vertices": int(nverts.max()),
             "median_vertices": int(np.median(nverts)),
+            "generator": f"v{GENERATOR_VERSION}-{source_fingerprint('gbifdl_assets.annotations.compiled')}",
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -470,6 +519,28 @@ def test_bench_annotations() -> None:
             postgis_index_s=pg["index_s"],
             postgis_identical=pg_identical,
             postgis_plan=pg["plan"],
+        )
+        sweep = pg["subdivided_sweep"]
+        best = min(sweep, key=lambda v: sweep[v]["query_s"])
+        identical = {}
+        for vertices, entry in sweep.items():
+            pairs = entry.pop("pairs")
+            codes = _pair_codes(pairs[:, 0], pairs[:, 1], rules.num_rows)
+            identical[vertices] = bool(
+                len(codes) == len(engine_codes) and np.array_equal(codes, engine_codes)
+            )
+            entry["identical"] = identical[vertices]
+        report.update(
+            postgis_subdivided_query_s=sweep[best]["query_s"],
+            postgis_subdivide_s=sweep[best]["subdivide_s"],
+            postgis_subdivided_pieces=sweep[best]["pieces"],
+            postgis_subdivide_max_vertices=best,
+            postgis_subdivided_identical=all(identical.values()),
+            postgis_subdivided_plan=sweep[best]["plan"],
+            postgis_subdivide_sweep={
+                str(v): {k: e[k] for k in ("pieces", "subdivide_s", "query_s", "identical")}
+                for v, e in sweep.items()
+            },
         )
         if not pg_identical:
             only_pg = np.setdiff1d(pg_codes, engine_codes)[:10]
@@ -505,6 +576,20 @@ def test_bench_annotations() -> None:
             f"identical: {report['postgis_identical']}"
         )
         ratios += f", postgis/engine {report['postgis_over_engine']:.1f}x"
+        report["postgis_subdivided_over_engine"] = report["postgis_subdivided_query_s"] / engine_s
+        report["postgis_subdivided_over_engine_single_thread"] = (
+            report["postgis_subdivided_query_s"] / report["engine_single_thread_s"]
+        )
+        print(
+            f"PostGIS with ST_Subdivide({report['postgis_subdivide_max_vertices']}), the fastest of "
+            f"{SUBDIVIDE_VERTICES}: {report['postgis_subdivided_pieces']:,} pieces "
+            f"in {report['postgis_subdivide_s']:.1f} s, query {report['postgis_subdivided_query_s']:.1f} s, "
+            f"identical: {report['postgis_subdivided_identical']}"
+        )
+        ratios += (
+            f", subdivided postgis/engine {report['postgis_subdivided_over_engine']:.1f}x "
+            f"({report['postgis_subdivided_over_engine_single_thread']:.1f}x against the engine on 1 thread)"
+        )
     else:
         why = "GBIFDL_BENCH_SKIP_POSTGIS=1" if SKIP_POSTGIS else "install postgresql-15-postgis-3"
         print(f"postgis: skipped ({why})")
@@ -517,3 +602,4 @@ def test_bench_annotations() -> None:
     )
     if postgis_ok:
         assert report["postgis_identical"], "engine and PostGIS disagree"
+        assert report["postgis_subdivided_identical"], "engine and subdivided PostGIS disagree"
