@@ -42,7 +42,11 @@ def service(sandbox, tmp_path: Path) -> Iterator[AnnotationService]:
     url = f"sqlite:///{tmp_path / 'annotations.sqlite'}"
     with AnnotationStore(url) as store:
         store.add_user(USER, PASSWORD)
-    with AnnotationService(url, tmp_path, api_url=sandbox.api_url) as svc:
+    # a data storage without training sets: the preview lists none (without one it answers 503,
+    # which the page shows as "Preview unavailable")
+    (tmp_path / "data").mkdir()
+    args = ("--data", str(tmp_path / "data"))
+    with AnnotationService(url, tmp_path, api_url=sandbox.api_url, extra_args=args) as svc:
         yield svc
 
 

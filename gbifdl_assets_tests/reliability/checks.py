@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from gbifdl_assets.media.ledger import load_ledger
@@ -17,12 +18,18 @@ from gbifdl_assets.media.ledger import load_ledger
 
 def assert_ledger_matches_store(storage: Any, ledger: str, manifest_rows: pa.Table | None = None) -> pa.Table:
     """Object for object: the ledger's stored keys are exactly the image objects, each complete
-    (size and sha256 as recorded) and decodable; no content key twice; every manifest row known."""
+    (size and sha256 as recorded) and decodable; no content key twice; every manifest row known.
+    A same-bytes row (``duplicate_of``) shares the object of the row it copies."""
     table = load_ledger(storage, ledger)
     stored = table.filter(table.column("stored"))
+    # the same bytes under a second URL are stored once: that row points at the first one's object
+    copies = stored.filter(pc.is_valid(stored.column("duplicate_of")))
+    stored = stored.filter(pc.is_null(stored.column("duplicate_of")))
     keys = stored.column("key").to_pylist()
     duplicates = [k for k, n in Counter(keys).items() if n > 1]
     assert not duplicates, f"objects recorded twice: {duplicates[:5]}"
+    orphans = set(copies.column("key").to_pylist()) - set(keys)
+    assert not orphans, f"same-bytes rows pointing at objects no row stored: {sorted(orphans)[:5]}"
     content = [k for k, n in Counter(table.column("content_key").to_pylist()).items() if n > 1]
     assert not content, f"content keys with two ledger rows: {content[:5]}"
     objects = sorted(storage.list("images/"))
