@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from gbifdl_assets.storage.layout import training_set_ledgers
 from gbifdl_assets.summary_line import emit, fail
 
 __all__ = ["add_export_parser", "cmd_export", "training_set_ledgers"]
@@ -34,32 +34,6 @@ __all__ = ["add_export_parser", "cmd_export", "training_set_ledgers"]
 
 _emit = emit
 _fail = functools.partial(fail, command="export")
-#: columns of a --records table the export uses (map, biases, attribution fallbacks)
-RECORD_COLUMNS = (
-    "gbifID",
-    "decimalLatitude",
-    "decimalLongitude",
-    "countryCode",
-    "year",
-    "recordedBy",
-    "record_rightsHolder",
-    "datasetTitle",
-    "datasetName",
-    "publisher",
-    "publisherTitle",
-    # the snapshot's registry columns: contributing datasets by title, publisher and DOI
-    "datasetKey",
-    "datasetDOI",
-    "datasetLicense",
-    "publishingOrgKey",
-    "publishingOrganizationTitle",
-)
-
-
-def training_set_ledgers(names: list[str], training_set: str) -> list[str]:
-    """The ledgers of ``training_set`` among ``names``: ``NAME`` and ``NAME.shardNN``, in order."""
-    pattern = re.compile(re.escape(training_set) + r"(?:\.shard\d+)?")
-    return sorted(n for n in names if pattern.fullmatch(n))
 
 
 def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -175,6 +149,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from gbifdl_assets.export.dedup import DuplicatePolicy
+    from gbifdl_assets.export.facts import RECORD_COLUMNS
     from gbifdl_assets.export.layout import ExportError, IncompleteExportError, export_training_set
     from gbifdl_assets.media.duplicates import DuplicateError
     from gbifdl_assets.media.ledger import list_ledgers, load_ledger

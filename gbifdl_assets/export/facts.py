@@ -19,9 +19,48 @@ import pyarrow.compute as pc
 
 from gbifdl_assets.export.license_display import license_label_or_code
 
-__all__ = ["ExportFacts", "bias_statements", "collect_facts", "license_mix", "small_classes"]
+__all__ = [
+    "BASE_RECORD_COLUMNS",
+    "RECORD_COLUMNS",
+    "ExportFacts",
+    "bias_statements",
+    "collect_facts",
+    "license_mix",
+    "small_classes",
+]
 
 _LAT, _LON = "decimalLatitude", "decimalLongitude"
+#: columns of ``records`` (the snapshot's media table, or ``gbifdl export --records``) the export uses:
+#: the map, the biases, attribution fallbacks, and the snapshot's registry columns (contributing
+#: datasets by title, publisher and DOI); a table that lacks some is read without them
+RECORD_COLUMNS: tuple[str, ...] = (
+    "gbifID",
+    "decimalLatitude",
+    "decimalLongitude",
+    "countryCode",
+    "year",
+    "recordedBy",
+    "record_rightsHolder",
+    "datasetKey",
+    "datasetTitle",
+    "datasetName",
+    "datasetDOI",
+    "datasetLicense",
+    "publishingOrgKey",
+    "publishingOrganizationTitle",
+    "publisher",
+    "publisherTitle",
+)
+#: what every snapshot has had, for one whose snapshot.json does not list its columns
+BASE_RECORD_COLUMNS: tuple[str, ...] = (
+    "gbifID",
+    "decimalLatitude",
+    "decimalLongitude",
+    "countryCode",
+    "year",
+    "recordedBy",
+    "datasetKey",
+)
 
 
 @dataclass

@@ -34,6 +34,7 @@ import pyarrow as pa
 from gbifdl_assets.export.checks import check_credits_cover, check_manifest_covered, read_credits
 from gbifdl_assets.export.datasets import datasets_from_records
 from gbifdl_assets.export.dedup import DuplicatePolicy, check_no_duplicates_across_splits
+from gbifdl_assets.export.facts import BASE_RECORD_COLUMNS, RECORD_COLUMNS
 from gbifdl_assets.export.layout import (
     MANIFEST_FILE,
     ExportError,
@@ -65,22 +66,6 @@ CHECKS = {
 }
 #: checks that block what runs after the export when they fail
 BLOCKING_CHECKS = frozenset({"no_duplicates_across_splits"})
-#: snapshot columns the export reads as ``records`` (those an older snapshot lacks are skipped)
-RECORD_COLUMNS = (
-    "gbifID",
-    "decimalLatitude",
-    "decimalLongitude",
-    "countryCode",
-    "year",
-    "recordedBy",
-    "datasetKey",
-    "datasetTitle",
-    "datasetDOI",
-    "datasetLicense",
-    "publishingOrgKey",
-    "publishingOrganizationTitle",
-    "publisher",
-)
 
 
 @dataclass(frozen=True)
@@ -119,7 +104,7 @@ def _records(storage: Storage, snapshot: SnapshotInfo | None) -> pa.Table | None
     if snapshot is None:
         return None
     # snapshot.json lists the file's columns: a snapshot written before the registry columns has fewer
-    names = set(snapshot.metadata.get("columns") or RECORD_COLUMNS[:7])
+    names = set(snapshot.metadata.get("columns") or BASE_RECORD_COLUMNS)
     return storage.read_parquet(snapshot.media_key, columns=[c for c in RECORD_COLUMNS if c in names])
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gbifdl_assets.storage.base import Storage
@@ -103,6 +104,13 @@ def is_download_request_key(key: str) -> bool:
 def ledger_name(training_set: str, shard: str) -> str:
     """The image ledger of one shard of a training set (stored under ``ledgers/<name>/``)."""
     return f"{training_set}.shard{shard}"
+
+
+def training_set_ledgers(names: Iterable[str], training_set: str) -> list[str]:
+    """The ledgers of ``training_set`` among ``names``: its shards' (:func:`ledger_name`) and the one
+    ledger ``NAME`` that ``gbifdl images fetch`` writes, in order."""
+    pattern = re.compile(re.escape(training_set) + r"(?:\.shard\d+)?")
+    return sorted(n for n in names if pattern.fullmatch(n))
 
 
 def attribution_key(training_set: str, shard: str) -> str:
