@@ -58,7 +58,8 @@ _CROSS_DEVICE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}
 
 
 def copy_object(src: Storage, src_key: str, dst: Storage, dst_key: str) -> int:
-    """Copy one object; hardlink local→local on one filesystem. Returns the byte size."""
+    """Copy one object; hardlink local→local on one filesystem, a server-side copy S3→S3 on one
+    endpoint. Returns the byte size."""
     src_path = src.local_path(src_key)
     dst_path = dst.local_path(dst_key)
     if src_path is not None and dst_path is not None:
@@ -78,6 +79,9 @@ def copy_object(src: Storage, src_key: str, dst: Storage, dst_key: str) -> int:
                 raise
             _copy_local(src_path, dst_path)
         return dst_path.stat().st_size
+    copied = dst.copy_within(src, src_key, dst_key)
+    if copied is not None:
+        return copied
     data = src.read_bytes(src_key)
     dst.write_bytes(dst_key, data)
     return len(data)

@@ -79,6 +79,12 @@ class Storage(ABC):
         with self.open_read(key) as fh:
             return fh.read()
 
+    def copy_within(self, src: Storage, src_key: str, key: str) -> int | None:
+        """Copy ``src``'s object to ``key`` without the bytes passing through this process, when the
+        backend can (an S3 server-side copy in the same account and endpoint); its size, or None when
+        it cannot (the caller then reads and writes)."""
+        return None
+
     def uri_of(self, key: str) -> str:
         """Full URI of ``key`` (for manifests, logs and error messages)."""
         validate_key(key)

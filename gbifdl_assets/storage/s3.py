@@ -330,6 +330,23 @@ class S3Storage(Storage):
             return False
         return True
 
+    def copy_within(self, src: Storage, src_key: str, key: str) -> int | None:
+        """A server-side CopyObject when ``src`` is on the same endpoint with the same credentials
+        (an export from the image store into the same bucket or a sibling one): no image bytes
+        travel through this process. Objects of up to 5 GB; images are far smaller."""
+        if not (
+            isinstance(src, S3Storage)
+            and src.endpoint_url == self.endpoint_url
+            and src._credentials == self._credentials  # noqa: SLF001 - same class
+            and src.region_name == self.region_name
+        ):
+            return None
+        source = {"Bucket": src.bucket, "Key": src._key(src_key)}  # noqa: SLF001 - same class
+        full = self._key(key)
+        with src._errors(src_key):  # noqa: SLF001 - a missing object is the source's (NoSuchKey)
+            self._client().copy_object(Bucket=self.bucket, Key=full, CopySource=source)
+        return self.size(key)
+
     def size(self, key: str) -> int:
         try:
             with self._errors(key):

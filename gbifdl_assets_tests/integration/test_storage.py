@@ -271,3 +271,27 @@ def test_s3_server_restart_keeps_endpoint():
         names = [b["Name"] for b in server.client().list_buckets()["Buckets"]]
         assert names == []  # moto state is in memory
     assert not server.running
+
+
+def test_s3_to_s3_copy_stays_on_the_server(s3_bucket, s3_server, tmp_path, monkeypatch):
+    """The export places stored images with a server-side copy when both ends are on one endpoint:
+    no image bytes are read by this process; elsewhere (local, another account) it reads and writes."""
+    from gbifdl_assets.export.imagefolder import copy_object
+
+    images = s3_bucket.storage("images-store")
+    out = s3_bucket.storage("exports/one")
+    images.write_bytes("images/a.jpg", b"\xff\xd8 photo bytes")
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("the bytes went through this process")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(type(images), "read_bytes", no_reads)
+        mp.setattr(type(images), "open_read", no_reads)
+        assert copy_object(images, "images/a.jpg", out, "train/0/a.jpg") == 14
+    assert out.read_bytes("train/0/a.jpg") == b"\xff\xd8 photo bytes"
+    with pytest.raises(FileNotFoundError, match="images/missing.jpg"):
+        copy_object(images, "images/missing.jpg", out, "train/0/b.jpg")
+    local = LocalStorage(tmp_path)  # another backend: read and written as before
+    assert copy_object(images, "images/a.jpg", local, "train/0/a.jpg") == 14
+    assert (tmp_path / "train/0/a.jpg").read_bytes() == b"\xff\xd8 photo bytes"
