@@ -33,7 +33,8 @@ def _fail(command: str, message: str) -> int:
     return fail(message, command=command)
 
 
-def _user(args: argparse.Namespace) -> str:
+def acting_user(args: argparse.Namespace) -> str:
+    """Who a command acts as: ``--user``, else ``GBIFDL_USER``, else the login name (else "local")."""
     if getattr(args, "user", None):
         return args.user
     if os.environ.get("GBIFDL_USER"):
@@ -90,7 +91,7 @@ def _guarded(command: str, fn: Callable[[argparse.Namespace], int]) -> Callable[
 def cmd_rules_add(args: argparse.Namespace) -> int:
     from gbifdl_assets.annotations.rule_text import parse_rule_text
 
-    user = _user(args)
+    user = acting_user(args)
     store = _store(args)
     try:
         client = None if args.offline_names else _client(args)
@@ -196,7 +197,7 @@ def _print_table(rules: list[Any], infos: dict[int, Any]) -> None:
 def cmd_rules_vote(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
-        rule = store.vote(args.rule_id, args.vote, user=_user(args))
+        rule = store.vote(args.rule_id, args.vote, user=acting_user(args))
     finally:
         store.close()
     _emit(
@@ -229,7 +230,7 @@ def cmd_rules_import(args: argparse.Namespace) -> int:
             summary = import_rule_file(
                 store,
                 args.file,
-                user=_user(args),
+                user=acting_user(args),
                 client=_client(args) if needs_names else None,
                 ruleset=args.ruleset,
                 sync=not args.no_sync,

@@ -12,27 +12,15 @@ one JSON summary line last on stdout, and 2 with one message for a mistake the u
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
+from gbifdl_assets.annotations.cli import acting_user
 from gbifdl_assets.annotations.vocabulary import FLAGS
 from gbifdl_assets.summary_line import emit, fail
 
 __all__ = ["add_flags_parser"]
-
-
-def _user(args: argparse.Namespace) -> str:
-    if args.user:
-        return args.user
-    if os.environ.get("GBIFDL_USER"):
-        return os.environ["GBIFDL_USER"]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "local"
 
 
 def _guarded(command: str, fn: Callable[[argparse.Namespace, Any], dict[str, Any]]) -> Callable[..., int]:
@@ -76,7 +64,7 @@ def cmd_add(args: argparse.Namespace, store: Any) -> dict[str, Any]:
         "taxonKey": args.taxon_key,
         "comment": args.comment,
     }
-    flag = store.create_flag(data, user=_user(args))
+    flag = store.create_flag(data, user=acting_user(args))
     return {"id": flag.id, "flag": flag.flag, "gbifID": flag.gbifID, "createdBy": flag.createdBy}
 
 
@@ -104,14 +92,14 @@ def cmd_list(args: argparse.Namespace, store: Any) -> dict[str, Any]:
 
 
 def cmd_delete(args: argparse.Namespace, store: Any) -> dict[str, Any]:
-    flag = store.delete_flag(args.flag_id, user=_user(args))
+    flag = store.delete_flag(args.flag_id, user=acting_user(args))
     return {"id": flag.id, "deletedBy": flag.deletedBy}
 
 
 def _vote(kind: str) -> Callable[[argparse.Namespace, Any], dict[str, Any]]:
     def run(args: argparse.Namespace, store: Any) -> dict[str, Any]:
         vote = ("remove" + kind.capitalize()) if args.remove else kind
-        flag = store.vote_flag(args.flag_id, vote, user=_user(args))
+        flag = store.vote_flag(args.flag_id, vote, user=acting_user(args))
         return {"id": flag.id, "supportedBy": flag.supportedBy, "contestedBy": flag.contestedBy}
 
     return run
