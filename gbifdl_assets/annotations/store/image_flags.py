@@ -30,6 +30,7 @@ from gbifdl_assets.annotations.permissions import Actor, require_creator, requir
 from gbifdl_assets.annotations.store.accounts import Accounts
 from gbifdl_assets.annotations.store.database import Database
 from gbifdl_assets.annotations.store.errors import Conflict, NotFound
+from gbifdl_assets.annotations.store.lists import vote_lists
 from gbifdl_assets.annotations.store.params import clip_limit
 from gbifdl_assets.annotations.store.queries import newest_first, row_by_id
 from gbifdl_assets.annotations.store.schema import (
@@ -198,7 +199,7 @@ class ImageFlags:
             return []
         c = image_flags_t.c
         rows = {r.id: r for r in conn.execute(sa.select(image_flags_t).where(c.id.in_(list(ids)))).all()}
-        votes = self._votes(conn, list(rows))
+        votes = vote_lists(conn, list(rows), table=image_flag_votes_t, key="flag_id")
         out = []
         for fid in ids:
             row = rows.get(fid)
@@ -223,18 +224,6 @@ class ImageFlags:
                     deletedBy=row.deleted_by,
                 )
             )
-        return out
-
-    @staticmethod
-    def _votes(conn: Connection, ids: list[int]) -> dict[int, tuple[list[str], list[str]]]:
-        if not ids:
-            return {}
-        v = image_flag_votes_t.c
-        q = sa.select(v.flag_id, v.username, v.vote).where(v.flag_id.in_(ids)).order_by(v.flag_id, v.created)
-        out: dict[int, tuple[list[str], list[str]]] = {}
-        for fid, username, vote in conn.execute(q).all():
-            pair = out.setdefault(fid, ([], []))
-            (pair[0] if vote == "support" else pair[1]).append(username)
         return out
 
     def list(

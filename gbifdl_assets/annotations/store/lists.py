@@ -65,17 +65,24 @@ def bor_lists(conn: Connection, ids: Sequence[int]) -> dict[int, list[str]]:
 
 
 def vote_lists(
-    conn: Connection, ids: Sequence[int], origin: str | None = None
+    conn: Connection,
+    ids: Sequence[int],
+    origin: str | None = None,
+    *,
+    table: sa.Table = votes_t,
+    key: str = "rule_id",
 ) -> dict[int, tuple[list[str], list[str]]]:
-    """rule id → (supportedBy, contestedBy), oldest vote first (GBIF appends to its arrays)."""
+    """rule id → (supportedBy, contestedBy), oldest vote first (GBIF appends to its arrays).
+
+    ``table``/``key``: another votes table with the same ``username``, ``vote`` and ``created``
+    columns, keyed by ``key`` (the image flags' votes)."""
     if not ids:
         return {}
-    q = sa.select(votes_t.c.rule_id, votes_t.c.username, votes_t.c.vote).where(
-        votes_t.c.rule_id.in_(list(ids))
-    )
+    c = table.c
+    q = sa.select(c[key], c.username, c.vote).where(c[key].in_(list(ids)))
     if origin is not None:
-        q = q.where(votes_t.c.origin == origin)
-    q = q.order_by(votes_t.c.rule_id, votes_t.c.created, votes_t.c.username)
+        q = q.where(c.origin == origin)
+    q = q.order_by(c[key], c.created, c.username)
     out: dict[int, tuple[list[str], list[str]]] = {}
     for rid, username, vote in conn.execute(q).all():
         pair = out.setdefault(rid, ([], []))
