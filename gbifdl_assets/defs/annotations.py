@@ -14,6 +14,7 @@ from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import AnnotationsResource, SpecsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
 from gbifdl_assets.defs.snapshots import occurrence_snapshot
+from gbifdl_assets.defs.source_sensor import rebuild_on_change
 from gbifdl_assets.pipeline.annotated_occurrences import (
     PREVIEW_COLUMNS,
     AnnotatedOccurrences,
@@ -44,13 +45,6 @@ def annotation_rulesets(
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.version))
 
 
-def _built_fingerprint(instance: dg.DagsterInstance) -> str | None:
-    """The sources fingerprint of the latest annotation_rulesets materialization, if it has one."""
-    event = instance.get_latest_materialization_event(annotation_rulesets.key)
-    value = event.asset_materialization.metadata.get(SOURCES_FINGERPRINT) if event else None
-    return str(value.value) if value is not None else None
-
-
 def _rules_metadata(result: CompiledRules) -> dict:
     return {
         "version": result.version,
@@ -75,22 +69,14 @@ def _rules_metadata(result: CompiledRules) -> dict:
     ),
 )
 def annotation_rules_sensor(context: dg.SensorEvaluationContext, annotations: AnnotationsResource):
-    fingerprint = annotations.sources().fingerprint()
-    if fingerprint == context.cursor:
-        return dg.SkipReason("rules unchanged")
-    if context.cursor is None and fingerprint == _built_fingerprint(context.instance):
-        # a fresh sensor (e.g. `make dev` after `make demo`): the instance already has these rules
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason("rules unchanged since the last build"), cursor=fingerprint
-        )
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=f"rules:{fingerprint}",
-                tags={"gbifdl/trigger": "rules_changed", "gbifdl/target": "annotation_rulesets"},
-            )
-        ],
-        cursor=fingerprint,
+    return rebuild_on_change(
+        context,
+        annotations.sources().fingerprint(),
+        asset_key=annotation_rulesets.key,
+        metadata_key=SOURCES_FINGERPRINT,
+        what="rules",
+        trigger="rules_changed",
+        run_key_prefix="rules",
     )
 
 

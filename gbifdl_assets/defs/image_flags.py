@@ -11,6 +11,7 @@ import dagster as dg
 from gbifdl_assets.defs.metadata import STORAGE_KIND, count_table, md
 from gbifdl_assets.defs.resources import AnnotationsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
+from gbifdl_assets.defs.source_sensor import rebuild_on_change
 from gbifdl_assets.pipeline.image_flags import compile_image_flags, flags_fingerprint
 
 #: image_flags' metadata: the fingerprint of the store's flags it was compiled from (the sensor's too)
@@ -55,21 +56,12 @@ def image_flags(
     ),
 )
 def image_flags_sensor(context: dg.SensorEvaluationContext, annotations: AnnotationsResource):
-    fingerprint = flags_fingerprint(annotations.store_url)
-    if fingerprint == context.cursor:
-        return dg.SkipReason("image flags unchanged")
-    event = context.instance.get_latest_materialization_event(image_flags.key)
-    built = event.asset_materialization.metadata.get(FLAGS_FINGERPRINT) if event else None
-    if context.cursor is None and built is not None and str(built.value) == fingerprint:
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason("image flags unchanged since the last build"), cursor=fingerprint
-        )
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=f"flags:{fingerprint}",
-                tags={"gbifdl/trigger": "flags_changed", "gbifdl/target": "image_flags"},
-            )
-        ],
-        cursor=fingerprint,
+    return rebuild_on_change(
+        context,
+        flags_fingerprint(annotations.store_url),
+        asset_key=image_flags.key,
+        metadata_key=FLAGS_FINGERPRINT,
+        what="image flags",
+        trigger="flags_changed",
+        run_key_prefix="flags",
     )
