@@ -226,7 +226,9 @@ def test_s3_stopped_mid_image_store_then_restarted(project_factory, sandbox, s3_
     # before the stop: their bytes went down with moto's in-memory state.
     restarted_at = outage["restarted_wall"]
     for row in stored:
-        if row["key"] not in objects:
+        # a same-bytes row (duplicate_of) wrote nothing: it points at the first row's object, which
+        # may have been written, and lost, before the stop
+        if row["key"] not in objects and row.get("duplicate_of") is None:
             assert row["finished_at"].timestamp() < restarted_at, row
     lost = {row["content_key"] for row in stored if row["key"] not in objects}
     assert any(row["finished_at"].timestamp() > restarted_at for row in stored), "nothing after the restart"
