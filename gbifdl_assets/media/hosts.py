@@ -87,7 +87,7 @@ _EVIDENCE = 10
 _FIRST_RATE = 4.0  # requests/s at least, for a host that throttles before we know its rate  # answers in the last second needed before they define a host's ceiling
 _PACED_WINDOW = 4  # requests in flight a paced host may always have (its pacer sets the rate)
 _HOLD = 0.5  # seconds after a decrease during which more throttling counts as the same overload
-_PLENTY = 50  # clean answers within _WINDOW above which one refusal alone is one URL's (see _host_wide)
+_PLENTY = 25  # clean answers within _WINDOW above which one refusal alone is one URL's (see _host_wide)
 _REFUSED_TARGETS = 1024  # URLs whose refusals are remembered (to tell one bad URL from the host)
 
 
