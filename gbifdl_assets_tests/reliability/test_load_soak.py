@@ -1,70 +1,73 @@
-"""Load: one training set of ~100,000 images from 1,000,000 sandbox occurrences through the whole graph.
+"""Load: one training set through the whole graph at two sizes, each stage measured.
 
-Each stage is its own ``dagster asset materialize`` process group (as an operator would run it), so
-its wall time and peak memory (the resident memory of every process in the group, summed and sampled
-every 0.25 s: the run, its step process, downloader workers) are measured per stage. The test writes LOAD_REPORT.md next to
-this file; ``make soak`` regenerates it. Marked ``soak``: skipped unless GBIFDL_SOAK=1.
+* 100,000 images from 1,000,000 sandbox occurrences;
+* 1,000,000 images from 10,000,000 sandbox occurrences (the same shards: 8 per training set).
+
+The sandbox runs as its own process so that its CPU is told apart from the product's. Each stage is
+``dagster asset materialize`` process groups as an operator would run them: the upstream stages one
+after another, image_store's first shard alone, then the other shards two at a time (a backfill with
+the ``image_download`` pool at 2), then training_export. The first shard is also stored by a plain
+call (no Dagster, a fresh folder, same configuration): the ratio is what Dagster costs. The test writes
+LOAD_REPORT.md and load_results.json next to this file. Marked ``soak``: ``make soak`` runs it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-import platform
-import resource
-import time
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from gbifdl_assets.pipeline.image_shards import SHARDS
-from gbifdl_assets.sandbox import SandboxConfig, start_sandbox
+from gbifdl_assets_tests.harness.sandbox_process import sandbox_process
+from gbifdl_assets_tests.reliability.load_measure import LoadRun, Stage, machine_line, run_stage, save
 from gbifdl_assets_tests.reliability.project import image_partition
 
-REPORT = Path(__file__).resolve().parent / "LOAD_REPORT.md"
-PAGE = os.sysconf("SC_PAGE_SIZE")
-OCCURRENCES = 1_000_000
-# Every animal species with at least 24 usable images, at most 450 each: just over 100,000 images over
-# ~1,000 classes (at most 380 each gave 96,101; 440, 99,797). The sandbox's species sizes follow Zipf's law like
-# GBIF's, so the classes cannot be within 2x of each other at this size: the tolerance admits 24 vs
-# 450 (24 >= 0.05 x 450, so the balanced check passes).
+FAST_POLL = {"ops": {"occurrence_snapshot": {"config": {"poll_seconds": 1.0, "max_wait_minutes": 60.0}}}}
+SHARD_SLOTS = 2
+
+
+@dataclass(frozen=True)
+class LoadSize:
+    key: str
+    title: str
+    occurrences: int
+    balancing: str
+    images: tuple[int, int]
+
+
+# Every animal species with enough usable images, capped per class: the sandbox's species sizes follow
+# Zipf's law like GBIF's, so the classes cannot be within 2x of each other; the tolerance admits the
+# smallest class against the cap (min >= 0.05 x max). At 1,000,000 occurrences at most 450 each gives
+# just over 100,000 images over ~960 classes; at 10x the occurrences 10x both bounds.
+SIZES = {
+    "10k": LoadSize(
+        "10k", "10,000 images from 100,000 sandbox occurrences (a quick check of the harness)", 100_000,
+        "{max_per_class: 45, min_per_class: 3, tolerance: 0.95}", (8_000, 14_000),
+    ),
+    "100k": LoadSize(
+        "100k", "100,000 images from 1,000,000 sandbox occurrences", 1_000_000,
+        "{max_per_class: 450, min_per_class: 24, tolerance: 0.95}", (100_000, 125_000),
+    ),
+    "1m": LoadSize(
+        "1m", "1,000,000 images from 10,000,000 sandbox occurrences", 10_000_000,
+        "{max_per_class: 4500, min_per_class: 240, tolerance: 0.95}", (900_000, 1_250_000),
+    ),
+}  # fmt: skip
 SPEC = """taxa:
   - name: Animalia
     expand_to: SPECIES
 source: download
-balancing: {max_per_class: 450, min_per_class: 24, tolerance: 0.95}
+balancing: {balancing}
 licenses: [CC0, PDM, CC-BY, CC-BY-SA, CC-BY-NC, CC-BY-NC-SA]
-images: {max_side: 256, completeness_threshold: 0.5}
+images: {{max_side: 256, completeness_threshold: 0.5}}
 """
-FAST_POLL = {"ops": {"occurrence_snapshot": {"config": {"poll_seconds": 1.0, "max_wait_minutes": 30.0}}}}
-
-
-def _group_rss_mb(pgid: int) -> float:
-    """Resident memory of every live process in the run's process group (the run, its step process,
-    downloader workers), in MB."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                total += int(fields[21]) * PAGE  # rss in pages
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / 2**20
-
-
-def _run_stage(project, select: str, partition: str | None, run_config: dict | None = None) -> dict:
-    run = project.start(select, partition, run_config=run_config)
-    started = time.monotonic()
-    peak = 0.0
-    while run.process.poll() is None:  # sampled: the sum over the group at the same instant
-        peak = max(peak, _group_rss_mb(run.process.pid))
-        time.sleep(0.25)
-    elapsed = time.monotonic() - started
-    run._close()
-    assert run.process.returncode == 0, f"{select} failed:\n{run.log_text()[-4000:]}"
-    return {"seconds": elapsed, "peak_mb": peak}
 
 
 def _metadata(project, asset: str, partition: str | dg.MultiPartitionKey | None) -> dict:
@@ -80,126 +83,167 @@ def _metadata(project, asset: str, partition: str | dg.MultiPartitionKey | None)
     return {k: v.value for k, v in meta.items()}
 
 
-@pytest.mark.soak
-@pytest.mark.timeout(5400)
-def test_100k_images_from_1m_occurrences(project_factory) -> None:
-    load_before = os.getloadavg()
-    started_at = dt.datetime.now(dt.UTC)
-    sandbox_started = time.monotonic()
-    config = SandboxConfig(occurrences=OCCURRENCES, seed=42, download_seconds=(0.5, 0.5))
-    with start_sandbox(config) as sandbox:
-        sandbox_seconds = time.monotonic() - sandbox_started
-        project = project_factory(sandbox.api_url, GBIF_USERNAME="sandbox", GBIF_PASSWORD="sandbox")
-        project.write_spec("load", SPEC)
-        project.add_partition("load")
-        rows: list[tuple[str, dict, str]] = []
+def _stage(project, sandbox, asset: str, partition: str | None, run_config: dict | None = None) -> Stage:
+    return run_stage(asset, [lambda: project.start(asset, partition, run_config=run_config)], sandbox)
 
-        stage = _run_stage(project, "annotation_rulesets", None)
-        rows.append(
-            (
-                "annotation_rulesets",
-                stage,
-                f"{_metadata(project, 'annotation_rulesets', None).get('rules', '?')} rules",
-            )
-        )
-        stage = _run_stage(project, "species_list", "load")
+
+@pytest.mark.soak
+@pytest.mark.timeout(6 * 3600)
+@pytest.mark.parametrize("size", list(SIZES))
+def test_training_set_through_the_whole_graph(project_factory, tmp_path: Path, size: str) -> None:
+    load = SIZES[size]
+    run = LoadRun(
+        size, load.title, f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}", machine_line(), list(os.getloadavg())
+    )
+    with sandbox_process(occurrences=load.occurrences, log_dir=tmp_path, timeout=1800) as sandbox:
+        project = project_factory(sandbox.api_url, GBIF_USERNAME="sandbox", GBIF_PASSWORD="sandbox")
+        project.write_spec("load", SPEC.format(balancing=load.balancing))
+        project.add_partition("load")
+        sandbox_cpu0 = sandbox.cpu_seconds()
+
+        s = _stage(project, sandbox, "annotation_rulesets", None)
+        s.note = f"{_metadata(project, 'annotation_rulesets', None).get('rules', '?')} rules"
+        run.stages.append(s)
+        s = _stage(project, sandbox, "species_list", "load")
         meta = _metadata(project, "species_list", "load")
-        rows.append(
-            ("species_list", stage, f"{meta.get('labels', '?')} classes from {meta.get('taxa', '?')} taxa")
-        )
-        stage = _run_stage(project, "gbif_download", "load")
-        rows.append(
-            (
-                "gbif_download",
-                stage,
-                f"download {_metadata(project, 'gbif_download', 'load').get('download_key')}",
-            )
-        )
-        stage = _run_stage(project, "occurrence_snapshot", "load", FAST_POLL)
+        s.note = f"{meta.get('labels', '?')} classes from {meta.get('taxa', '?')} taxa"
+        run.stages.append(s)
+        s = _stage(project, sandbox, "gbif_download", "load")
+        s.note = f"download {_metadata(project, 'gbif_download', 'load').get('download_key')}"
+        run.stages.append(s)
+        s = _stage(project, sandbox, "occurrence_snapshot", "load", FAST_POLL)
         meta = _metadata(project, "occurrence_snapshot", "load")
-        rows.append((
-            "occurrence_snapshot (waits for the sandbox to build the DWCA, then ingests it)",
-            stage,
-            f"{meta['occurrences']:,} occurrences, {meta['media']:,} media, ingest {meta['rows_per_second']:,.0f} rows/s",
-        ))  # fmt: skip
-        stage = _run_stage(project, "annotated_occurrences", "load")
-        rows.append(
-            ("annotated_occurrences", stage, _short(_metadata(project, "annotated_occurrences", "load")))
+        s.name = "occurrence_snapshot (waits for the sandbox to build the DWCA, then ingests it)"
+        s.note = f"{meta['occurrences']:,} occurrences, {meta['media']:,} media, ingest {meta['rows_per_second']:,.0f} rows/s"
+        run.stages.append(s)
+        s = _stage(project, sandbox, "annotated_occurrences", "load")
+        meta = _metadata(project, "annotated_occurrences", "load")
+        s.note = ", ".join(
+            f"{k} {meta[k]:,}" for k in ("rows", "occurrences_matched", "rules_applied") if k in meta
         )
-        stage = _run_stage(project, "balanced_manifest", "load")
+        run.stages.append(s)
+        s = _stage(project, sandbox, "balanced_manifest", "load")
         meta = _metadata(project, "balanced_manifest", "load")
         images = int(meta.get("images", meta.get("rows", 0)))
-        rows.append(("balanced_manifest", stage, f"{images:,} images, {meta.get('classes', '?')} classes"))
-        assert 100_000 <= images <= 125_000, meta
+        s.note = f"{images:,} images, {meta.get('classes', '?')} classes"
+        run.stages.append(s)
+        assert load.images[0] <= images <= load.images[1], meta
 
-        ok = failed = 0
-        shard_total = {"seconds": 0.0, "peak_mb": 0.0}
-        for shard in range(SHARDS):
-            key = image_partition("load", f"{shard:02d}")
-            stage = _run_stage(project, "image_store", str(key))
-            meta = _metadata(project, "image_store", key)
-            ok += int(meta["ok"])
-            failed += int(meta["failed"])
-            rows.append((
-                f"image_store shard {shard:02d}",
-                stage,
-                f"{meta['images']:,} images: {meta['ok']:,} ok, {meta['failed']:,} failed, "
-                f"{meta['images_per_s']:,.0f} img/s in the fetch loop",
-            ))  # fmt: skip
-            shard_total["seconds"] += stage["seconds"]
-            shard_total["peak_mb"] = max(shard_total["peak_mb"], stage["peak_mb"])
-        rows.append(
-            ("image_store, all 8 shards (one after another)", shard_total, f"{ok:,} ok, {failed:,} failed")
-        )
-        stage = _run_stage(project, "training_export", "load")
+        shards = _store_images(project, sandbox, run, tmp_path)
+
+        s = _stage(project, sandbox, "training_export", "load")
         meta = _metadata(project, "training_export", "load")
-        rows.append(
-            (
-                "training_export",
-                stage,
-                f"{meta['images']:,} images, {meta['classes']:,} classes, {meta['bytes'] / 1e6:,.0f} MB",
-            )
-        )
+        s.note = f"{meta['images']:,} images, {meta['classes']:,} classes, {meta['bytes'] / 1e6:,.0f} MB"
+        run.stages.append(s)
+        run.sandbox = {
+            "occurrences": load.occurrences,
+            "ready_seconds": sandbox.started_seconds,
+            "peak_mb": sandbox.peak_rss_mb(),
+            "cpu_seconds": sandbox.cpu_seconds() - sandbox_cpu0,
+        }
 
-    assert ok >= 0.95 * images, (ok, images)  # the rest: the sandbox's hidden media faults (2 %)
-    assert meta["images"] == ok
-    load_after = os.getloadavg()
-    test_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    _write_report(rows, started_at, load_before, load_after, sandbox_seconds, test_peak)
+    assert shards["ok"] >= 0.95 * images, (
+        shards,
+        images,
+    )  # the rest: the sandbox's hidden media faults (2 %)
+    assert meta["images"] <= shards["ok"]  # same-photo copies inside a split are exported once
+    run.load_after = list(os.getloadavg())
+    run.summary = _summary(run, images, shards)
+    save(run)
 
 
-def _short(meta: dict) -> str:
-    keys = [k for k in ("rows", "occurrences_matched", "rules_applied") if k in meta]
-    return (
-        ", ".join(f"{k} {meta[k]:,}" if isinstance(meta[k], int) else f"{k} {meta[k]}" for k in keys) or "-"
+def _store_images(project, sandbox, run: LoadRun, work: Path) -> dict:
+    """image_store: shard 00 alone, the same shard as a plain call, then the other shards."""
+    totals = {"ok": 0, "failed": 0, "rates": []}
+
+    def count(key) -> dict:
+        meta = _metadata(project, "image_store", key)
+        totals["ok"] += int(meta["ok"])
+        totals["failed"] += int(meta["failed"])
+        totals["rates"].append(float(meta["images_per_s"]))
+        return meta
+
+    first = image_partition("load", "00")
+    s = run_stage("image_store shard 00, alone", [lambda: project.start("image_store", str(first))], sandbox)
+    meta = count(first)
+    totals["first_images"], totals["first_seconds"] = int(meta["images"]), s.seconds
+    s.note = (
+        f"{meta['images']:,} images: {meta['ok']:,} ok, {meta['failed']:,} failed; "
+        f"{meta['images'] / s.seconds:,.0f} img/s over the whole process"
     )
+    run.stages.append(s)
+
+    plain = _plain_shard(project, sandbox, work)
+    totals["plain"] = plain
+    run.stages.append(plain["stage"])
+
+    others = [image_partition("load", f"{n:02d}") for n in range(1, SHARDS)]
+    starts = [lambda key=key: project.start("image_store", str(key)) for key in others]
+    s = run_stage(
+        f"image_store shards 01-{SHARDS - 1:02d}, {SHARD_SLOTS} at a time", starts, sandbox, slots=SHARD_SLOTS
+    )
+    for key in others:
+        count(key)
+    s.note = f"{totals['ok']:,} ok, {totals['failed']:,} failed over all {SHARDS} shards"
+    run.stages.append(s)
+    return totals
 
 
-def _write_report(rows, started_at, load_before, load_after, sandbox_seconds, test_peak) -> None:
-    total = sum(s["seconds"] for name, s, _ in rows if not name.startswith("image_store shard"))
-    mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    lines = [
-        "# Load report: 100,000 images from 1,000,000 sandbox occurrences",
-        "",
-        "Written by `gbifdl_assets_tests/reliability/test_load_soak.py` (`make soak` regenerates it).",
-        "Each stage ran as its own `dagster asset materialize` process against the offline sandbox; the",
-        "time is the wall time of that process (it includes ~5-10 s of Python/Dagster start-up), the",
-        "memory is the peak of the summed resident memory of the run's processes (the run, its step process,",
-        "downloader workers), sampled every 0.25 s.",
-        "",
-        f"- run started: {started_at:%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores, {mem_total:.1f} GiB RAM, "
-        f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
-        f"- load average (1/5/15 min) before: {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}; "
-        f"after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f} (a load above ~1 before the "
-        "run means other work shared the 2 cores: the times are then upper bounds)",
-        f"- sandbox: {OCCURRENCES:,} occurrences (seed 42, 2 % hidden media faults), generated in "
-        f"{sandbox_seconds:.1f} s; it runs in the test process (peak {test_peak:,.0f} MB), serving the API, "
-        "the DWCA and every image on the same 2 cores",
-        "",
-        "| stage | wall time (s) | peak memory (MB) | result |",
-        "|---|---:|---:|---|",
-    ]
-    for name, stage, note in rows:
-        lines.append(f"| {name} | {stage['seconds']:,.1f} | {stage['peak_mb']:,.0f} | {note} |")
-    lines += ["", f"Whole graph, one stage after another: {total / 60:,.1f} min.", ""]
-    REPORT.write_text("\n".join(lines))
+def _plain_shard(project, sandbox, work: Path) -> dict:
+    """Shard 00 stored again by a plain ``store_shard`` call in a fresh folder (the anchor)."""
+    fresh = work / "plain-store"
+    command = [
+        sys.executable, "-m", "gbifdl_assets_tests.reliability.plain_shard", str(project.data), str(fresh),
+        "load", "00", str(project.root / "specs" / "load.yaml"),
+    ]  # fmt: skip
+    out: dict = {}
+    log = work / "plain-shard.log"
+
+    class Plain:  # the CliRun surface run_stage needs
+        def __init__(self) -> None:
+            self.process = subprocess.Popen(
+                command, env=project.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+        def _close(self) -> None:
+            handle.flush()
+            out.update(json.loads(log.read_text().strip().splitlines()[-1]))
+
+        def log_text(self) -> str:
+            return log.read_text(errors="replace")
+
+    with open(log, "wb") as handle:
+        name = "image_store shard 00 as a plain call (no Dagster; not part of the graph)"
+        stage = run_stage(name, [Plain], sandbox)
+    stage.in_graph = False
+    stage.note = f"{out['images']:,} images, {out['ok']:,} fetched; {out['images'] / stage.seconds:,.0f} img/s over the whole process"
+    return {**out, "stage": stage, "seconds": stage.seconds}
+
+
+def _summary(run: LoadRun, images: int, shards: dict) -> dict:
+    graph = [s for s in run.stages if s.in_graph]
+    wall = sum(s.seconds for s in graph)
+    cpu = sum(s.cpu_seconds for s in graph)
+    sandbox_cpu = sum(s.sandbox_cpu_seconds for s in graph)
+    store = [s for s in graph if s.name.startswith("image_store")]
+    store_wall, store_cpu = sum(s.seconds for s in store), sum(s.cpu_seconds for s in store)
+    dagster_rate = shards["first_images"] / shards["first_seconds"]
+    plain_rate = shards["plain"]["images"] / shards["plain"]["seconds"]
+    rates = shards["rates"]
+    return {
+        "graph_seconds": wall,
+        "graph_cpu_seconds": cpu,
+        "sandbox_share": sandbox_cpu / (cpu + sandbox_cpu) if cpu + sandbox_cpu else 0.0,
+        "store_ms_per_image": 1000 * store_wall / images,
+        "store_cpu_ms_per_image": 1000 * store_cpu / images,
+        "dagster_vs_plain": dagster_rate / plain_rate,
+        "lines": [
+            f"Whole graph: **{wall / 60:,.1f} min** wall, {cpu / 60:,.1f} CPU-min in the product's processes, "
+            f"{sandbox_cpu / 60:,.1f} CPU-min in the sandbox.",
+            f"image_store: {store_wall:,.0f} s for {images:,} images ({images / store_wall:,.0f} img/s, "
+            f"{1000 * store_cpu / images:,.1f} CPU-ms per image); fetch loop {min(rates):,.0f}-{max(rates):,.0f} img/s per shard.",
+            f"image_store through Dagster against the plain call, shard 00: {dagster_rate:,.0f} vs "
+            f"{plain_rate:,.0f} img/s over the whole process = **{dagster_rate / plain_rate:.0%}** "
+            f"(the plain call alone: {shards['plain']['call_seconds']:,.1f} s).",
+        ],
+    }

@@ -1,0 +1,108 @@
+"""The sandbox as its own process (``gbifdl sandbox serve``), so a load run can tell its cost apart.
+
+In a thread of the test process the sandbox's CPU (the API, the DWCA, every image it renders) mixes
+with the test's; as a process its CPU time and resident memory are read from ``/proc`` between the
+stages of a run.
+
+API::
+
+    with sandbox_process(occurrences=1_000_000, download_seconds=0.5) as sandbox:
+        sandbox.api_url, sandbox.cpu_seconds(), sandbox.rss_mb()
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from gbifdl_assets_tests.harness.ports import LOOPBACK, free_port
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class SandboxProcess:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+    started_seconds: float  # from the command to the first answer (the world is generated first)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/v1"
+
+    def _stat(self) -> list[str]:
+        text = Path(f"/proc/{self.process.pid}/stat").read_text()
+        return text.rsplit(")", 1)[1].split()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the sandbox process (its threads included) so far."""
+        fields = self._stat()
+        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+    def rss_mb(self) -> float:
+        return int(self._stat()[21]) * _PAGE / 2**20
+
+    def peak_rss_mb(self) -> float:
+        """The process's high-water mark of resident memory (VmHWM)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+@contextmanager
+def sandbox_process(
+    *, occurrences: int, seed: int = 42, download_seconds: float = 0.5, log_dir: Path, timeout: float = 300.0
+) -> Iterator[SandboxProcess]:
+    """``gbifdl sandbox serve`` on a free loopback port, stopped (SIGTERM, then SIGKILL) on exit."""
+    port = free_port()
+    log_path = log_dir / "sandbox.log"
+    command = [
+        sys.executable, "-m", "gbifdl_assets.cli", "sandbox", "serve", "--host", LOOPBACK,
+        "--port", str(port), "--occurrences", str(occurrences), "--seed", str(seed),
+        "--download-seconds", str(download_seconds),
+    ]  # fmt: skip
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        sandbox = SandboxProcess(process, port, log_path, 0.0)
+        deadline = started + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the sandbox exited (rc {process.returncode}):\n{log_path.read_text()[-3000:]}"
+                )
+            try:
+                if requests.get(f"{sandbox.api_url}/occurrence/search?limit=0", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sandbox did not answer within {timeout:.0f} s")
+            time.sleep(0.25)
+        sandbox.started_seconds = time.monotonic() - started
+        yield sandbox
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
