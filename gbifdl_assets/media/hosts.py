@@ -152,11 +152,11 @@ class HostControl:
         self.base_latency: float | None = None  # the usual answer time (a slowly rising minimum)
         self.served: deque[float] = deque()  # times of clean answers within the last _HORIZON
         self.sent: deque[float] = deque()  # sending times within the last _HORIZON
-        self.refused: deque[float] = deque()  # throttling answers and timeouts within the last _WINDOW
+        # (time, URL) of the throttling answers and timeouts within the last _WINDOW
+        self.refused: deque[tuple[float, str | None]] = deque()
         self.refused_targets: dict[str, float] = {}  # URL -> when it was last refused (bounded)
-        # URL -> (rate, ceiling, soft, refusals so far) before the cut its first refusal made (bounded)
-        self.cut_by: dict[str, tuple[float | None, float | None, bool, int]] = {}
-        self.refusals = 0  # throttling answers and timeouts, for telling one URL's from the host's
+        # the latest cuts: the URLs whose refusals made each (not yet refused again) and the state before
+        self.cuts: deque[tuple[set[str], tuple[float | None, float | None, bool]]] = deque(maxlen=64)
         self.paced_at = -math.inf  # when the pacer last held a request back
         self.failures = 0  # consecutive, reset by a clean answer
         self.last_failure = ""
@@ -280,8 +280,7 @@ class HostControl:
             again = self._refused_again(target, now)
             if again:
                 self._forgive(target)
-            self.refusals += 1
-            host_wide = not again and self._host_wide(now)
+            host_wide = not again and self._host_wide(now, target)
             if signal == THROTTLE:
                 self.throttled += 1
                 if retry_after is not None and retry_after > self.limits.retry_after_cap:
@@ -301,13 +300,12 @@ class HostControl:
                 if host_wide and sent_at >= self.decreased_at:
                     self.cwnd = max(1.0, self.cwnd / 2)
             if host_wide:
-                before = (self.rate, self.ceiling, self.ceiling_soft, self.refusals)
+                before = (self.rate, self.ceiling, self.ceiling_soft)
                 decreases = self.decreases
                 self._decrease(now, sent_at)
-                if target is not None and self.decreases > decreases:
-                    self.cut_by[target] = before
-                    if len(self.cut_by) > _REFUSED_TARGETS:
-                        del self.cut_by[next(iter(self.cut_by))]
+                urls = [url for _, url in self.refused]
+                if self.decreases > decreases and None not in urls:
+                    self.cuts.append((set(urls), before))
         else:
             self.failed += 1
         skip_after = self.limits.skip_after
@@ -331,23 +329,24 @@ class HostControl:
         return before is not None and bool(self.served) and self.served[-1] > before
 
     def _forgive(self, target: str | None) -> None:
-        """Undo the cut that ``target``'s first refusal made, when no other request was refused since:
-        it was that URL's refusal, not the host's (under real throttling other URLs are refused too).
-        Else each URL that refuses for ever would leave the host 15 % slower, for good."""
-        before = self.cut_by.pop(target, None) if target is not None else None
-        if before is None:
-            return
-        rate, ceiling, soft, refusals = before
-        if self.refusals != refusals:
-            return
-        if rate is None:
-            self.rate = self.cap
-        elif self.rate is not None:
-            self.rate = self._clamp(max(self.rate, rate))
-        if ceiling is None or (self.ceiling is not None and ceiling > self.ceiling):
-            self.ceiling, self.ceiling_soft = ceiling, soft
+        """Undo a cut once every URL whose refusal made it was refused again while the host answered
+        others cleanly: those were the URLs' refusals, not the host's (under real throttling the
+        retried URLs get through). Else each URL that refuses for ever would leave the host slower
+        for good, and the next run and the other shards would start from there."""
+        for urls, before in list(self.cuts):
+            urls.discard(target)
+            if urls:
+                continue
+            self.cuts.remove((urls, before))
+            rate, ceiling, soft = before
+            if rate is None:
+                self.rate = self.cap
+            elif self.rate is not None:
+                self.rate = self._clamp(max(self.rate, rate))
+            if ceiling is None or (self.ceiling is not None and ceiling > self.ceiling):
+                self.ceiling, self.ceiling_soft = ceiling, soft
 
-    def _host_wide(self, now: float) -> bool:
+    def _host_wide(self, now: float, target: str | None) -> bool:
         """Whether refusals are a share of the host's answers that means the host, not one URL.
 
         One URL that always answers 429 among hundreds of clean answers a second is that URL's
@@ -358,8 +357,9 @@ class HostControl:
         seconds at 100 images a second) would otherwise pause the host for its Retry-After and cut
         its rate by 15 %, and the next run would start from the cut rate.
         """
-        _trim(self.refused, now, _WINDOW)
-        self.refused.append(now)
+        while self.refused and self.refused[0][0] < now - _WINDOW:
+            self.refused.popleft()
+        self.refused.append((now, target))
         refused = len(self.refused)
         served = _count_since(self.served, now - _WINDOW)
         if served >= _PLENTY and refused < 2:
