@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import heapq
 import json
+import math
 from collections import deque
 
 import pytest
@@ -36,12 +37,24 @@ from gbifdl_assets.storage import LocalStorage
 
 
 def simulate(
-    allowance: float, seconds: float = 120.0, latency: float = 0.002, retry_after: float = 1.0, learned=None
+    allowance: float,
+    seconds: float = 120.0,
+    latency: float = 0.002,
+    retry_after: float = 1.0,
+    learned=None,
+    *,
+    bad_every: int = 0,
+    slowdown: float = 0.0,
 ):
-    """A host allowing ``allowance`` requests in any 1-s window, hammered by one controller."""
+    """A host allowing ``allowance`` requests in any 1-s window, hammered by one controller.
+
+    ``bad_every``: every such URL answers 429 for ever (retried a second later); ``slowdown``: each
+    request in flight adds this share of ``latency`` to an answer's time, as when the downloader's
+    own CPU is the limit."""
     control = HostControl("h", HostLimits(), learned)
     window: deque[float] = deque()
     events: list = []
+    retries: list = []
     seq = in_flight = refused = 0
     sends: list[float] = []
 
@@ -60,7 +73,8 @@ def simulate(
             t, paced = control.schedule(now)
             in_flight += 1
             seq += 1
-            heapq.heappush(events, (t, seq, "send", (full, paced)))
+            url = heapq.heappop(retries)[1] if retries and retries[0][0] <= now else seq
+            heapq.heappush(events, (t, seq, "send", (full, paced, url)))
 
     fill(0.0)
     while events:
@@ -70,15 +84,22 @@ def simulate(
         if kind == "send":
             sends.append(t)
             seq += 1
-            heapq.heappush(events, (t + latency, seq, "answer", (t, serve(t + latency / 2), *data)))
+            after = latency * (1 + slowdown * in_flight)
+            bad = bool(bad_every) and data[2] % bad_every == 0
+            ok = not bad and serve(t + after / 2)
+            heapq.heappush(events, (t + after, seq, "answer", (t, ok, after, *data)))
             continue
-        sent, ok, full, paced = data
+        sent, ok, after, full, paced, url = data
         in_flight -= 1
         if ok:
-            control.on_answer(t, sent, OK, latency=latency, window_full=full, paced=paced)
+            control.on_answer(t, sent, OK, latency=after, window_full=full, paced=paced, target=f"/{url}")
         else:
             refused += 1
-            control.on_answer(t, sent, THROTTLE, retry_after=retry_after, window_full=full, paced=paced)
+            control.on_answer(
+                t, sent, THROTTLE, retry_after=retry_after, window_full=full, paced=paced, target=f"/{url}"
+            )
+            if bad_every and url % bad_every == 0:
+                heapq.heappush(retries, (t + 1.0, url))
         fill(t)
     served = len(sends) - refused
     peak = max(
@@ -89,6 +110,7 @@ def simulate(
         "share": served / seconds / allowance,
         "refused": refused / len(sends),
         "peak": peak / allowance,
+        "last_10s": sum(1 for s in sends if s > seconds - 10) / 10,
         "control": control,
     }
 
@@ -352,57 +374,14 @@ def test_hosts_learned_by_a_concurrent_shard_reach_this_run_for_hosts_it_has_not
     assert load_host_rates(storage, "hosts/rates.json")["mine.org"]["rate"] == 3.0  # ours was saved
 
 
-def _host_with_bad_urls(latency: float, bad_every: int, seconds: float = 60.0) -> float:
-    """Requests/s over the last 10 s against a host without a limit whose every ``bad_every``-th URL
-    answers 429 for ever (retried a second later, refused again); answers slow down with the
-    requests in flight, as they do when the downloader's own CPU is the limit."""
-    control = HostControl("h", HostLimits())
-    events: list = []
-    retries: list = []
-    sends: list[float] = []
-    seq = in_flight = 0
-
-    def fill(now: float) -> None:
-        nonlocal in_flight, seq
-        while in_flight < control.limit:
-            full = in_flight + 1 >= control.limit
-            t, paced = control.schedule(now)
-            in_flight += 1
-            seq += 1
-            url = heapq.heappop(retries)[1] if retries and retries[0][0] <= now else seq
-            heapq.heappush(events, (t, seq, "send", (full, paced, url)))
-
-    fill(0.0)
-    while events:
-        t, _, kind, data = heapq.heappop(events)
-        if t > seconds:
-            break
-        if kind == "send":
-            sends.append(t)
-            seq += 1
-            answer_after = latency * (1 + in_flight / 8)
-            heapq.heappush(events, (t + answer_after, seq, "answer", (t, answer_after, *data)))
-            continue
-        sent, answer_after, full, paced, url = data
-        in_flight -= 1
-        if url % bad_every == 0:
-            control.on_answer(
-                t, sent, THROTTLE, retry_after=1.0, window_full=full, paced=paced, target=f"/{url}"
-            )
-            heapq.heappush(retries, (t + 1.0, url))
-        else:
-            control.on_answer(
-                t, sent, OK, latency=answer_after, window_full=full, paced=paced, target=f"/{url}"
-            )
-        fill(t)
-    return sum(1 for s in sends if s > seconds - 10) / 10
-
-
 @pytest.mark.parametrize("latency", [0.03, 0.1])
 def test_a_few_urls_refusing_for_ever_do_not_slow_a_host_down_for_good(latency: float) -> None:
     """0.4 % of URLs answering 429 for ever (the sandbox's planted ones; real hosts' hot-link guards)
     once took a host without a limit from 54 to 18 requests/s: each first refusal cut the rate by
     15 % for good. The cut is undone when the URL's retry is refused again and nothing else was."""
-    clean = _host_with_bad_urls(latency, bad_every=10**9)
-    with_bad_urls = _host_with_bad_urls(latency, bad_every=225)
+
+    def requests_per_s(bad_every: int) -> float:
+        return simulate(math.inf, 60, latency, bad_every=bad_every, slowdown=1 / 8)["last_10s"]
+
+    clean, with_bad_urls = requests_per_s(0), requests_per_s(225)
     assert with_bad_urls >= 0.9 * clean, (with_bad_urls, clean)
