@@ -204,7 +204,8 @@ class HostControl:
         return {
             "rate": None if self.rate is None else round(self.rate, 3),
             "ceiling": None if self.ceiling is None else round(self.ceiling, 3),
-            # a ceiling guessed from too few answers stays a guess in the next run (probed faster)
+            # a ceiling guessed from too few answers, or measured once and not confirmed, stays a
+            # guess in the next run and in the other shards (probed 10x faster than a confirmed one)
             "ceiling_soft": self.ceiling_soft,
             "concurrency": int(self.cwnd),
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 1),
@@ -419,7 +420,10 @@ class HostControl:
                 self.confirmed = 0
                 self.probe_after = now
             self.ceiling = base
-            self.ceiling_soft = False
+            # measured once, it may be chance: a few URLs that refuse at random (0.4 % on the
+            # sandbox) coincide now and then at any rate, and a hard ceiling (probed at 0.3 %/s)
+            # would only ever ratchet down; the host confirming it makes it hard
+            self.ceiling_soft = self.confirmed == 0
             self.rate = self._clamp(base * self.limits.decrease)
         else:
             # Too few answers to measure the host by (a slow host, a pause, little to fetch): the
