@@ -72,9 +72,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[dev,bench]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/python -m pytest -o python_files="bench_*.py" gbifdl_assets_tests/bench -q -s -p no:cacheprovider
 
-## make soak: the long reliability runs (100,000-image load run -> LOAD_REPORT.md, daemon + PostgreSQL restart)
+## make soak: the long reliability runs (load runs of 10,000, 100,000 and 1,000,000 images -> LOAD_REPORT.md, daemon + PostgreSQL restart)
 soak: $(STAMP)
-	GBIFDL_SOAK=1 $(BIN)/python -m pytest -m soak gbifdl_assets_tests/reliability -q -s -p no:cacheprovider
+	GBIFDL_SOAK=1 $(BIN)/python -m pytest -m soak gbifdl_assets_tests/reliability -q -s -p no:cacheprovider $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .dagster_home .pytest_cache .ruff_cache
