@@ -60,6 +60,11 @@ class SandboxState:
         self.media_host_counts: dict[str, dict[str, int]] = {}
         self._flaky_lock = threading.Lock()
 
+    def forget_flaky(self) -> None:
+        """Every ``flaky`` media URL fails its next request again (a fresh start for a measurement)."""
+        with self._flaky_lock:
+            self._flaky.clear()
+
     def flaky_hit(self, url_id: str) -> int:
         with self._flaky_lock:
             n = self._flaky.get(url_id, 0) + 1
@@ -657,7 +662,10 @@ async def faults(request: Request) -> Response:
 
 
 async def faults_reset(request: Request) -> Response:
+    """The API faults back to the configuration's, and the ``flaky`` media URLs fail once more, so
+    two runs over the same images meet the same faults."""
     _state(request).faults.reset()
+    _state(request).forget_flaky()
     return _json(_state(request).faults.describe())
 
 

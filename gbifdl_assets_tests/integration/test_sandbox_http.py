@@ -228,3 +228,12 @@ def test_a_small_deterministic_share_of_media_urls_misbehave(sb, http):
 
 def test_unknown_media_is_404(sb, http):
     assert http.get(sb.url + "/media/1/0.jpg").status_code == 404
+
+
+def test_faults_reset_makes_flaky_media_fail_once_more(sb, http):
+    """Two measured runs over the same images meet the same faults: the reset endpoint makes every
+    ``flaky`` URL answer 503 once again (then the image)."""
+    url = _image_urls(sb, http, n=1)[0].split("?", 1)[0] + "?fault=flaky"
+    assert [http.get(url).status_code for _ in range(2)] == [503, 200]
+    http.post(sb.url + "/sandbox/faults/reset").raise_for_status()
+    assert [http.get(url).status_code for _ in range(2)] == [503, 200]
