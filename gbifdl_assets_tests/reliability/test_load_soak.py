@@ -23,6 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 
 from gbifdl_assets.pipeline.image_shards import SHARDS
 from gbifdl_assets_tests.harness.sandbox_process import sandbox_process
@@ -164,6 +165,7 @@ def _store_images(project, sandbox, run: LoadRun, work: Path) -> dict:
         return meta
 
     first = image_partition("load", "00")
+    _fresh_faults(sandbox)
     s = run_stage("image_store shard 00, alone", [lambda: project.start("image_store", str(first))], sandbox)
     meta = count(first)
     totals["first_images"], totals["first_seconds"] = int(meta["images"]), s.seconds
@@ -212,12 +214,17 @@ def _plain_shard(project, sandbox, work: Path) -> dict:
         def log_text(self) -> str:
             return log.read_text(errors="replace")
 
+    _fresh_faults(sandbox)  # the flaky URLs fail once for this run too, as for the Dagster run
     with open(log, "wb") as handle:
         name = "image_store shard 00 as a plain call (no Dagster; not part of the graph)"
         stage = run_stage(name, [Plain], sandbox)
     stage.in_graph = False
     stage.note = f"{out['images']:,} images, {out['ok']:,} fetched; {out['images'] / stage.seconds:,.0f} img/s over the whole process"
     return {**out, "stage": stage, "seconds": stage.seconds}
+
+
+def _fresh_faults(sandbox) -> None:
+    requests.post(f"{sandbox.url}/sandbox/faults/reset", timeout=10).raise_for_status()
 
 
 def _summary(run: LoadRun, images: int, shards: dict) -> dict:
