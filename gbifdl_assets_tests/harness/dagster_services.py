@@ -44,6 +44,7 @@ import requests
 import yaml
 
 from gbifdl_assets_tests.harness.ports import LOOPBACK, free_port, port_is_open
+from gbifdl_assets_tests.harness.procfs import STATE, group_stats
 
 LOCATION_NAME = "gbifdl_assets"
 DEFINITIONS_MODULE = "gbifdl_assets.definitions"
@@ -167,14 +168,7 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # killpg(…, 0) also succeeds for zombies; count only members that are not zombies.
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return any(fields[STATE] != "Z" for fields in group_stats(pgid))
 
 
 def start_service(

@@ -25,9 +25,7 @@ from pathlib import Path
 import requests
 
 from gbifdl_assets_tests.harness.ports import LOOPBACK, free_port
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
+from gbifdl_assets_tests.harness.procfs import CLOCK_TICKS, PAGE_BYTES, RSS, STIME, UTIME, stat_fields
 
 
 @dataclass
@@ -46,16 +44,20 @@ class SandboxProcess:
         return self.url + "/v1"
 
     def _stat(self) -> list[str]:
-        text = Path(f"/proc/{self.process.pid}/stat").read_text()
-        return text.rsplit(")", 1)[1].split()
+        fields = stat_fields(self.process.pid)
+        if fields is None:
+            raise RuntimeError(
+                f"the sandbox (pid {self.process.pid}) is gone:\n{self.log_path.read_text()[-3000:]}"
+            )
+        return fields
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the sandbox process (its threads included) so far."""
         fields = self._stat()
-        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+        return (int(fields[UTIME]) + int(fields[STIME])) / CLOCK_TICKS
 
     def rss_mb(self) -> float:
-        return int(self._stat()[21]) * _PAGE / 2**20
+        return int(self._stat()[RSS]) * PAGE_BYTES / 2**20
 
     def peak_rss_mb(self) -> float:
         """The process's high-water mark of resident memory (VmHWM)."""

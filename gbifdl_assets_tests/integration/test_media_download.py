@@ -26,6 +26,7 @@ from gbifdl_assets.media.validate import ValidationOptions
 from gbifdl_assets.storage import LocalStorage
 from gbifdl_assets_tests.harness.media_urls import sandbox_image_urls as image_urls
 from gbifdl_assets_tests.harness.media_urls import url_manifest
+from gbifdl_assets_tests.harness.procfs import STATE, stat_fields
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -202,10 +203,8 @@ def _children(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = stat_fields(pid)
+    return fields is not None and fields[STATE] != "Z"
 
 
 @pytest.mark.timeout(120)

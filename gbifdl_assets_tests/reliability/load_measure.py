@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gbifdl_assets_tests.harness.procfs import PAGE_BYTES, RSS, group_stats
 from gbifdl_assets_tests.harness.sandbox_process import SandboxProcess
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 HERE = Path(__file__).resolve().parent
 REPORT = HERE / "LOAD_REPORT.md"
 RESULTS = HERE / "load_results.json"
@@ -51,7 +51,7 @@ class LoadRun:
 
 
 def machine_line() -> str:
-    mem = PAGE * os.sysconf("SC_PHYS_PAGES") / 2**30
+    mem = PAGE_BYTES * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{os.cpu_count()} cores, {mem:.1f} GiB RAM, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}"
@@ -60,15 +60,7 @@ def machine_line() -> str:
 
 def _group_rss_mb(pgid: int) -> float:
     """Resident memory of every live process in a process group, in MB."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                total += int(fields[21]) * PAGE
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / 2**20
+    return sum(int(fields[RSS]) for fields in group_stats(pgid)) * PAGE_BYTES / 2**20
 
 
 def _children_cpu() -> float:
