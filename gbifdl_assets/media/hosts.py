@@ -16,6 +16,10 @@ gets a :class:`HostControl`, an AIMD controller in the spirit of TCP's congestio
   paced (evenly spaced, never bursts) at ``decrease`` x that. A 503, a timeout and a 429 all count,
   but only once per overload: answers to requests sent before the last decrease are the same
   overload seen late, not a new one.
+* **A host's background is not its limit**: refusals count only when that many, in a second or
+  since the last decrease, are improbable at the share the host refuses whatever our rate (learned
+  over the last minutes: a few URLs that always refuse, a back end busy now and then), and a URL
+  refused again while the host answers others is that URL's.
 * **Additive increase near the ceiling**: while answers are clean and the pacer is what holds
   requests back, the rate moves back quickly to 95 % of the ceiling, then creeps up by 1 % of it per
   second, so the host is probed gently rather than overrun; once the rate passes 1.3 x the ceiling
@@ -82,12 +86,17 @@ _NEAR, _TARGET = 0.95, 0.97  # below _NEAR x ceiling the rate moves quickly to _
 _PROBE = 0.003  # above it, the rate grows by this share of the ceiling per second
 _PROBE_SOFT = 0.03  # … of a ceiling guessed from too few answers
 _HOLD_FIRST, _HOLD_MAX = 30.0, 600.0  # seconds below a confirmed ceiling before probing again
-_HOST_WIDE = 0.01  # refusals (429, 503, timeouts) among a second's answers that mean the host
-_EVIDENCE = 10
-_FIRST_RATE = 4.0  # requests/s at least, for a host that throttles before we know its rate  # answers in the last second needed before they define a host's ceiling
+_EVIDENCE = 10  # answers in the last second needed before they define a host's ceiling
+_FIRST_RATE = 4.0  # requests/s at least, for a host that throttles before we know its rate
 _PACED_WINDOW = 4  # requests in flight a paced host may always have (its pacer sets the rate)
 _HOLD = 0.5  # seconds after a decrease during which more throttling counts as the same overload
-_PLENTY = 25  # clean answers within _WINDOW above which one refusal alone is one URL's (see _host_wide)
+# Refusals that come at random whatever the rate (a host's background: one URL's hot-link guard, a
+# busy back end now and then) are told from a limit by how improbable their number is given the
+# share the host refuses in the background, learned over the last minutes (see _host_wide).
+_BACKGROUND_SPAN = 300.0  # seconds: the time constant of the learned background share
+_PRIOR_ANSWERS, _PRIOR_SHARE = 1000.0, 2e-3  # what is assumed before a host has answered
+_IMPROBABLE = 1e-3  # refusals this improbable under the background share are the host throttling
+_REFUSALS_KEPT = 512  # refusals remembered for the test (more within 10 s is throttling anyway)
 _REFUSED_TARGETS = 1024  # URLs whose refusals are remembered (to tell one bad URL from the host)
 
 
@@ -152,8 +161,12 @@ class HostControl:
         self.base_latency: float | None = None  # the usual answer time (a slowly rising minimum)
         self.served: deque[float] = deque()  # times of clean answers within the last _HORIZON
         self.sent: deque[float] = deque()  # sending times within the last _HORIZON
-        # (time, URL) of the throttling answers and timeouts within the last _WINDOW
-        self.refused: deque[tuple[float, str | None]] = deque()
+        # times of the throttling answers and timeouts within the last _HORIZON, and their URLs
+        self.refused: deque[float] = deque()
+        self.refused_urls: deque[str | None] = deque()
+        # answers and background refusals, decayed over _BACKGROUND_SPAN (see _host_wide)
+        self.background_answers = self.background_refusals = 0.0
+        self.background_at = 0.0
         self.refused_targets: dict[str, float] = {}  # URL -> when it was last refused (bounded)
         # the latest cuts: the URLs whose refusals made each (not yet refused again) and the state before
         self.cuts: deque[tuple[set[str], tuple[float | None, float | None, bool]]] = deque(maxlen=64)
@@ -281,7 +294,7 @@ class HostControl:
             again = self._refused_again(target, now)
             if again:
                 self._forgive(target)
-            host_wide = not again and self._host_wide(now, target)
+            host_wide = not again and self._host_wide(now, sent_at, target)
             if signal == THROTTLE:
                 self.throttled += 1
                 if retry_after is not None and retry_after > self.limits.retry_after_cap:
@@ -303,8 +316,10 @@ class HostControl:
             if host_wide:
                 before = (self.rate, self.ceiling, self.ceiling_soft)
                 decreases = self.decreases
+                since = max(now - _HORIZON, self.decreased_at)
+                recent = _count_since(self.refused, since)
+                urls = list(self.refused_urls)[len(self.refused_urls) - recent :]
                 self._decrease(now, sent_at)
-                urls = [url for _, url in self.refused]
                 if self.decreases > decreases and None not in urls:
                     self.cuts.append((set(urls), before))
         else:
@@ -347,25 +362,66 @@ class HostControl:
             if ceiling is None or (self.ceiling is not None and ceiling > self.ceiling):
                 self.ceiling, self.ceiling_soft = ceiling, soft
 
-    def _host_wide(self, now: float, target: str | None) -> bool:
-        """Whether refusals are a share of the host's answers that means the host, not one URL.
+    def _host_wide(self, now: float, sent_at: float, target: str | None) -> bool:
+        """Whether the refusals since the last decrease are more than the host's background.
 
-        One URL that always answers 429 among hundreds of clean answers a second is that URL's
-        problem (its own retries honour the Retry-After); 1 % of the answers is the host's. While
-        the host answers ``_PLENTY`` other requests a second cleanly, one refusal alone is not: a
-        host over its limit at that pace refuses several requests a second, while each of the few
-        URLs of a big host that refuse for ever (0.4 % of them on the sandbox: one every two
-        seconds at 100 images a second) would otherwise pause the host for its Retry-After and cut
-        its rate by 15 %, and the next run would start from the cut rate.
+        A host over its limit refuses a share that grows with our rate and ends when we slow down;
+        a host's background refusals (a few URLs that refuse, a back end busy now and then: 0.4 % on
+        the sandbox) come at the same share whatever the rate. So a refusal speaks for the host only
+        when that many refusals, in the last second or since the last decrease (at most 10 s), are
+        improbable (Poisson, < ``_IMPROBABLE``) at the share the host refused in the background over
+        the last minutes. Without that, at 200 answers a second the background put two refusals in
+        one second every few seconds: each was taken for a limit, the rate was cut and the next
+        measurement "confirmed" a ceiling at whatever rate that left (in simulation, a host allowing
+        200 requests/s with 0.4 % of URLs refusing once was paced at 20 % of its allowance). Before
+        a host has shown its background, 0.2 % is assumed: two refusals within a second count among
+        up to a dozen answers, three among a few dozen. One refusal alone never counts; its URL's own
+        retry honours the Retry-After.
         """
-        while self.refused and self.refused[0][0] < now - _WINDOW:
+        while self.refused and (self.refused[0] < now - _HORIZON or len(self.refused) >= _REFUSALS_KEPT):
             self.refused.popleft()
-        self.refused.append((now, target))
-        refused = len(self.refused)
-        served = _count_since(self.served, now - _WINDOW)
-        if served >= _PLENTY and refused < 2:
-            return False
-        return refused >= _HOST_WIDE * (refused + served)
+            self.refused_urls.popleft()
+        self.refused.append(now)
+        self.refused_urls.append(target)
+        beyond = self.ceiling is not None and self.rate is not None and self.rate > self.ceiling
+        if sent_at >= self.decreased_at + _HOLD and not beyond:
+            # Learned at once (a run's first seconds need it most), but not the refusals of
+            # requests sent before a decrease had its effect (the bulk of a burst of throttling: a
+            # slow start overshooting a limit is refused hundreds of times in a second), nor those
+            # met while probing above a ceiling (a limit's mild excess, learned, would raise the
+            # share until the limit looked like background and was overrun).
+            self._decay(now)
+            self.background_refusals += 1.0
+            self.background_answers += 1.0
+        since = max(now - _HORIZON, self.decreased_at)
+        second = max(now - _WINDOW, since)
+        refused = _count_since(self.refused, second)
+        answers = refused + _count_since(self.served, second)
+        # against the background share learned before this second (its own refusals would hide a
+        # burst among few answers)
+        if _improbable(refused, self._background_share(refused) * answers):
+            return True
+        # a mild excess over up to 10 s (a probe a little above a limit): weak evidence one by one,
+        # so those refusals stay in the background share (early in a run it would else be the prior
+        # alone, and a fast host's background would look like a limit)
+        refused = _count_since(self.refused, since)
+        answers = refused + _count_since(self.served, since)
+        return _improbable(refused, self._background_share(0) * answers)
+
+    def _background_share(self, leave_out: int) -> float:
+        """The share of answers the host refuses in the background (less ``leave_out`` refusals), at
+        its upper bound (one standard deviation) while the evidence is thin."""
+        refusals = max(0.0, self.background_refusals - leave_out) + _PRIOR_SHARE * _PRIOR_ANSWERS
+        answers = max(0.0, self.background_answers - leave_out) + _PRIOR_ANSWERS
+        return (refusals + math.sqrt(refusals)) / answers
+
+    def _decay(self, now: float) -> None:
+        """Age the background counts (once a second at most: the span is minutes)."""
+        if now - self.background_at >= 1.0:
+            keep = math.exp(-(now - self.background_at) / _BACKGROUND_SPAN)
+            self.background_answers *= keep
+            self.background_refusals *= keep
+            self.background_at = now
 
     def _skip(self, why: str, cause: str) -> None:
         self.skipped = HostSkipped(
@@ -410,12 +466,15 @@ class HostControl:
             # rate. That is its ceiling.
             base = min(self.rate, max(served / active, floor))
             old = self.ceiling
-            if old is not None and abs(base - old) <= 0.1 * old:
+            if old is not None and abs(base - old) <= 0.1 * old and self.rate >= _NEAR * old:
                 # the host refused at the same rate again: it is its limit; hold below it for a
                 # while before probing (30 s, doubling with each confirmation, up to 10 minutes),
-                # so a long run is not paused by a Retry-After every few seconds
+                # so a long run is not paused by a Retry-After every few seconds. Refused while
+                # resting just below it, the limit is lower, or the refusals were chance: halfway
+                # down, so chance cannot ratchet the ceiling down 3 % at a time.
                 self.confirmed += 1
                 self.probe_after = now + min(_HOLD_MAX, _HOLD_FIRST * 2 ** (self.confirmed - 1))
+                base = max(base, 0.5 * (base + old))
             else:
                 self.confirmed = 0
                 self.probe_after = now
@@ -447,6 +506,8 @@ class HostControl:
     def _clean(self, now: float, latency: float | None, window_full: bool, paced: bool) -> None:
         self.answered += 1
         self.failures = 0
+        self._decay(now)
+        self.background_answers += 1.0
         self.served.append(now)
         if len(self.served) > 64:
             _trim(self.served, now, _HORIZON)
@@ -491,6 +552,21 @@ def _trim(times: deque[float], now: float, span: float) -> None:
     limit = now - span
     while times and times[0] < limit:
         times.popleft()
+
+
+def _improbable(events: int, expected: float) -> bool:
+    """Whether ``events`` or more are improbable (< ``_IMPROBABLE``) when ``expected`` come at
+    random (a Poisson tail; a refusal share is small, so the binomial is close to it)."""
+    if events <= 0:
+        return False
+    if events > expected + 10.0 * math.sqrt(expected) + 10.0:
+        return True
+    term = math.exp(-expected)
+    below = 0.0
+    for i in range(events):
+        below += term
+        term *= expected / (i + 1)
+    return 1.0 - below < _IMPROBABLE
 
 
 def _count_since(times: deque[float], since: float) -> int:

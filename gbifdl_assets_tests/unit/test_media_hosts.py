@@ -12,6 +12,7 @@ import bisect
 import heapq
 import json
 import math
+import random
 from collections import deque
 
 import pytest
@@ -44,17 +45,22 @@ def simulate(
     learned=None,
     *,
     bad_every: int = 0,
+    flaky: float = 0.0,
     slowdown: float = 0.0,
+    seed: int = 7,
 ):
     """A host allowing ``allowance`` requests in any 1-s window, hammered by one controller.
 
-    ``bad_every``: every such URL answers 429 for ever (retried a second later); ``slowdown``: each
+    ``bad_every``: every such URL answers 429 for ever (retried a second later); ``flaky``: this share
+    of URLs, drawn at random, answer 503 once (the sandbox's flaky media); ``slowdown``: each
     request in flight adds this share of ``latency`` to an answer's time, as when the downloader's
     own CPU is the limit."""
     control = HostControl("h", HostLimits(), learned)
     window: deque[float] = deque()
     events: list = []
     retries: list = []
+    flaky_urls: set[int] = set()  # the URLs that answered 503 once
+    draw = random.Random(seed)
     seq = in_flight = refused = 0
     sends: list[float] = []
 
@@ -85,11 +91,15 @@ def simulate(
             sends.append(t)
             seq += 1
             after = latency * (1 + slowdown * in_flight)
-            bad = bool(bad_every) and data[2] % bad_every == 0
-            ok = not bad and serve(t + after / 2)
-            heapq.heappush(events, (t + after, seq, "answer", (t, ok, after, *data)))
+            url = data[2]
+            bad = bool(bad_every) and url % bad_every == 0
+            once = url not in flaky_urls and draw.random() < flaky
+            if once:
+                flaky_urls.add(url)
+            ok = not bad and not once and serve(t + after / 2)
+            heapq.heappush(events, (t + after, seq, "answer", (t, ok, after, bad or once, *data)))
             continue
-        sent, ok, after, full, paced, url = data
+        sent, ok, after, retry, full, paced, url = data
         in_flight -= 1
         if ok:
             control.on_answer(t, sent, OK, latency=after, window_full=full, paced=paced, target=f"/{url}")
@@ -98,7 +108,7 @@ def simulate(
             control.on_answer(
                 t, sent, THROTTLE, retry_after=retry_after, window_full=full, paced=paced, target=f"/{url}"
             )
-            if bad_every and url % bad_every == 0:
+            if retry:
                 heapq.heappush(retries, (t + 1.0, url))
         fill(t)
     served = len(sends) - refused
@@ -139,9 +149,10 @@ def test_a_429_slows_the_host_to_what_it_bore_instead_of_pausing_ever_longer() -
         control.on_answer(now + i * 0.1, now + i * 0.1, OK, latency=0.005)
     now += 2.0
     pauses = []
-    for _ in range(5):  # throttled again and again, each time after the pause
+    for _ in range(5):  # throttled again and again (two refusals in a row), each time after the pause
         control.on_answer(now, now, THROTTLE, retry_after=1.0)
-        pauses.append(control.pause_until - now)
+        control.on_answer(now + 0.05, now + 0.05, THROTTLE, retry_after=1.0)
+        pauses.append(round(control.pause_until - (now + 0.05), 6))
         now = control.pause_until + 0.6
     assert pauses == [1.0] * 5  # Retry-After honoured as given, never doubled
     assert control.rate is not None and control.rate >= HostLimits().min_rate
@@ -180,28 +191,22 @@ def test_one_url_answering_429_among_many_clean_answers_leaves_the_host_alone() 
     assert control.rate is None
 
 
-def test_a_slow_host_with_one_url_that_always_answers_429_slows_once_not_at_every_retry() -> None:
-    """At 5 answers a second one refusal looks like the host; its retries, after clean answers for
-    other URLs, are that URL's (the sandbox's planted 429s; some real hosts do it for one object)."""
+def test_a_slow_host_with_one_url_that_always_answers_429_keeps_its_pace() -> None:
+    """At 5 answers a second one URL refused again and again (the sandbox's planted 429s; some real
+    hosts do it for one object) is that URL's; two URLs refused within a second are the host."""
     control = HostControl("h", HostLimits())
     now = 0.0
-    for _ in range(10):
-        now += 0.2
-        control.on_answer(now, now, OK, latency=0.01)
-    control.on_answer(now + 0.1, now, THROTTLE, retry_after=1.0, target="/bad.jpg")
-    assert control.decreases == 1
-    rate = control.rate
-    for _retry in range(3):
+    for _retry in range(4):
         for _ in range(5):
             now += 0.2
             control.on_answer(now, now, OK, latency=0.01, target="/good.jpg")
         control.on_answer(now + 0.1, now, THROTTLE, retry_after=1.0, target="/bad.jpg")
-    assert control.decreases == 1 and (control.rate is None or control.rate >= rate)
+    assert control.decreases == 0 and control.rate is None and control.pause_until == 0.0
     assert control.throttled == 4
-    # a second URL refused for the first time still speaks for the host
     now += 1.0
     control.on_answer(now, now, THROTTLE, retry_after=1.0, target="/other.jpg")
-    assert control.decreases == 2
+    control.on_answer(now + 0.1, now, THROTTLE, retry_after=1.0, target="/third.jpg")
+    assert control.decreases == 1 and control.pause_until == pytest.approx(now + 1.1)
 
 
 def test_a_guessed_ceiling_stays_a_guess_in_the_next_run(tmp_path) -> None:
@@ -385,3 +390,29 @@ def test_a_few_urls_refusing_for_ever_do_not_slow_a_host_down_for_good(latency: 
 
     clean, with_bad_urls = requests_per_s(0), requests_per_s(225)
     assert with_bad_urls >= 0.9 * clean, (with_bad_urls, clean)
+
+
+@pytest.mark.parametrize("latency", [0.01, 0.03, 0.1])
+def test_refusals_at_random_whatever_the_rate_do_not_set_a_ceiling(latency: float) -> None:
+    """A host without a limit where a share of URLs answer 503 once, at random (the sandbox's flaky
+    media; a busy back end now and then). Two such refusals in one second once counted as the host
+    throttling: the rate was cut and the next chance pair "confirmed" a ceiling at the cut rate (a
+    shard of the 100,000-image load run held 44 requests/s with the CPU idle; under that rule this
+    simulation fell from 534, 178 and 54 to 51, 60 and 30 requests/s). 0.4 % of URLs, as on the sandbox."""
+    clean = simulate(math.inf, 300, latency, slowdown=1 / 8)["last_10s"]
+    for seed in range(2):
+        result = simulate(math.inf, 300, latency, flaky=0.004, slowdown=1 / 8, seed=seed)
+        assert result["last_10s"] >= 0.85 * clean, (seed, result["last_10s"], clean)
+
+
+@pytest.mark.parametrize("allowance", [20, 200])
+def test_a_limited_host_refusing_some_urls_at_random_is_still_paced_near_its_allowance(
+    allowance: int,
+) -> None:
+    for seed in range(3):
+        result = simulate(allowance, 300, 0.03, flaky=0.004, seed=seed)
+        assert result["share"] >= 0.85, result
+        assert result["refused"] <= 0.02, result  # the 0.4 % at random, and few 429s of the limit
+        assert result["peak"] <= 1.05, result
+        control = result["control"]
+        assert control.ceiling is not None and 0.8 * allowance <= control.ceiling <= 1.2 * allowance
