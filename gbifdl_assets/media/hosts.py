@@ -97,6 +97,7 @@ _BACKGROUND_SPAN = 300.0  # seconds: the time constant of the learned background
 _PRIOR_ANSWERS, _PRIOR_SHARE = 1000.0, 2e-3  # what is assumed before a host has answered
 _IMPROBABLE = 1e-3  # refusals this improbable under the background share are the host throttling
 _REFUSALS_KEPT = 512  # refusals remembered for the test (more within 10 s is throttling anyway)
+_PLENTY = 25  # clean answers within _WINDOW below which a lone 429's Retry-After pauses the host
 _REFUSED_TARGETS = 1024  # URLs whose refusals are remembered (to tell one bad URL from the host)
 
 
@@ -304,7 +305,13 @@ class HostControl:
                         reason or "http_429",
                     )
                     return
-                if retry_after and host_wide:
+                # The first time a quiet host asks to wait, it is obeyed whole: one 429 is no
+                # evidence of a limit (no cut), but at a few answers a second the pause costs little
+                # and a slow host that throttles sends few refusals. Later lone refusals are judged
+                # against the host's background like any other.
+                first = self.throttled == 1 and self.timeouts == 0
+                quiet = first and _count_since(self.served, now - _WINDOW) < _PLENTY
+                if retry_after and (host_wide or quiet):
                     if self.pause_until < now:
                         self.pause_from = now
                     self.pause_until = max(self.pause_until, now + retry_after)
