@@ -382,8 +382,9 @@ class HostControl:
         measurement "confirmed" a ceiling at whatever rate that left (in simulation, a host allowing
         200 requests/s with 0.4 % of URLs refusing once was paced at 20 % of its allowance). Before
         a host has shown its background, 0.2 % is assumed: two refusals within a second count among
-        up to a dozen answers, three among a few dozen. One refusal alone never counts; its URL's own
-        retry honours the Retry-After.
+        up to a dozen answers, three among a few dozen. One refusal alone never cuts the rate (the
+        first 429 of a quiet host still pauses it, see :meth:`on_answer`); its URL's own retry honours
+        the Retry-After.
         """
         while self.refused and (self.refused[0] < now - _HORIZON or len(self.refused) >= _REFUSALS_KEPT):
             self.refused.popleft()
