@@ -153,3 +153,40 @@ def test_new_rules_make_annotated_occurrences_eagerly_requested(sandbox, tmp_pat
         assert dg.materialize([annotation_rulesets], instance=instance, resources=resources).success
         second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert second.get_requested_partitions(annotated_occurrences.key) == {"cats"}
+
+
+def test_the_annotated_table_is_the_same_annotated_in_small_batches(sandbox, tmp_path, monkeypatch):
+    """The snapshot is annotated a batch at a time (bounded memory at millions of rows); an occurrence
+    whose media rows fall into two batches must not be counted or matched twice."""
+    from gbifdl_assets.pipeline import annotated_occurrences as stage
+    from gbifdl_assets.specs import load_spec
+
+    _, _, resources = _setup(sandbox, tmp_path)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(TRAINING_SET_PARTITION, ["cats"])
+        assert dg.materialize([annotation_rulesets], instance=instance, resources=resources).success
+        upstream = [species_list, gbif_download, occurrence_snapshot, annotation_rulesets]
+        selection = [k for a in upstream if a is not annotation_rulesets for k in a.keys]
+        assert dg.materialize(
+            upstream, selection=selection, partition_key="cats", instance=instance, resources=resources
+        ).success
+    store = open_storage(str(tmp_path / "data"))
+    spec = load_spec(tmp_path / "specs" / "cats.yaml")
+
+    def annotate() -> tuple:
+        result = stage.annotate_occurrences("cats", spec, store)
+        key = latest_annotated_key(store, "cats")
+        matches = store.read_parquet(key.rsplit("/", 1)[0] + "/matches.parquet")
+        fields = {k: v for k, v in vars(result).items() if k not in ("seconds", "bytes")}
+        return fields, store.read_parquet(key), matches
+
+    whole, table, matches = annotate()
+    monkeypatch.setattr(stage, "BATCH_ROWS", 7)
+    batched, table7, matches7 = annotate()
+    assert table.num_rows > 20 and whole["occurrences_matched"] > 0  # several batches, some matches
+    gid = table.column("gbifID").to_pylist()
+    straddling = {gid[i] for i in range(7, len(gid), 7) if gid[i - 1] == gid[i]}
+    assert straddling & set(matches.column("gbifID").to_pylist())  # a matched occurrence in two batches
+    assert table7.equals(table)
+    assert matches7.equals(matches)
+    assert batched == whole
