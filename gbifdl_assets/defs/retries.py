@@ -24,7 +24,10 @@ Context = dg.AssetExecutionContext | dg.OpExecutionContext
 
 
 def _attempts_left(context: Context) -> int:
-    policy = context.job_def.get_retry_policy_for_handle(context.op_handle)
+    # an asset's context reaches its op's handle through op_execution_context (op_handle on the
+    # asset context is deprecated in Dagster 1.13)
+    op = context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
+    policy = op.job_def.get_retry_policy_for_handle(op.op_handle)
     return max(0, policy.max_retries - context.retry_number) if policy else 0
 
 
