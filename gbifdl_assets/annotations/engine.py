@@ -119,20 +119,23 @@ class AnnotationResult:
 
     def label_counts(self) -> dict[str, int]:
         """Distinct occurrences (gbifIDs) per label, every label present (0 when none)."""
-        out = dict.fromkeys(LABELS, 0)
-        if self.matches.num_rows:
-            pairs = (
-                self.matches.select(["gbifID", "label"])
-                .group_by(["label"])
-                .aggregate([("gbifID", "count_distinct")])
-            )
-            for label, count in zip(
-                pairs.column("label").to_pylist(),
-                pairs.column("gbifID_count_distinct").to_pylist(),
-                strict=True,
-            ):
-                out[label] = int(count)
-        return out
+        return label_counts(self.matches)
+
+
+def label_counts(matches: pa.Table) -> dict[str, int]:
+    """Distinct occurrences (gbifIDs) per label of a matches table, every label present (0 when none)."""
+    out = dict.fromkeys(LABELS, 0)
+    if matches.num_rows:
+        pairs = (
+            matches.select(["gbifID", "label"]).group_by(["label"]).aggregate([("gbifID", "count_distinct")])
+        )
+        for label, count in zip(
+            pairs.column("label").to_pylist(),
+            pairs.column("gbifID_count_distinct").to_pylist(),
+            strict=True,
+        ):
+            out[label] = int(count)
+    return out
 
 
 def passing_rules(rules: pa.Table, *, min_support: int = 0, exclude_contested: bool = False) -> pa.Table:

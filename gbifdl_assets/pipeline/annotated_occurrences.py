@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gbifdl_assets.annotations.engine import MATCHES_SCHEMA, AnnotationResult, apply_rules
+from gbifdl_assets.annotations.engine import MATCHES_SCHEMA, AnnotationResult, apply_rules, label_counts
 from gbifdl_assets.occurrences.snapshots import latest_snapshot
 from gbifdl_assets.pipeline.annotation_rulesets import newest_rules
 from gbifdl_assets.pipeline.errors import StageError
@@ -77,7 +77,7 @@ def annotate_occurrences(training_set: str, spec: TrainingSetSpec, storage: Stor
         rules_skipped_by_votes=streamed.rules_skipped_by_votes,
         occurrences_matched=len(set(streamed.matches.column("gbifID").to_pylist())),
         conflicts=streamed.conflicts,
-        by_label=AnnotationResult(streamed.matches, pa.table({})).label_counts(),
+        by_label=label_counts(streamed.matches),
         top_rules=top_rules(streamed.matches, rules, names=taxon_names_of(storage, training_set)),
         preview=streamed.preview,
         bytes=streamed.bytes,
@@ -89,7 +89,8 @@ def annotate_occurrences(training_set: str, spec: TrainingSetSpec, storage: Stor
 class _Streamed:
     """What the batches of one annotated table added up to."""
 
-    matches: pa.Table
+    matches: pa.Table = field(default_factory=MATCHES_SCHEMA.empty_table)  # distinct, at the end
+    parts: list[pa.Table] = field(default_factory=list)  # each batch's matches
     rows: int = 0
     conflicts: int = 0
     rules_applied: int = 0
@@ -99,6 +100,7 @@ class _Streamed:
 
     def add(self, result: AnnotationResult) -> None:
         annotated = result.annotated
+        self.parts.append(result.matches)
         self.rows += annotated.num_rows
         self.conflicts += int(pc.sum(annotated.column("annotation_conflict")).as_py() or 0)
         self.rules_applied, self.rules_skipped_by_votes = result.rules_applied, result.rules_skipped_by_votes
@@ -119,8 +121,7 @@ def _annotate_in_batches(
     engine sorts them) at the end. The matches file is written before the commit file closes: the
     commit file appears last, atomically, as before."""
     parquet = _parquet_file(storage, media_key)
-    matches: list[pa.Table] = []
-    out = _Streamed(matches=MATCHES_SCHEMA.empty_table())
+    out = _Streamed()
     batches = (pa.Table.from_batches([b]) for b in parquet.iter_batches(batch_size=BATCH_ROWS))
     if not parquet.metadata.num_rows:
         batches = iter([parquet.schema_arrow.empty_table()])  # still a file with the full schema
@@ -134,12 +135,11 @@ def _annotate_in_batches(
                 if writer is None:
                     writer = pq.ParquetWriter(fh, result.annotated.schema, compression="zstd")
                 writer.write_table(result.annotated.cast(writer.schema))
-                matches.append(result.matches)
                 out.add(result)
         finally:
             if writer is not None:
                 writer.close()  # before the file closes, also on an error (the file is then dropped)
-        out.matches = _distinct_matches(matches)
+        out.matches = _distinct_matches(out.parts)
         storage.write_parquet(folder.key(output_id, layout.MATCHES_FILE), out.matches)
         out.bytes = fh.tell()
     return out
