@@ -120,7 +120,7 @@ def _annotate_in_batches(
     fall into two batches matches in both, so the matches are made distinct (and sorted as the
     engine sorts them) at the end. The matches file is written before the commit file closes: the
     commit file appears last, atomically, as before."""
-    parquet = _parquet_file(storage, media_key)
+    parquet = storage.parquet_file(media_key)
     out = _Streamed()
     batches = (pa.Table.from_batches([b]) for b in parquet.iter_batches(batch_size=BATCH_ROWS))
     if not parquet.metadata.num_rows:
@@ -143,15 +143,6 @@ def _annotate_in_batches(
         storage.write_parquet(folder.key(output_id, layout.MATCHES_FILE), out.matches)
         out.bytes = fh.tell()
     return out
-
-
-def _parquet_file(storage: Storage, key: str) -> pq.ParquetFile:
-    path = storage.local_path(key)
-    if path is not None:
-        if not path.is_file():
-            raise FileNotFoundError(f"no object {key!r} in storage {storage.uri}")
-        return pq.ParquetFile(path)
-    return pq.ParquetFile(pa.BufferReader(storage.read_bytes(key)))  # the compressed file, not the table
 
 
 def _distinct_matches(parts: list[pa.Table]) -> pa.Table:

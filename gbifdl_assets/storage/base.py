@@ -6,13 +6,14 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from gbifdl_assets.storage.keys import validate_key
 from gbifdl_assets.storage.staging import STALE_AFTER_SECONDS
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 
 class Storage(ABC):
@@ -99,15 +100,26 @@ class Storage(ABC):
             return fh.tell()
 
     def read_parquet(self, key: str, *, columns: list[str] | None = None) -> pa.Table:
-        import pyarrow as pa
         import pyarrow.parquet as pq
+
+        return pq.read_table(self._parquet_source(key), columns=columns)
+
+    def parquet_file(self, key: str) -> pq.ParquetFile:
+        """``key`` opened for reading in batches (``iter_batches``): the table is never whole in memory
+        (a remote object is fetched compressed, as a file)."""
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self._parquet_source(key))
+
+    def _parquet_source(self, key: str) -> Any:
+        import pyarrow as pa
 
         path = self.local_path(key)
         if path is not None:
             if not path.is_file():
                 raise self._not_found(key)
-            return pq.read_table(path, columns=columns)
-        return pq.read_table(pa.BufferReader(self.read_bytes(key)), columns=columns)
+            return path
+        return pa.BufferReader(self.read_bytes(key))
 
     def _not_found(self, key: str) -> FileNotFoundError:
         # A one-argument FileNotFoundError keeps str() exactly this message (setting errno/filename
