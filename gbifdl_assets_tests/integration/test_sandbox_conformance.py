@@ -270,7 +270,9 @@ class Shapes:
 # ------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def sb():
-    cfg = SandboxConfig(occurrences=20_000, seed=42, download_seconds=(1.0, 1.0))
+    # 3 s in PREPARING: the status test must see it even when a loaded machine answers the first
+    # poll late (CI once missed a 1-s window).
+    cfg = SandboxConfig(occurrences=20_000, seed=42, download_seconds=(3.0, 1.0))
     with start_sandbox(cfg) as running:
         yield running
 
