@@ -286,13 +286,22 @@ class Fetcher:
                         f"{result.error} (no time left in the {cfg.deadline:g} s deadline to retry)"
                     )
                     return result
-                await asyncio.sleep(wait)
+                await self._rest(url, wait)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or an exotic library error: report, never kill the worker
                 return FetchResult(
                     url, False, attempts=attempts, reason="error", error=f"{type(exc).__name__}: {exc}"
                 )
+
+    async def _rest(self, url: str, seconds: float) -> None:
+        """Wait ``seconds`` before retrying ``url``, its host free to serve other jobs meanwhile."""
+        gate = self._gates.get(self.host_key(url) or "")
+        if gate is None:
+            await asyncio.sleep(seconds)
+            return
+        async with gate.rest():
+            await asyncio.sleep(seconds)
 
     async def _attempt(self, url: str, budget: _Budget, robots: bool) -> tuple[bytes, str | None, int, str]:
         """One attempt: follow redirects, return (body, content type, status, final URL) or raise Failure."""

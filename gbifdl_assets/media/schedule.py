@@ -4,9 +4,10 @@ With one queue for all hosts, a host that allows 20 requests/s collects the work
 it waits for the host's turn, and soon every worker waits on the slow host while the fast ones sit
 idle (the downloader managed 3 images/s against hosts allowing 60 in all that way). So the
 :class:`HostScheduler` keeps a backlog per host and gives a worker the next job of a host that has
-room (fewer jobs out than its current window, :attr:`.hosts.HostControl.limit`), taking hosts in
-turn. A host allowing 20 requests/s then ties up one to four workers, whatever its share of the
-manifest, and the others keep every other host busy.
+room (fewer jobs out than its current window, :attr:`.hosts.HostControl.limit`, not counting jobs
+that wait to retry: :meth:`.hosts.HostGate.rest`), taking hosts in turn. A host allowing 20
+requests/s then ties up one to four workers, whatever its share of the manifest, and the others keep
+every other host busy.
 
 Memory stays bounded: :meth:`HostScheduler.put` waits while ``max_pending`` jobs are queued. When
 one host's backlog fills that budget, reading the manifest waits for it; the run then goes at that
@@ -39,6 +40,7 @@ class HostScheduler:
         self._assigned: Counter[str] = Counter()
         self._ready: deque[str] = deque()
         self._in_ready: set[str] = set()
+        self._watched: set[str] = set()  # hosts whose gate tells us when one of their jobs rests
         self._pending = 0
         self._closed = False
         self._waiters: deque[asyncio.Future[None]] = deque()  # idle workers, woken one per ready host
@@ -117,7 +119,13 @@ class HostScheduler:
         self._mark(host)
 
     def _room(self, host: str) -> bool:
-        return not host or self._gate_of(host).has_room(self._assigned[host])
+        if not host:
+            return True
+        gate = self._gate_of(host)
+        if host not in self._watched:  # a job starting to rest before a retry makes room
+            self._watched.add(host)
+            gate.on_room(lambda: self._mark(host))
+        return gate.has_room(self._assigned[host])
 
     def _mark(self, host: str) -> None:
         if host not in self._in_ready and self._backlog.get(host) and self._room(host):

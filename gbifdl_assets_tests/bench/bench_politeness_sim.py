@@ -13,8 +13,8 @@ simulated hosts of ``unit/test_media_hosts.py`` in simulated time (no network, ~
 
 six seeds each, 300 simulated seconds. Results in ``results/politeness_sim.json``. Both kinds of host
 matter: the rule that counted 1 % of a second's answers as throttling kept a fast host without a limit
-at 8-15 % of its throughput here, and the rule that learns the background can learn a real limit's
-refusals as background (``bench_politeness.py``: 85 % and 70 % of the allowance against 91 %).
+at 8-15 % of its throughput here, and a rule that learns the background must not learn a real
+limit's refusals as background (``bench_politeness.py`` keeps the hosts with real limits honest).
 """
 
 from __future__ import annotations
