@@ -41,6 +41,8 @@ _FIELDS = (
     "ceiling_soft",
     "concurrency",
     "latency_ms",
+    "background_answers",
+    "background_refusals",
     "requests",
     "throttled",
     "timeouts",
@@ -130,7 +132,15 @@ def merge_worker_states(per_worker: Iterable[Mapping[str, Mapping[str, Any]]]) -
                 have["rate"] = round(have["rate"] + state["rate"], 3)
             elif state.get("rate") is not None:
                 have["rate"] = state["rate"]
-            for f in ("concurrency", "requests", "throttled", "timeouts", "failed"):
+            for f in (
+                "concurrency",
+                "requests",
+                "throttled",
+                "timeouts",
+                "failed",
+                "background_answers",
+                "background_refusals",
+            ):
                 have[f] = (have.get(f) or 0) + (state.get(f) or 0)
             if state.get("latency_ms") is not None:
                 have["latency_ms"] = max(have.get("latency_ms") or 0, state["latency_ms"])

@@ -97,6 +97,7 @@ _HOLD = 0.5  # seconds after a decrease during which more throttling counts as t
 _BACKGROUND_SPAN = 300.0  # seconds: the time constant of the learned background share
 _PRIOR_ANSWERS, _PRIOR_SHARE = 1000.0, 2e-3  # what is assumed before a host has answered
 _IMPROBABLE = 1e-3  # refusals this improbable under the background share are the host throttling
+_BACKGROUND_CARRIED = 2000.0  # answers' worth of background evidence a run takes from an earlier one
 _REFUSALS_KEPT = 512  # refusals remembered for the test (more within 10 s is throttling anyway)
 _PLENTY = 25  # clean answers within _WINDOW below which a lone 429's Retry-After pauses the host
 _REFUSED_TARGETS = 1024  # URLs whose refusals are remembered (to tell one bad URL from the host)
@@ -168,7 +169,7 @@ class HostControl:
         self.refused_urls: deque[str | None] = deque()
         # answers and background refusals, decayed over _BACKGROUND_SPAN (see _host_wide)
         self.background_answers = self.background_refusals = 0.0
-        self.background_at = 0.0
+        self.background_at: float | None = None  # when the counts were last aged (None: not yet)
         self.refused_targets: dict[str, float] = {}  # URL -> when it was last refused (bounded)
         # the latest cuts: the URLs whose refusals made each (not yet refused again) and the state before
         self.cuts: deque[tuple[set[str], tuple[float | None, float | None, bool]]] = deque(maxlen=64)
@@ -207,6 +208,15 @@ class HostControl:
             self.served.clear()
             self.sent.clear()
             self.decreased_at = time.monotonic()
+        answers, refusals = learned.get("background_answers"), learned.get("background_refusals")
+        if isinstance(answers, (int, float)) and isinstance(refusals, (int, float)) and answers > 0:
+            # What the host refused whatever the rate, so that a run does not take a host's known
+            # background for a limit in its first seconds. From an earlier run it weighs at most
+            # _BACKGROUND_CARRIED answers (the host may have changed); from the other processes of
+            # this run (soft), it is the sum of what they saw, this one's share included.
+            keep = 1.0 if soft else min(1.0, _BACKGROUND_CARRIED / answers)
+            self.background_answers = answers * keep
+            self.background_refusals = min(max(0.0, refusals), answers) * keep
         conc = learned.get("concurrency")
         if isinstance(conc, (int, float)) and conc >= 1:
             self.cwnd = float(min(self.max_concurrency, max(self.cwnd, int(conc))))
@@ -224,6 +234,9 @@ class HostControl:
             "ceiling_soft": self.ceiling_soft,
             "concurrency": int(self.cwnd),
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 1),
+            # the host's background (refusals whatever the rate) over the last minutes, decayed
+            "background_answers": round(self.background_answers, 1),
+            "background_refusals": round(self.background_refusals, 2),
             "requests": self.requests,
             "throttled": self.throttled,
             "timeouts": self.timeouts,
@@ -434,7 +447,9 @@ class HostControl:
 
     def _decay(self, now: float) -> None:
         """Age the background counts (once a second at most: the span is minutes)."""
-        if now - self.background_at >= 1.0:
+        if self.background_at is None:  # counts from an earlier run age from their first use
+            self.background_at = now
+        elif now - self.background_at >= 1.0:
             keep = math.exp(-(now - self.background_at) / _BACKGROUND_SPAN)
             self.background_answers *= keep
             self.background_refusals *= keep
