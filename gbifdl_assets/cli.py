@@ -36,6 +36,7 @@ def cmd_sandbox_serve(args: argparse.Namespace) -> int:
         max_offset=args.max_offset,
         download_seconds=(args.download_seconds, args.download_seconds),
         media_hosts=media_hosts,
+        archive_cache_dir=args.archive_cache or None,
     )
     print(
         f"GBIF sandbox on http://{args.host}:{args.port}/v1 ({args.occurrences} occurrences, seed {args.seed});"
@@ -200,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="spread the media over simulated hosts with their own manners (rate limits, robots.txt, "
         "opt-out headers, dead links): 'default', a JSON list of host objects or @hosts.json "
         "(default: $GBIFDL_SANDBOX_MEDIA_HOSTS, else one host)",
+    )
+    serve.add_argument(
+        "--archive-cache",
+        default=os.environ.get("GBIFDL_SANDBOX_ARCHIVE_CACHE", ""),
+        help="keep the data entries of DWCA downloads in this folder between runs, named by what they "
+        "hold (same records, same media URLs: not rendered again) (default: $GBIFDL_SANDBOX_ARCHIVE_CACHE, "
+        "else none)",
     )
     serve.set_defaults(func=cmd_sandbox_serve)
 

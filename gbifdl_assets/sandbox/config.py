@@ -48,6 +48,9 @@ class SandboxConfig:
     #: registry (``gbifdl_assets.gbif.registry``, which the sandbox serves). False adds the column
     #: back, only for tests of that older picture. SIMPLE_CSV always has it, as GBIF's does.
     real_dwca_columns: bool = True
+    #: where the data entries of DWCA downloads are kept between runs (:mod:`.archive_cache`), so
+    #: that a load run does not pay for rendering the same 10 M records again; None = no cache.
+    archive_cache_dir: str | None = None
 
     # --- media ------------------------------------------------------------------------------------
     #: base URL written into media identifiers; None = the URL the request came in on.

@@ -31,6 +31,7 @@ import numpy as np
 from gbifdl_assets.vocabulary import RUNNING_STATUSES
 
 from . import hashing
+from .archive_cache import ArchiveCache, cache_key
 from .config import DOWNLOAD_FAULT_STATUSES, SandboxConfig
 from .dwca import Stopped, write_archive
 from .filters import BadRequest
@@ -105,6 +106,7 @@ class DownloadService:
         self.work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="gbif-sandbox-downloads-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-dwca")
+        self._archive_cache = ArchiveCache(config.archive_cache_dir) if config.archive_cache_dir else None
         #: held while the published downloads are registered and built (once, on first use)
         self._publish_lock = threading.Lock()
         self._published = False
@@ -298,6 +300,13 @@ class DownloadService:
     def _build(self, d: Download, rows: np.ndarray) -> None:
         try:
             path = self.work_dir / f"{d.key}.zip"
+            real_columns = self.config.real_dwca_columns
+            cache = self._archive_cache if d.format == "DWCA" else None
+            cached = (
+                cache_key(self.config, rows, media_base=d.media_base, real_columns=real_columns)
+                if cache
+                else ""
+            )
             d.size = write_archive(
                 self.world,
                 rows,
@@ -309,9 +318,11 @@ class DownloadService:
                 fmt=d.format,
                 media_base=d.media_base,
                 should_stop=lambda: d.cancelled_at is not None,
-                real_columns=self.config.real_dwca_columns,
+                real_columns=real_columns,
                 creator=d.creator,
                 download_url=f"{d.api_url or d.media_base + '/v1'}/occurrence/download/request/{d.key}.zip",
+                cache=cache,
+                cache_key=cached,
             )
             d.path = path
         except Stopped:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .archive_cache import ArchiveCache
 from .dwca_text import (
     MULTIMEDIA_COLUMNS,
     OCCURRENCE_COLUMNS,
@@ -161,33 +162,55 @@ def write_archive(
     real_columns: bool = False,
     creator: str = "sandbox",
     download_url: str | None = None,
+    cache: ArchiveCache | None = None,
+    cache_key: str = "",
 ) -> int:
     """Write the archive for ``rows`` to ``dest`` (atomically); return its size in bytes.
 
     ``real_columns`` leaves out the columns real downloads lack (``publishingOrgKey``);
-    ``download_url`` is the link written into ``metadata.xml`` (default: under ``media_base``).
+    ``download_url`` is the link written into ``metadata.xml`` (default: under ``media_base``);
+    ``cache`` keeps a DWCA's data entries under ``cache_key`` (:func:`.archive_cache.cache_key`) for
+    the next download of the same rows.
     """
     dest = Path(dest)
     tmp = dest.with_suffix(dest.suffix + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=5) as zf:
-        if fmt == "SIMPLE_CSV":
+    if fmt == "SIMPLE_CSV":
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=5) as zf:
             _write_simple_csv(world, rows, zf, key, media_base, should_stop)
+        tmp.replace(dest)
+        return dest.stat().st_size
+
+    def data(zf: zipfile.ZipFile) -> np.ndarray:
+        return _write_dwca_data(world, rows, zf, media_base, should_stop, real_columns)
+
+    def metadata(zf: zipfile.ZipFile, counts: np.ndarray) -> None:
+        _write_dwca_metadata(
+            world,
+            zf,
+            counts,
+            key=key,
+            doi=doi,
+            created=created,
+            predicate=predicate,
+            real_columns=real_columns,
+            creator=creator,
+            download_url=download_url or f"{media_base}/v1/occurrence/download/request/{key}.zip",
+        )
+
+    try:
+        if cache is None:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=5) as zf:
+                metadata(zf, data(zf))
         else:
-            _write_dwca(
-                world,
-                rows,
-                zf,
-                key=key,
-                doi=doi,
-                created=created,
-                predicate=predicate,
-                media_base=media_base,
-                should_stop=should_stop,
-                real_columns=real_columns,
-                creator=creator,
-                download_url=download_url or f"{media_base}/v1/occurrence/download/request/{key}.zip",
-            )
-    tmp.replace(dest)
+            # the data entries from the cache (written there first on a miss), this download's
+            # metadata appended to a copy: the same entries in the same order as without a cache
+            cached, counts = cache.data_entries(cache_key, data)
+            shutil.copyfile(cached, tmp)
+            with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=5) as zf:
+                metadata(zf, counts)
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest.stat().st_size
 
 
@@ -213,21 +236,8 @@ def _write_simple_csv(world, rows, zf, key, media_base, should_stop) -> None:
             out.write(_lines(recs, SIMPLE_CSV_COLUMNS).encode())
 
 
-def _write_dwca(
-    world,
-    rows,
-    zf,
-    *,
-    key,
-    doi,
-    created,
-    predicate,
-    media_base,
-    should_stop,
-    real_columns,
-    creator,
-    download_url,
-) -> None:
+def _write_dwca_data(world, rows, zf, media_base, should_stop, real_columns) -> np.ndarray:
+    """The data entries (occurrence, verbatim, multimedia); returns the records per dataset."""
     occ_cols = [c for c, _ in occurrence_columns(real_columns)]
     counts = np.zeros(len(world.datasets), dtype=np.int64)
     with tempfile.TemporaryFile() as vb_tmp, tempfile.TemporaryFile() as mm_tmp:
@@ -256,6 +266,13 @@ def _write_dwca(
             tmp.seek(0)
             with zf.open(name, "w", force_zip64=True) as out:
                 shutil.copyfileobj(tmp, out, 1 << 20)
+    return counts
+
+
+def _write_dwca_metadata(
+    world, zf, counts, *, key, doi, created, predicate, real_columns, creator, download_url
+) -> None:
+    """The entries naming this download (meta.xml, EML with its DOI, one EML per dataset, citations)."""
     used = [(world.datasets[d], int(counts[d])) for d in np.flatnonzero(counts)]
     datasets = [d for d, _ in used]
     zf.writestr("meta.xml", meta_xml(real_columns))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,16 +70,29 @@ class SandboxProcess:
 
 @contextmanager
 def sandbox_process(
-    *, occurrences: int, seed: int = 42, download_seconds: float = 0.5, log_dir: Path, timeout: float = 300.0
+    *,
+    occurrences: int,
+    seed: int = 42,
+    download_seconds: float = 0.5,
+    log_dir: Path,
+    timeout: float = 300.0,
+    archive_cache: Path | None = None,
 ) -> Iterator[SandboxProcess]:
-    """``gbifdl sandbox serve`` on a free loopback port, stopped (SIGTERM, then SIGKILL) on exit."""
-    port = free_port()
+    """``gbifdl sandbox serve`` on a free loopback port, stopped (SIGTERM, then SIGKILL) on exit.
+
+    ``archive_cache``: the sandbox keeps the data entries of its DWCA downloads there between runs
+    (``--archive-cache``); the port is then the one the last run used when it is free, since the
+    media URLs in the archive name it (another port renders the archive again).
+    """
+    port = free_port() if archive_cache is None else _sticky_port(archive_cache)
     log_path = log_dir / "sandbox.log"
     command = [
         sys.executable, "-m", "gbifdl_assets.cli", "sandbox", "serve", "--host", LOOPBACK,
         "--port", str(port), "--occurrences", str(occurrences), "--seed", str(seed),
         "--download-seconds", str(download_seconds),
     ]  # fmt: skip
+    if archive_cache is not None:
+        command += ["--archive-cache", str(archive_cache)]
     started = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -108,3 +122,18 @@ def sandbox_process(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
+
+
+def _sticky_port(folder: Path) -> int:
+    """The port kept in ``folder/port`` when it is free now, else a free one (kept for next time)."""
+    kept = folder / "port"
+    try:
+        port = int(kept.read_text())
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, port))
+        return port
+    except (OSError, ValueError):
+        port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        kept.write_text(str(port))
+        return port

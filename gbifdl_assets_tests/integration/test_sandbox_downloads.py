@@ -352,3 +352,33 @@ def test_a_download_gbif_already_holds_is_served_by_its_doi_and_key(sb, http):
     # not the sandbox account's own download
     mine = http.get(f"{sb.api_url}/occurrence/download/user/sandbox", auth=AUTH).json()["results"]
     assert key not in {d["key"] for d in mine}
+
+
+def test_a_second_sandbox_serves_the_same_records_from_the_archive_cache(tmp_path, http):
+    """Two sandbox runs with one archive cache (what a load run does between runs): the second
+    renders no record, and its archive has the first's data entries and its own key and DOI."""
+    archives, cached, records = [], [], 0
+    for _ in range(2):
+        cfg = SandboxConfig(
+            occurrences=20_000,
+            seed=42,
+            download_seconds=(0.1, 0.1),
+            archive_cache_dir=str(tmp_path / "cache"),
+            media_base_url="http://127.0.0.1:47613",  # the same media URLs whatever the port
+        )
+        with start_sandbox(cfg) as sb:
+            r = request_download(sb, http, PREDICATE)
+            assert r.status_code == 201
+            assert wait_for(sb, http, r.text)[-1]["status"] == "SUCCEEDED"
+            body = http.get(f"{sb.api_url}/occurrence/download/request/{r.text}.zip").content
+            archives.append(zipfile.ZipFile(io.BytesIO(body)))
+            records = len(all_search_results(sb, http, SEARCH_PARAMS))
+        cached.append({p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.json")})
+    # the second run wrote no data entries (the sandbox's published downloads are cached as well)
+    assert cached[0] and cached[1] == cached[0]
+    first, second = archives
+    assert first.namelist() == second.namelist()
+    for name in ("occurrence.txt", "verbatim.txt", "multimedia.txt"):
+        assert first.read(name) == second.read(name)
+    assert first.read("metadata.xml") != second.read("metadata.xml")  # each its own key, DOI and date
+    assert len(read_tsv(second, "occurrence.txt")) == records > 0

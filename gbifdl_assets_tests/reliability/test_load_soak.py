@@ -6,7 +6,8 @@
 The sandbox runs as its own process so that its CPU is told apart from the product's. Each stage is
 ``dagster asset materialize`` process groups as an operator would run them: the upstream stages one
 after another, image_store's first shard alone, then the other shards two at a time (a backfill with
-the ``image_download`` pool at 2; measured pair by pair), then training_export. The first shard is
+the ``image_download`` pool at 2; measured pair by pair), then training_export. The sandbox keeps the DWCA's data entries between runs (``ARCHIVE_CACHE``): a
+second run at a size waits for no rendering. The first shard is
 also stored by a plain call (no Dagster, a fresh folder, same configuration; not at 1,000,000 images):
 the ratio is what Dagster costs. The test writes LOAD_REPORT.md and load_results.json next to this
 file after every stage, so a run stopped midway keeps what it measured. Marked ``soak``: ``make soak``
@@ -35,6 +36,13 @@ from gbifdl_assets_tests.reliability.project import image_partition
 
 FAST_POLL = {"ops": {"occurrence_snapshot": {"config": {"poll_seconds": 1.0, "max_wait_minutes": 60.0}}}}
 SHARD_SLOTS = 2
+#: the sandbox keeps its DWCA's data entries here between runs (a 10 M-occurrence archive took 874
+#: CPU-s of the sandbox to render, every run, for the same bytes); GBIFDL_LOAD_ARCHIVE_CACHE="" turns it off
+_cache = os.environ.get(
+    "GBIFDL_LOAD_ARCHIVE_CACHE",
+    str(Path(os.environ.get("BENCH_CACHE", "/tmp/gbifdl_bench")) / "sandbox_archives"),
+)
+ARCHIVE_CACHE = Path(_cache) if _cache else None
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,9 @@ def test_training_set_through_the_whole_graph(project_factory, tmp_path: Path, s
     run = LoadRun(
         size, load.title, f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}", machine_line(), list(os.getloadavg())
     )
-    with sandbox_process(occurrences=load.occurrences, log_dir=tmp_path, timeout=1800) as sandbox:
+    with sandbox_process(
+        occurrences=load.occurrences, log_dir=tmp_path, timeout=1800, archive_cache=ARCHIVE_CACHE
+    ) as sandbox:
         project = project_factory(sandbox.api_url, GBIF_USERNAME="sandbox", GBIF_PASSWORD="sandbox")
         project.write_spec("load", SPEC.format(balancing=load.balancing))
         project.add_partition("load")
