@@ -49,9 +49,10 @@ _CONTENT_FIELDS = (
 
 @cache
 def _source_digest() -> str:
-    """A digest of the sandbox package's code: what generated the cached bytes."""
+    """A digest of the sandbox package's code (and the one module it imports): what made the bytes."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    here = Path(__file__).parent
+    for path in [*sorted(here.glob("*.py")), here.parent / "vocabulary.py"]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()
