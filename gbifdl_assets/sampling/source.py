@@ -222,7 +222,13 @@ class ParquetSource(RowSource):
         """The rows at sorted global positions ``rows``: polars reads only them (see polars_read.py)."""
         if len(rows):
             try:
-                got = take_parquet_rows(self.files, self.schema, rows, columns)
+                got = take_parquet_rows(
+                    self.files,
+                    self.schema,
+                    rows,
+                    columns,
+                    dictionary=tuple(self._dictionary_columns(columns)),
+                )
             except (pa.ArrowInvalid, OSError) as exc:
                 raise SamplingError(
                     f"{self.path}: cannot read it as Parquet ({exc}); is the file complete?"

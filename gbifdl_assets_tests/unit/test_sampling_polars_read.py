@@ -80,3 +80,24 @@ def test_inputs_polars_would_change_fall_back_to_pyarrow(tmp_path: Path) -> None
     source = ParquetSource(stamped, 10)
     assert take_parquet_rows(source.files, source.schema, np.array([3]), ["eventDate"]) is None
     assert source.take(np.array([3]), ["eventDate"]).column(0).to_pylist() == [dt.datetime(2020, 1, 1)]
+
+
+def test_slices_of_the_input_read_as_one_and_dictionaries_hold_the_same_values(tmp_path: Path) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pq.write_table(_table(1200, 0), folder / "part-0.parquet", row_group_size=250)
+    pq.write_table(_table(800, 1200), folder / "part-1.parquet", row_group_size=250)
+    source = ParquetSource(folder, 500)
+    columns = ["identifier", "gbifID", "creator", "issues"]
+    # slices of 300 rows: some hold no wanted row, one crosses the two files
+    rows = np.array([0, 1, 299, 300, 1150, 1199, 1200, 1201, 1799, 1999])
+    one = take_parquet_rows(source.files, source.schema, rows, columns)
+    sliced = take_parquet_rows(source.files, source.schema, rows, columns, chunk_rows=300)
+    assert one is not None and sliced is not None
+    assert sliced.equals(one) and sliced.column("gbifID").to_pylist() == rows.tolist()
+    encoded = take_parquet_rows(
+        source.files, source.schema, rows, columns, chunk_rows=300, dictionary=("creator",)
+    )
+    assert pa.types.is_dictionary(encoded.schema.field("creator").type)
+    assert encoded.column("creator").to_pylist() == one.column("creator").to_pylist()
+    assert encoded.drop_columns(["creator"]).equals(one.drop_columns(["creator"]))
