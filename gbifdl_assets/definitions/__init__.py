@@ -14,6 +14,7 @@ from gbifdl_assets.defs.assets import ALL_ASSETS
 from gbifdl_assets.defs.image_flags import image_flags_sensor
 from gbifdl_assets.defs.resources import default_resources, image_fetch_resource, keep_values_under_run_config
 from gbifdl_assets.defs.schedules import training_set_refresh_schedule
+from gbifdl_assets.defs.sensor_timing import every, sensor_seconds
 from gbifdl_assets.defs.snapshots import gbif_download_sensor
 from gbifdl_assets.defs.specs_sensor import training_set_specs_sensor
 
@@ -40,10 +41,10 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "gbifdl_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_seconds(30),
     description=(
-        "Materializes annotated_occurrences, balanced_manifest, image_store and training_export when "
-        "what they read changed (their eager automation conditions); evaluated every 30 s."
+        f"{every(sensor_seconds(30))}: materializes annotated_occurrences, balanced_manifest, image_store "
+        "and training_export when what they read changed (their eager automation conditions)."
     ),
     run_tags={"gbifdl/trigger": "automation"},
 )

@@ -13,6 +13,7 @@ from gbifdl_assets.defs.metadata import STORAGE_KIND, count_table, markdown_tabl
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import AnnotationsResource, SpecsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
+from gbifdl_assets.defs.sensor_timing import every, sensor_seconds
 from gbifdl_assets.defs.snapshots import occurrence_snapshot
 from gbifdl_assets.defs.source_sensor import rebuild_on_change
 from gbifdl_assets.pipeline.annotated_occurrences import (
@@ -61,9 +62,9 @@ def _rules_metadata(result: CompiledRules) -> dict:
 @dg.sensor(
     target=[annotation_rulesets],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=sensor_seconds(60),
     description=(
-        "Every minute: re-compiles annotation_rulesets when a rule source changed (the annotation store, "
+        f"{every(sensor_seconds(60))}: re-compiles annotation_rulesets when a rule source changed (the annotation store, "
         "the rule files, GBIF's annotation API); annotated_occurrences follows through automation. Its "
         "runs carry the tags gbifdl/target and gbifdl/trigger=rules_changed."
     ),

@@ -11,6 +11,7 @@ import dagster as dg
 from gbifdl_assets.defs.metadata import STORAGE_KIND, count_table, md
 from gbifdl_assets.defs.resources import AnnotationsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
+from gbifdl_assets.defs.sensor_timing import every, sensor_seconds
 from gbifdl_assets.defs.source_sensor import rebuild_on_change
 from gbifdl_assets.pipeline.image_flags import compile_image_flags, flags_fingerprint
 
@@ -49,9 +50,9 @@ def image_flags(
 @dg.sensor(
     target=[image_flags],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=sensor_seconds(60),
     description=(
-        "Every minute: re-compiles image_flags when a flag, its deletion or a vote changed the annotation "
+        f"{every(sensor_seconds(60))}: re-compiles image_flags when a flag, its deletion or a vote changed the annotation "
         "store's flags; balanced_manifest follows through automation."
     ),
 )

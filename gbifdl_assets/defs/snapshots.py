@@ -16,6 +16,7 @@ from gbifdl_assets.defs.metadata import STORAGE_KIND, count_table, fields_table,
 from gbifdl_assets.defs.partitions import training_set_partitions
 from gbifdl_assets.defs.resources import GbifResource, SpecsResource, StorageResource
 from gbifdl_assets.defs.retries import stage_failures
+from gbifdl_assets.defs.sensor_timing import every, sensor_seconds
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.pipeline.gbif_download import (
     TrainingSetDownload,
@@ -184,9 +185,9 @@ def registry_table(registry: dict) -> str:
 @dg.sensor(
     target=[occurrence_snapshot],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=sensor_seconds(60),
     description=(
-        "Every minute: polls the GBIF downloads that training sets wait for, and launches "
+        f"{every(sensor_seconds(60))}: polls the GBIF downloads that training sets wait for, and launches "
         "occurrence_snapshot[<training set>] when one ends (SUCCEEDED, or dead, so the failure shows in "
         "one run). Its runs carry the tags gbifdl/trigger=download_ended, gbifdl/target, gbifdl/download_key and "
         "gbifdl/download_status."

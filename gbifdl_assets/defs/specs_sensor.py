@@ -21,6 +21,7 @@ import dagster as dg
 from gbifdl_assets.defs.assets import TRAINING_SET_STAGES
 from gbifdl_assets.defs.partitions import TRAINING_SET_PARTITION, training_set_partitions
 from gbifdl_assets.defs.resources import SpecsResource
+from gbifdl_assets.defs.sensor_timing import every, sensor_seconds
 from gbifdl_assets.defs.species import species_list
 from gbifdl_assets.pipeline.spec_folder import first_run_stages, partition_changes
 
@@ -31,9 +32,10 @@ SPEC_FINGERPRINT = "spec_fingerprint"
 @dg.sensor(
     target=TRAINING_SET_STAGES,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_seconds(30),
     description=(
-        "Adds, refreshes and removes training_set partitions from the spec folder; a new or changed spec "
+        f"{every(sensor_seconds(30))}: adds, refreshes and removes training_set partitions from the spec "
+        "folder; a new or changed spec "
         "runs species_list to balanced_manifest (a download-sourced one to gbif_download, then "
         "gbif_download_sensor takes over); the rest follows through automation."
     ),

@@ -131,6 +131,7 @@ def test_backfill_across_training_sets_and_shards_through_the_daemon(
         GBIFDL_ANNOTATIONS_DB=f"sqlite:///{tmp_path / 'annotations.sqlite'}",
         GBIFDL_SEED_RULES="1",
         GBIFDL_IMAGE_SHARDS=str(SHARDS),
+        GBIFDL_SENSOR_SECONDS="5",  # the spec sensor registers the partitions within seconds, not 30
     )
     logs = tmp_path / "logs"
     initialize_instance(env)

@@ -6,9 +6,9 @@ spec of the folder to a materialized ``training_export`` with no failed run, nob
 sensor registers the partition and runs the spec to its manifest, and eager automation stores the
 images and exports. A second ``make dev`` on the same instance launches nothing: nothing changed.
 
-Here the folder holds the demo's example spec with small caps and one image shard, so the test stays
-at about two minutes (every hop waits for the next 30-second automation tick, every run starts its
-own processes). The three example specs as they ship, with their download and DOI sources and eight
+Here the folder holds the demo's example spec with small caps and one image shard, and every sensor
+looks every 5 s (``GBIFDL_SENSOR_SECONDS``; 30-60 s by default: every hop waits for the next tick),
+so the test stays short (every run still starts its own processes). The three example specs as they ship, with their download and DOI sources and eight
 shards, run the same way in ``reliability/test_dev_examples_soak.py`` (``make soak``).
 """
 
@@ -41,7 +41,13 @@ def small_copy(folder: Path, name: str) -> Path:
 
 def test_make_dev_offline_takes_a_new_spec_to_its_export_and_then_stays_quiet(tmp_path: Path):
     first, _ = run_dev_twice(
-        tmp_path, small_copy(tmp_path / "specs", EXAMPLE), (EXAMPLE,), timeout=300, GBIFDL_IMAGE_SHARDS="1"
+        tmp_path,
+        small_copy(tmp_path / "specs", EXAMPLE),
+        (EXAMPLE,),
+        timeout=300,
+        GBIFDL_IMAGE_SHARDS="1",
+        # every sensor looks every 5 s instead of 30-60 s: each hop waits for a tick (GBIFDL_SENSOR_SECONDS)
+        GBIFDL_SENSOR_SECONDS="5",
     )
     triggers = sorted(r.tags.get("gbifdl/trigger", "") for r in first.runs)
     # one spec run (species list to manifest), the rules and the image flags compiled once, then
