@@ -133,6 +133,7 @@ def _snapshot_metadata(result: OccurrenceSnapshot) -> dict:
             "download_key": source.download_key,
             "doi": source.doi,
             "citation": source.citation,
+            "waited_for_gbif_seconds": dg.MetadataValue.float(round(source.waited_seconds, 2)),
         }
     skipped = counts.get("skipped", {})
     registry = counts.get("registry", {})

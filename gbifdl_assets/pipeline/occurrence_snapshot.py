@@ -71,6 +71,8 @@ class SnapshotSource:
     download_key: str = ""
     doi: str = ""
     citation: str = ""
+    #: download: seconds spent waiting for GBIF to finish the archive (not the snapshot's own work)
+    waited_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,10 @@ class OccurrenceSnapshot:
 
     @property
     def rows_per_second(self) -> float:
-        return int(self.info.counts.get("occurrences", 0)) / max(self.seconds, 1e-6)
+        """Rows a second of the snapshot's own work: the wait for GBIF's archive left out (in a load
+        run it was 99 % of the stage, and the rate read 3,540 rows/s for an ingest of ~200,000)."""
+        work = self.seconds - self.source.waited_seconds
+        return int(self.info.counts.get("occurrences", 0)) / max(work, 1e-6)
 
 
 def take_occurrence_snapshot(
@@ -177,7 +182,9 @@ def _from_download(
     log: logging.Logger,
     registry: RegistryClient,
 ) -> tuple[SnapshotInfo, SnapshotSource]:
+    waiting_since = time.monotonic()
     status = wait_for_archive(client, record.key, settings, log)
+    waited = time.monotonic() - waiting_since
     with tempfile.TemporaryDirectory(prefix="gbifdl-dwca-") as tmp:
         archive = client.fetch_download(record.key, Path(tmp) / f"{record.key}.zip")
         log.info(f"{training_set}: fetched {archive.stat().st_size:,} bytes; ingesting")
@@ -199,7 +206,11 @@ def _from_download(
     record.extra["snapshot_id"] = info.snapshot_id
     record.save(storage)  # the download poll stops here
     source = SnapshotSource(
-        "download", download_key=record.key, doi=str(status.get("doi") or ""), citation=citation_for(status)
+        "download",
+        download_key=record.key,
+        doi=str(status.get("doi") or ""),
+        citation=citation_for(status),
+        waited_seconds=waited,
     )
     return info, source
 
