@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gbifdl_assets.pipeline.annotated_occurrences import newest_annotated
 from gbifdl_assets.pipeline.checks import CheckOutcome
@@ -201,9 +202,18 @@ def latest_manifest_key(storage: Storage, training_set: str) -> str | None:
     return folder.commit_key(output_id) if output_id else None
 
 
-def read_latest_manifest(storage: Storage, training_set: str) -> pa.Table:
-    """The newest complete manifest; StageError when there is none yet."""
+def _required_manifest_key(storage: Storage, training_set: str) -> str:
     key = latest_manifest_key(storage, training_set)
     if key is None:
         raise StageError(f"'{training_set}' has no manifest yet; materialize balanced_manifest first")
-    return storage.read_parquet(key)
+    return key
+
+
+def read_latest_manifest(storage: Storage, training_set: str) -> pa.Table:
+    """The newest complete manifest; StageError when there is none yet."""
+    return storage.read_parquet(_required_manifest_key(storage, training_set))
+
+
+def open_latest_manifest(storage: Storage, training_set: str) -> pq.ParquetFile:
+    """The newest complete manifest opened for reading in batches; StageError when there is none yet."""
+    return storage.parquet_file(_required_manifest_key(storage, training_set))

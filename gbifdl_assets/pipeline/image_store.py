@@ -19,8 +19,8 @@ from gbifdl_assets.media.download import DownloadConfig, DownloadSummary, downlo
 from gbifdl_assets.media.ledger import attribution_table, completeness_table, load_ledger, summarize_ledger
 from gbifdl_assets.media.settings import apply_image_options
 from gbifdl_assets.media.validate import ValidationOptions
-from gbifdl_assets.pipeline.balanced_manifest import read_latest_manifest
-from gbifdl_assets.pipeline.image_shards import shard_keys, shard_of
+from gbifdl_assets.pipeline.balanced_manifest import open_latest_manifest
+from gbifdl_assets.pipeline.image_shards import ShardedManifest, shard_keys
 from gbifdl_assets.specs import TrainingSetSpec
 from gbifdl_assets.storage import Storage, layout
 
@@ -90,9 +90,8 @@ def store_shard(
     image options apply on top: its ``max_bytes`` and politeness options (per-host ceilings,
     robots.txt, opt-out headers, image-cache fallback) only ever make it stricter.
     """
-    manifest = read_latest_manifest(storage, training_set)
-    shards = _shard_column(manifest.column("label"))
-    rows = manifest.filter(pc.equal(shards, shard))
+    manifest = ShardedManifest(open_latest_manifest(storage, training_set))
+    rows = manifest.rows_of(shard)
     name = layout.ledger_name(training_set, shard)
     log.info(f"{training_set} shard {shard}: {rows.num_rows} images of {manifest.num_rows}")
     summary = download_images(
@@ -122,7 +121,7 @@ def store_shard(
         threshold=float(threshold),
         attribution_uri=storage.uri_of(attribution_key),
         training_set=training_set_images(
-            storage, training_set, manifest, shards, threshold=threshold, known={shard: ledger}
+            storage, training_set, manifest, threshold=threshold, known={shard: (rows, ledger)}
         ),
         shard=shard,
     )
@@ -133,12 +132,8 @@ def _with_spec_max_bytes(download: DownloadConfig, max_bytes: int) -> DownloadCo
     return dataclasses.replace(download, fetch=dataclasses.replace(download.fetch, max_bytes=max_bytes))
 
 
-def _shard_column(labels: pa.ChunkedArray) -> pa.Array:
-    """Each row's shard, hashing every distinct label once."""
-    distinct = pc.unique(labels)
-    return pc.take(shard_of(distinct), pc.index_in(labels, value_set=distinct))
-
-
+#: the ledger columns the summary reads (content_key comes with them)
+_SUMMARY_COLUMNS = ["status", "stored"]
 _STATES = {"empty": "empty", "not_run": "to do", "partial": "partly done", "done": "done"}
 
 
@@ -161,22 +156,24 @@ def _shard_row(shard: str, rows: pa.Table, ledger: pa.Table) -> dict[str, Any]:
 def training_set_images(
     storage: Storage,
     training_set: str,
-    manifest: pa.Table,
-    shards: pa.Array,
+    manifest: ShardedManifest,
     *,
     threshold: float,
-    known: dict[str, pa.Table] | None = None,
+    known: dict[str, tuple[pa.Table, pa.Table]] | None = None,
 ) -> TrainingSetImages:
-    """Every shard's ledger against the manifest (``shards``: each row's shard); ``known`` are ledgers
-    already loaded, by shard."""
-    rows_per_shard, ledgers = [], []
-    for shard in shard_keys():
-        ledger = (known or {}).get(shard)
-        if ledger is None:
-            ledger = load_ledger(storage, layout.ledger_name(training_set, shard))
-        rows = manifest.filter(pc.equal(shards, shard))
+    """Every shard's ledger against the manifest; ``known``: (rows, ledger) of shards already loaded.
+
+    One shard at a time, and of the others only their content keys, labels and ledger statuses: a
+    species is in one shard only, so the classes' completeness is decided within each shard's ledger.
+    """
+    rows_per_shard, classes, below = [], 0, 0
+    for shard in shard_keys(manifest.shards):
+        rows, ledger = (known or {}).get(shard) or (None, None)
+        if rows is None:
+            rows = manifest.rows_of(shard, ["content_key", "label"])
+            ledger = load_ledger(storage, layout.ledger_name(training_set, shard), columns=_SUMMARY_COLUMNS)
         rows_per_shard.append(_shard_row(shard, rows, ledger))
-        ledgers.append(ledger.select(["content_key", "stored"]))
-    complete = completeness_table(manifest, pa.concat_tables(ledgers), by="label", threshold=threshold)
-    below = int(pc.sum(complete.column("below_threshold")).as_py() or 0) if complete.num_rows else 0
-    return TrainingSetImages(rows_per_shard, classes=complete.num_rows, classes_below=below)
+        complete = completeness_table(rows, ledger, by="label", threshold=threshold)
+        classes += complete.num_rows
+        below += int(pc.sum(complete.column("below_threshold")).as_py() or 0) if complete.num_rows else 0
+    return TrainingSetImages(rows_per_shard, classes=classes, classes_below=below)
