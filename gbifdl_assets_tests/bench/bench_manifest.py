@@ -1,8 +1,9 @@
 """Benchmark: 10 M snapshot rows → balanced manifest (read Parquet → write manifest Parquet).
 
 Target (issue 22): faster than polars lazy with the same semantics, in the same run. Anchors,
-measured on the same input and interleaved with ours (one run of each per round, so a load spike
-from other work on the shared machine hits all three alike), median of ``BENCH_RUNS`` (3) rounds:
+measured on the same input and interleaved with ours (one run of each per round, in an order that
+turns each round, so a load spike from other work on the shared machine hits all three alike),
+median of ``BENCH_RUNS`` (3) rounds:
 
 * ``polars_lazy``: ``scan_parquet`` → filters (predicate pushdown) → duplicate URLs → order keys →
   one image per occurrence → class minimum → water-filled publisher strata → splits → output
@@ -14,8 +15,11 @@ Both give the manifest ours gives: before the timed rounds, all three are built 
 (rows, order, splits, licences, strata). The pandas and per-record anchors of issue 5 are retired:
 pandas read 16 columns as object strings (12 GB) and was no anchor anyone would pick.
 
-Each result also records the process CPU seconds, since wall times on this shared 2-core machine
-move with the load average (recorded before and after). Results go to
+Each timed run is a fresh child process (so no runner inherits another's memory or warm caches):
+its wall and CPU seconds are measured inside it, start-up and imports left out, and its peak RSS is
+that of its process tree (:mod:`.proctree`). The CPU seconds are there because wall times on this
+shared 2-core machine move with the load average (recorded before and after). ``ours`` is what the
+balanced_manifest stage runs: the picked rows written a part at a time. Results go to
 gbifdl_assets_tests/bench/results/manifest.json. Run: ``make bench`` or
 ``.venv/bin/python -m pytest -o python_files='bench_*.py' gbifdl_assets_tests/bench/bench_manifest.py -s``.
 The input is generated once and cached under /tmp/gbifdl_bench, keyed by the generator's version
@@ -24,11 +28,11 @@ and a fingerprint of the product code it uses (BENCH_ROWS overrides 10 M).
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -40,16 +44,18 @@ import pytest
 
 from gbifdl_assets.gbif.licenses import normalize_licenses
 from gbifdl_assets.gbif.media_schema import SNAPSHOT_SCHEMA, conform
-from gbifdl_assets.sampling.manifest import build_manifest_from_parquet, write_manifest
+from gbifdl_assets.sampling.manifest import pick_manifest_from_parquet
 from gbifdl_assets.specs import parse_spec
 from gbifdl_assets_tests.bench.fingerprint import source_fingerprint
 from gbifdl_assets_tests.bench.manifest_anchors import run_duckdb, run_polars
+from gbifdl_assets_tests.bench.proctree import run_measured
 
 ROWS = int(os.environ.get("BENCH_ROWS", 10_000_000))
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
 CHECK_ROWS = min(ROWS, int(os.environ.get("BENCH_CHECK_ROWS", 200_000)))
 CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/gbifdl_bench"))
 RESULTS = Path(__file__).parent / "results" / "manifest.json"
+REPO = Path(__file__).resolve().parents[2]
 GENERATOR_VERSION = 2
 # the product code make_snapshot calls: a change to it re-generates the input
 GENERATOR_KEY = (
@@ -276,31 +282,40 @@ def make_snapshot(n: int, path: Path, seed: int = 7) -> Path:
 # runners
 # ---------------------------------------------------------------------------------------------------
 def run_ours(src: Path, out: Path) -> dict:
+    """What balanced_manifest does: pick the rows, then write the manifest a part at a time."""
     spec = parse_spec(SPEC)
     t0 = time.perf_counter()
-    result = build_manifest_from_parquet(src, spec, snapshot_id="bench")
+    picked = pick_manifest_from_parquet(src, spec, snapshot_id="bench")
     t_build = time.perf_counter() - t0
-    write_manifest(result, out)
+    picked.write(out)
     total = time.perf_counter() - t0
+    stats = picked.stats
     return {
         "seconds": total,
         "build_s": t_build,
         "write_s": total - t_build,
-        "images": result.stats["images"],
-        "classes": result.stats["classes"],
-        "shortfall_classes": result.stats["shortfall_classes"],
-        "min_class": result.stats["min_class_images"],
-        "max_class": result.stats["max_class_images"],
-        "timings": result.stats["timings"],
+        "images": stats["images"],
+        "classes": stats["classes"],
+        "shortfall_classes": stats["shortfall_classes"],
+        "min_class": stats["min_class_images"],
+        "max_class": stats["max_class_images"],
+        "timings": stats["timings"],
     }
 
 
-def _timed(name: str, run, src: Path, out: Path) -> dict:  # noqa: ANN001
-    gc.collect()
+def _timed(name: str, src: Path, out: Path) -> dict:
+    """One run of ``name`` in a fresh child process: its own wall and CPU time (start-up and imports
+    left out) and the peak RSS of its process tree, so no runner inherits another's memory."""
+    cmd = [sys.executable, "-m", "gbifdl_assets_tests.bench.bench_manifest", name, str(src), str(out)]
+    result = run_measured(cmd, cwd=REPO)
+    return {**result, "load_average_1m": os.getloadavg()[0]}
+
+
+def _child(name: str, src: Path, out: Path) -> None:
     t0, c0 = time.perf_counter(), time.process_time()
-    info = run(src, out)
+    info = RUNNERS[name](src, out)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {**info, "seconds": wall, "cpu_s": cpu, "load_average_1m": os.getloadavg()[0]}
+    print(json.dumps({**info, "seconds": wall, "cpu_s": cpu}, default=float))
 
 
 RUNNERS = {
@@ -345,13 +360,17 @@ def test_bench_manifest(tmp_path: Path) -> None:
 
     load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {name: [] for name in RUNNERS}
+    names = list(RUNNERS)
     for i in range(RUNS):
-        for name, run in RUNNERS.items():
-            runs[name].append(_timed(name, run, src, tmp_path / f"{name}_{i}.parquet"))
+        # the order turns each round: a run right after DuckDB's (2.4 GB freed just before) was seen
+        # slower than one after ours, so no runner always follows the same one
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            runs[name].append(_timed(name, src, tmp_path / f"{name}_{i}.parquet"))
             r = runs[name][-1]
             extra = f"  {r['timings']}" if name == "ours" else ""
             print(
-                f"  round {i + 1} {name}: {r['seconds']:.2f} s (cpu {r['cpu_s']:.1f} s, load {r['load_average_1m']:.1f}){extra}"
+                f"  round {i + 1} {name}: {r['seconds']:.2f} s (cpu {r['cpu_s']:.1f} s, "
+                f"peak RSS {r['peak_tree_rss_mb']:,.0f} MB, load {r['load_average_1m']:.1f}){extra}"
             )
     a = pq.read_table(tmp_path / "ours_0.parquet")
     b = pq.read_table(tmp_path / f"ours_{RUNS - 1}.parquet")
@@ -361,6 +380,7 @@ def test_bench_manifest(tmp_path: Path) -> None:
             _same_manifest(tmp_path / "ours_0.parquet", tmp_path / f"{name}_0.parquet", name)
     results = {name: _median(r) for name, r in runs.items()}
 
+    peaks = {name: max(r["peak_tree_rss_mb"] for r in runs[name]) for name in RUNNERS}
     ours_s = results["ours"]["median_s"]
     ratios = {name: round(results[name]["median_s"] / ours_s, 2) for name in RUNNERS if name != "ours"}
     per_round = {
@@ -384,12 +404,14 @@ def test_bench_manifest(tmp_path: Path) -> None:
         "results": results,
         "speedup_vs_anchor": ratios,
         "speedup_per_round": per_round,
+        "peak_tree_rss_mb_max_of_rounds": peaks,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(f"  ours: median {ours_s:.2f} s for {ROWS:,} rows")
     for name, ratio in ratios.items():
         print(f"  vs {name}: ours is {ratio}x as fast (per round {per_round[name]})")
+    print(f"  peak RSS of the process tree, largest of the rounds (MB): {peaks}")
     print(f"  results: {RESULTS}")
 
 
@@ -397,3 +419,7 @@ def _version(module: str) -> str:
     import importlib.metadata
 
     return importlib.metadata.version(module)
+
+
+if __name__ == "__main__":  # one timed run in a child process: NAME SRC OUT (see _timed)
+    _child(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
