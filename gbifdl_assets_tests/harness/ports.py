@@ -8,8 +8,9 @@ import time
 LOOPBACK = "127.0.0.1"
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """Return a TCP port that is free on ``host`` right now.
+def free_port(host: str = LOOPBACK, preferred: int | None = None) -> int:
+    """Return a TCP port that is free on ``host`` right now: ``preferred`` when it is, else one the
+    kernel picks.
 
     The kernel picks it (bind to port 0), so two harnesses started in parallel do not collide the
     way a fixed or random-guess port would. There is a small window between closing this socket
@@ -17,7 +18,12 @@ def free_port(host: str = LOOPBACK) -> int:
     race shows up as a readable startup error rather than a hang.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        try:
+            sock.bind((host, preferred or 0))
+        except OSError:
+            if not preferred:
+                raise
+            sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -127,13 +126,10 @@ def sandbox_process(
 def _sticky_port(folder: Path) -> int:
     """The port kept in ``folder/port`` when it is free now, else a free one (kept for next time)."""
     kept = folder / "port"
-    try:
-        port = int(kept.read_text())
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((LOOPBACK, port))
-        return port
-    except (OSError, ValueError):
-        port = free_port()
+    text = kept.read_text().strip() if kept.is_file() else ""
+    preferred = int(text) if text.isdigit() else None
+    port = free_port(preferred=preferred)
+    if port != preferred:
         folder.mkdir(parents=True, exist_ok=True)
         kept.write_text(str(port))
-        return port
+    return port
