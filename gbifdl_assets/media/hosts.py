@@ -405,10 +405,7 @@ class HostControl:
             self.refused_urls.popleft()
         self.refused.append(now)
         self.refused_urls.append(target)
-        if self._learns(sent_at):
-            self._decay(now)
-            self.background_refusals += 1.0
-            self.background_answers += 1.0
+        self._learn(now, sent_at, refused=True)
         since = max(now - _HORIZON, self.decreased_at)
         second = max(now - _WINDOW, since)
         refused = _count_since(self.refused, second)
@@ -423,6 +420,13 @@ class HostControl:
         refused = _count_since(self.refused, since)
         answers = refused + _count_since(self.served, since)
         return _improbable(refused, self._background_share(0) * answers)
+
+    def _learn(self, now: float, sent_at: float, *, refused: bool) -> None:
+        """Count one answer (refused or clean) in the background share, when it tells it (:meth:`_learns`)."""
+        if self._learns(sent_at):
+            self._decay(now)
+            self.background_answers += 1.0
+            self.background_refusals += 1.0 if refused else 0.0
 
     def _learns(self, sent_at: float) -> bool:
         """Whether the answer to a request sent at ``sent_at`` tells the host's background share.
@@ -540,9 +544,7 @@ class HostControl:
     ) -> None:
         self.answered += 1
         self.failures = 0
-        if self._learns(sent_at):
-            self._decay(now)
-            self.background_answers += 1.0
+        self._learn(now, sent_at, refused=False)
         self.served.append(now)
         if len(self.served) > 64:
             _trim(self.served, now, _HORIZON)
